@@ -1,0 +1,1 @@
+//! Integration tests against real Postgres shards (started by the harness).

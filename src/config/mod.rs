@@ -1,0 +1,192 @@
+//! The shard map file: raw serde types ([`raw`]) → validated runtime types
+//! ([`Config`], [`ShardMap`]) ([`validate`]). A bad map fails at startup naming the TOML
+//! line; it is never a warning.
+
+pub mod raw;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::sharding::{KeyType, KeyValue, ShardId, slot_of};
+
+pub use validate::{ConfigError, load, parse};
+
+/// The validated configuration: everything the proxy needs, passed around as `Arc`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[[users]]`: who may connect to the proxy.
+    pub users: Vec<UserConfig>,
+    /// `[[shards]]` with parsed connection parameters, in file order (index = ShardId).
+    pub shards: Vec<ShardConfig>,
+    /// The routing table built from `[sharding]`, `[[tables]]` and `[slot_map]`.
+    pub map: ShardMap,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// address to listen on
+    pub listen: SocketAddr,
+    /// backend connections per shard
+    pub pool_size: usize,
+    /// how long a statement waits for a free backend connection before failing
+    pub pool_timeout: Duration,
+    /// how long to wait for a backend TCP connect + login
+    pub connect_timeout: Duration,
+    /// most client connections served at once; more wait in the accept queue
+    pub max_clients: usize,
+    /// largest frontend message accepted (bytes); larger → 08P01 and disconnect
+    pub max_message_size: usize,
+    /// statements the parser cannot read: refuse, or send to the default shard when they
+    /// mention no sharded table
+    pub unparsed: UnparsedPolicy,
+}
+
+/// What to do with a statement sqlparser cannot parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnparsedPolicy {
+    /// refuse every unparseable statement with 0A000
+    Refuse,
+    /// send it to the default shard unless its text names a sharded table (then refuse)
+    DefaultShard,
+}
+
+/// A proxy user and the secret it authenticates with.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    /// user name clients connect as
+    pub name: String,
+    /// the password, plaintext or a SCRAM verifier
+    pub secret: UserSecret,
+}
+
+/// How a user's password is stored in the map.
+#[derive(Clone)]
+pub enum UserSecret {
+    /// plaintext password (a SCRAM verifier is derived from it at load time)
+    Plain(String),
+    /// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`
+    Scram {
+        /// PBKDF2 iterations
+        iterations: u32,
+        /// raw salt
+        salt: Vec<u8>,
+        /// SHA-256(ClientKey)
+        stored_key: Vec<u8>,
+        /// HMAC(SaltedPassword, "Server Key")
+        server_key: Vec<u8>,
+    },
+}
+
+impl std::fmt::Debug for UserSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserSecret::Plain(_) => f.write_str("Plain(<redacted>)"),
+            UserSecret::Scram { iterations, .. } => write!(f, "Scram(iterations={iterations})"),
+        }
+    }
+}
+
+/// One `[[shards]]` entry with its URL taken apart.
+#[derive(Clone)]
+pub struct ShardConfig {
+    /// shard name
+    pub name: String,
+    /// the URL as written (password redacted when displayed)
+    pub url: String,
+    /// backend host
+    pub host: String,
+    /// backend port
+    pub port: u16,
+    /// backend user (the proxy's own credentials)
+    pub user: String,
+    /// backend password, if any
+    pub password: Option<String>,
+    /// backend database name (the logical database clients ask for)
+    pub dbname: String,
+    /// ring weight
+    pub weight: u32,
+}
+
+impl std::fmt::Debug for ShardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardConfig")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("dbname", &self.dbname)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sharded table: its key column and type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRule {
+    /// table name, lower-case as Postgres folds unquoted identifiers
+    pub name: String,
+    /// key column, lower-case
+    pub key: String,
+    /// key column type
+    pub key_type: KeyType,
+}
+
+/// The routing table: which shard owns each slot, and which tables are sharded on what.
+#[derive(Debug, Clone)]
+pub struct ShardMap {
+    /// increases every time a new map is installed (reload, rebalance cutover)
+    pub epoch: u64,
+    /// number of slots (a power of two)
+    pub slots: u32,
+    /// shard names, index = ShardId
+    pub shard_names: Vec<String>,
+    /// owner of each slot (len == slots)
+    pub slot_owner: Vec<ShardId>,
+    /// sharded tables by lower-case name
+    pub tables: HashMap<String, TableRule>,
+    /// shard for statements that touch no sharded table
+    pub default_shard: ShardId,
+    /// ring points per shard per unit of weight
+    pub vnodes: u32,
+}
+
+impl ShardMap {
+    /// The sharding rule of a table, if it is sharded. `name` must already be folded
+    /// (lower-case unless quoted); a schema-qualified name matches on its last part.
+    pub fn table(&self, name: &str) -> Option<&TableRule> {
+        self.tables.get(name)
+    }
+
+    /// Which shard owns a slot.
+    #[inline]
+    pub fn shard_of_slot(&self, slot: u32) -> ShardId {
+        self.slot_owner[slot as usize]
+    }
+
+    /// Slot and owning shard of a key value.
+    #[inline]
+    pub fn locate(&self, key: &KeyValue) -> (u32, ShardId) {
+        let slot = slot_of(key.partition_hash(), self.slots);
+        (slot, self.shard_of_slot(slot))
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shard_names.len()
+    }
+
+    /// Name of a shard.
+    pub fn shard_name(&self, id: ShardId) -> &str {
+        &self.shard_names[id]
+    }
+}
+
+/// Read and validate a shard map file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    load(path)
+}

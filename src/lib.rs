@@ -1,0 +1,34 @@
+//! pgshard: a sharding proxy for PostgreSQL.
+//!
+//! Clients connect with an ordinary Postgres connection string. pgshard parses each
+//! statement, finds the shard key, and relays the Postgres protocol messages to the shard
+//! that owns the key's slot. Slots are Postgres hash-partition remainders, so every row
+//! lives exactly where `PARTITION BY HASH (key) ... MODULUS slots` would put it.
+//!
+//! # Layout
+//! Dependencies point one way, from the top of this list to the bottom:
+//! - [`cli`]: one file per subcommand (`serve`, `check`, `map`, `locate`, `route`, `dev`).
+//! - [`server`]: the listener, connection limit and shutdown drain.
+//! - [`session`]: one client connection: startup/auth, simple and extended protocol,
+//!   transaction state.
+//! - [`backend`]: one raw server connection and the per-shard pool.
+//! - [`router`]: pure routing of an analysed statement to a target shard set.
+//! - [`sql`]: the only user of sqlparser: SQL text → [`sql::Statement`] summary, plan cache.
+//! - [`config`]: the shard map file → validated [`config::Config`] / [`config::ShardMap`].
+//! - [`sharding`]: Postgres-compatible hashing, key values, the consistent-hash ring.
+//! - [`protocol`]: sans-I/O frame splitting and message helpers, SQLSTATE codes.
+//! - [`devcluster`]: start and stop local Postgres clusters (used by `pgshard dev` and tests).
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod devcluster;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod sharding;
+pub mod sql;
+
+pub use server::serve;
