@@ -1,1 +1,436 @@
-//! TODO
+//! One client connection: startup and authentication ([`startup`]), then a loop over
+//! client messages: simple queries ([`simple`]) and the extended protocol ([`extended`]).
+//! The transaction phase is an explicit state machine ([`txn::Txn`]); backend replies are
+//! relayed by an expected-reply queue ([`relay`]).
+
+pub mod auth;
+pub mod client;
+mod extended;
+pub mod relay;
+pub mod settings;
+pub mod shared;
+mod simple;
+mod startup;
+pub mod txn;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::backend::{BackendError, Pools, PooledConn};
+use crate::protocol::reply::{self, ProxyError, TxnStatus};
+use crate::protocol::{Frame, SqlState};
+use crate::router::{self, ParamSource, Route, RouteError, RouteInput};
+use crate::sharding::ShardId;
+use crate::sql::{Analysis, SharedAnalysis};
+use client::{ClientError, ClientIo};
+use relay::{Expect, RelayError, RelayOutcome, relay};
+use settings::Settings;
+pub use shared::Shared;
+use shared::OrdinalSnapshot;
+use txn::Txn;
+
+/// How a session ended, for the log.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// Terminate or EOF
+    ClientGone,
+    /// pgshard closed the connection after sending this FATAL error
+    Fatal(ProxyError),
+}
+
+/// A statement the client prepared (Parse), kept by pgshard under transaction pooling.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientStmt {
+    sql: Arc<str>,
+    param_types: bytes::Bytes,
+    analysis: SharedAnalysis,
+    /// identity of (text, parameter types): names the statement on backends
+    hash: u64,
+}
+
+/// One client session.
+pub struct Session<S> {
+    client: ClientIo<S>,
+    shared: Arc<Shared>,
+    out: BytesMut,
+    txn: Txn,
+    stmts: HashMap<String, ClientStmt>,
+    batch: extended::Batch,
+    settings: Settings,
+    user: String,
+}
+
+/// Serve one client connection to the end.
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Shared>) -> SessionEnd {
+    let max = shared.config.server.max_message_size;
+    let mut session = Session {
+        client: ClientIo::new(stream, max),
+        shared,
+        out: BytesMut::with_capacity(16 * 1024),
+        txn: Txn::Idle,
+        stmts: HashMap::new(),
+        batch: extended::Batch::default(),
+        settings: Settings::default(),
+        user: String::new(),
+    };
+    let end = match session.startup().await {
+        Ok(()) => session.serve().await,
+        Err(end) => end,
+    };
+    if let SessionEnd::Fatal(e) = &end {
+        e.encode(&mut session.out);
+        let _ = session.client.send(&mut session.out).await;
+    }
+    session.finish();
+    end
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    async fn serve(&mut self) -> SessionEnd {
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            let idle = matches!(self.txn, Txn::Idle) && !self.batch.is_open();
+            let frame = tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if idle => {
+                    return SessionEnd::Fatal(ProxyError::fatal(
+                        SqlState::ADMIN_SHUTDOWN,
+                        "terminating connection: pgshard is shutting down",
+                    ));
+                }
+                frame = self.client.read_frame() => frame,
+            };
+            let frame = match frame {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return SessionEnd::ClientGone,
+                Err(ClientError::Frame(e)) => {
+                    return SessionEnd::Fatal(ProxyError::protocol_violation(e));
+                }
+                Err(ClientError::Io(_)) => return SessionEnd::ClientGone,
+            };
+            let result = match frame.tag() {
+                b'Q' => self.on_query(frame).await,
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => self.on_extended(frame).await,
+                b'F' => self.on_function_call(frame).await,
+                b'X' => return SessionEnd::ClientGone,
+                // Outside COPY these are ignored, as Postgres does.
+                b'd' | b'c' | b'f' => Ok(()),
+                other => Err(SessionEnd::Fatal(ProxyError::protocol_violation(format!(
+                    "invalid frontend message type {}",
+                    other
+                )))),
+            };
+            if let Err(end) = result {
+                return end;
+            }
+            if !self.client.has_buffered_frame()
+                && let Err(_) = self.client.send(&mut self.out).await
+            {
+                return SessionEnd::ClientGone;
+            }
+        }
+    }
+
+    /// Release whatever the session holds. A connection still inside a transaction is
+    /// not reusable and is closed by [`Pools::release`], which rolls it back server-side.
+    fn finish(&mut self) {
+        match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Attached { conn } | Txn::Aborted { conn: Some(conn) } => Pools::release(conn),
+            _ => {}
+        }
+    }
+
+    /// Send a proxy error and, for a simple query, the ReadyForQuery that ends it. Inside
+    /// a transaction the transaction becomes aborted, as Postgres would leave it.
+    fn refuse(&mut self, err: ProxyError) {
+        tracing::debug!(code = err.code.0, message = %err.message, "statement refused");
+        err.encode(&mut self.out);
+        self.abort_txn();
+    }
+
+    /// Move an open transaction to the aborted state (no-op outside a transaction).
+    fn abort_txn(&mut self) {
+        self.txn = match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Idle => Txn::Idle,
+            Txn::Deferred { .. } => Txn::Aborted { conn: None },
+            Txn::Attached { conn } if conn.status == TxnStatus::Idle => {
+                // only a flushed batch outside a transaction: stays attached until Sync
+                Txn::Attached { conn }
+            }
+            Txn::Attached { conn } => Txn::Aborted { conn: Some(conn) },
+            aborted @ Txn::Aborted { .. } => aborted,
+        };
+    }
+
+    fn ready(&mut self) {
+        reply::ready_for_query(self.txn.status(), &mut self.out);
+    }
+
+    /// Route a query string with parameters against the current map, learning key
+    /// positions from the catalog when an INSERT needs one.
+    async fn route(
+        &mut self,
+        sql: &str,
+        analysis: &Analysis,
+        params: &dyn ParamSource,
+    ) -> Result<Route, ProxyError> {
+        for _ in 0..2 {
+            let map = self.shared.map.load();
+            let result = {
+                let ordinals = self
+                    .shared
+                    .ordinals
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner());
+                router::route(
+                    &RouteInput {
+                        sql,
+                        analysis,
+                        params,
+                        ordinals: &OrdinalSnapshot(&ordinals),
+                    },
+                    &map,
+                    self.shared.config.server.unparsed,
+                )
+            };
+            match result {
+                Err(RouteError::KeyOrdinalUnknown { table }) => {
+                    let key = map.table(&table).map(|t| t.key.clone()).unwrap_or_default();
+                    self.learn_ordinal(&table, &key).await?;
+                }
+                other => return other.map_err(route_error),
+            }
+        }
+        Err(ProxyError::cross_shard_unsupported(
+            "could not determine the shard key position; name the columns in INSERT",
+        ))
+    }
+
+    /// Look up the position of `key` among the columns of `table` on the default shard.
+    async fn learn_ordinal(&mut self, table: &str, key: &str) -> Result<(), ProxyError> {
+        let sql = format!(
+            "SELECT n - 1 FROM (SELECT attname, row_number() OVER (ORDER BY attnum) AS n \
+             FROM pg_attribute WHERE attrelid = to_regclass({}) AND attnum > 0 \
+             AND NOT attisdropped) c WHERE attname = {}",
+            settings::quote_literal(&settings::quote_ident(table)),
+            settings::quote_literal(key)
+        );
+        let shard = self.shared.map.load().default_shard;
+        let mut conn = self.checkout(shard).await?;
+        let mut q = BytesMut::new();
+        postgres_protocol::message::frontend::query(&sql, &mut q)
+            .map_err(|e| ProxyError::error(SqlState::INTERNAL_ERROR, e.to_string()))?;
+        conn.queue(&q);
+        let mut scratch = BytesMut::new();
+        let mut queue = VecDeque::from([Expect::Query { fwd: true }]);
+        let result = async {
+            conn.flush().await?;
+            relay::<S>(&mut conn, &mut queue, &mut scratch, None).await
+        }
+        .await;
+        let shard_name = self.shared.pools.shard_name(shard).to_owned();
+        Pools::release(conn);
+        result.map_err(|e| ProxyError::shard_unavailable(&shard_name, e))?;
+        let value = first_data_value(&scratch).ok_or_else(|| {
+            ProxyError::cross_shard_unsupported(format!(
+                "cannot find shard key column \"{key}\" of table \"{table}\" on shard \"{shard_name}\"; name the columns in INSERT"
+            ))
+        })?;
+        let ordinal: usize = value
+            .parse()
+            .map_err(|_| ProxyError::error(SqlState::INTERNAL_ERROR, "bad catalog answer"))?;
+        self.shared
+            .ordinals
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(table.to_owned(), ordinal);
+        Ok(())
+    }
+
+    /// Check out a connection to `shard`, mapping failures to client errors.
+    async fn checkout(&self, shard: ShardId) -> Result<PooledConn, ProxyError> {
+        self.shared.pools.get(shard).await.map_err(|e| {
+            let name = self.shared.pools.shard_name(shard);
+            match e {
+                BackendError::PoolTimeout(d) => ProxyError::error(
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    format!(
+                        "pgshard: no connection to shard \"{name}\" became free within {} ms",
+                        d.as_millis()
+                    ),
+                )
+                .with_hint("raise [server] pool_size or pool_timeout_ms, or shorten transactions"),
+                other => ProxyError::shard_unavailable(name, other),
+            }
+        })
+    }
+
+    /// Queue what a connection needs before serving this client: its settings.
+    fn prepare_conn(&self, conn: &mut PooledConn, queue: &mut VecDeque<Expect>) {
+        if conn.settings_sig == self.settings.sig() {
+            return;
+        }
+        let mut buf = BytesMut::new();
+        if conn.settings_sig != 0 {
+            let _ = postgres_protocol::message::frontend::query("RESET ALL", &mut buf);
+            queue.push_back(Expect::Query { fwd: false });
+        }
+        for stmt in self.settings.statements() {
+            let _ = postgres_protocol::message::frontend::query(stmt, &mut buf);
+            queue.push_back(Expect::Query { fwd: false });
+        }
+        conn.queue(&buf);
+        conn.settings_sig = self.settings.sig();
+    }
+
+    /// Get the connection for a statement on `shard`: the attached one (which must be on
+    /// that shard), or a fresh checkout with settings and any deferred BEGIN queued.
+    async fn attach(
+        &mut self,
+        shard: ShardId,
+        queue: &mut VecDeque<Expect>,
+    ) -> Result<PooledConn, ProxyError> {
+        match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Attached { conn } => Ok(conn),
+            Txn::Deferred { begin } => {
+                let mut conn = match self.checkout(shard).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        self.txn = Txn::Deferred { begin };
+                        return Err(e);
+                    }
+                };
+                self.prepare_conn(&mut conn, queue);
+                let mut buf = BytesMut::new();
+                let _ = postgres_protocol::message::frontend::query(&begin, &mut buf);
+                conn.queue(&buf);
+                queue.push_back(Expect::Query { fwd: false });
+                Ok(conn)
+            }
+            Txn::Idle => {
+                let mut conn = self.checkout(shard).await?;
+                self.prepare_conn(&mut conn, queue);
+                Ok(conn)
+            }
+            aborted @ Txn::Aborted { .. } => {
+                self.txn = aborted;
+                Err(ProxyError::in_failed_transaction())
+            }
+        }
+    }
+
+    /// Send what is queued on `conn`, relay the replies to the client, then keep or
+    /// release the connection according to the backend's transaction status.
+    async fn exchange(
+        &mut self,
+        mut conn: PooledConn,
+        mut queue: VecDeque<Expect>,
+    ) -> Result<RelayOutcome, SessionEnd> {
+        let result = match conn.flush().await {
+            Ok(()) => relay(&mut conn, &mut queue, &mut self.out, Some(&mut self.client)).await,
+            Err(e) => Err(RelayError::Backend(e)),
+        };
+        match result {
+            Ok(outcome) => {
+                self.settle(conn);
+                Ok(outcome)
+            }
+            Err(RelayError::Client(_)) => {
+                conn.broken = true;
+                Pools::release(conn);
+                Err(SessionEnd::ClientGone)
+            }
+            Err(RelayError::Backend(e)) => {
+                let name = self.shared.pools.shard_name(conn.shard).to_owned();
+                tracing::warn!(shard = %name, error = %e, "backend connection failed mid-statement");
+                let was_in_txn = conn.status != TxnStatus::Idle || matches!(self.txn, Txn::Deferred { .. });
+                conn.broken = true;
+                Pools::release(conn);
+                ProxyError::shard_unavailable(&name, format!("connection lost: {e}")).encode(&mut self.out);
+                self.txn = if was_in_txn { Txn::Aborted { conn: None } } else { Txn::Idle };
+                self.batch.close();
+                if queue.iter().any(|e| matches!(e, Expect::Query { fwd: true } | Expect::Sync { fwd: true })) {
+                    self.ready();
+                }
+                Ok(RelayOutcome { saw_error: true })
+            }
+        }
+    }
+
+    /// After a relay: keep the connection while a transaction or an unsynced batch
+    /// needs it, else give it back.
+    fn settle(&mut self, conn: PooledConn) {
+        if conn.status == TxnStatus::Idle && !self.batch.is_open() {
+            Pools::release(conn);
+            self.txn = Txn::Idle;
+        } else {
+            self.txn = Txn::Attached { conn };
+        }
+    }
+
+    /// FunctionCall (F): pgshard cannot see which shard it touches; it runs on the
+    /// transaction's shard, or the default shard outside a transaction.
+    async fn on_function_call(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        if matches!(self.txn, Txn::Aborted { .. }) {
+            self.refuse(ProxyError::in_failed_transaction());
+            self.ready();
+            return Ok(());
+        }
+        let shard = match &self.txn {
+            Txn::Attached { conn } => conn.shard,
+            _ => self.shared.map.load().default_shard,
+        };
+        let mut queue = VecDeque::new();
+        let mut conn = match self.attach(shard, &mut queue).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.refuse(e);
+                self.ready();
+                return Ok(());
+            }
+        };
+        conn.queue(frame.as_bytes());
+        queue.push_back(Expect::Query { fwd: true });
+        self.exchange(conn, queue).await.map(|_| ())
+    }
+}
+
+/// Map a routing refusal to the error the client sees.
+fn route_error(e: RouteError) -> ProxyError {
+    let code = match &e {
+        RouteError::BadKey { source, .. } => match source {
+            crate::sharding::KeyError::OutOfRange { .. } => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            _ => SqlState::INVALID_TEXT_REPRESENTATION,
+        },
+        RouteError::MissingParam(_) => SqlState::PROTOCOL_VIOLATION,
+        _ => SqlState::FEATURE_NOT_SUPPORTED,
+    };
+    ProxyError::error(code, format!("pgshard: {e}"))
+}
+
+/// The first column of the first DataRow in a buffer of relayed messages.
+fn first_data_value(buf: &[u8]) -> Option<String> {
+    let mut rest = buf;
+    while rest.len() >= 5 {
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let msg = rest.get(..len + 1)?;
+        if msg[0] == b'D' {
+            let body = &msg[5..];
+            let n = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+            if n < 1 {
+                return None;
+            }
+            let flen = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+            if flen < 0 {
+                return None;
+            }
+            let value = body.get(6..6 + flen as usize)?;
+            return Some(String::from_utf8_lossy(value).into_owned());
+        }
+        rest = &rest[len + 1..];
+    }
+    None
+}

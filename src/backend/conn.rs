@@ -1,0 +1,286 @@
+//! One raw connection to a shard: login with the proxy's own credentials, then frame
+//! I/O. The connection tracks the transaction status from ReadyForQuery itself (never a
+//! library's cached flag): a connection is only reusable when the last ReadyForQuery said
+//! idle and nothing is left unread.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::BackendError;
+use crate::config::ShardConfig;
+use crate::protocol::reply::TxnStatus;
+use crate::protocol::{Frame, split_frame};
+use crate::sharding::ShardId;
+
+/// Largest message accepted from a backend (Postgres' own limit for a DataRow is 1 GB).
+const MAX_BACKEND_MESSAGE: usize = 1 << 30;
+
+/// A logged-in connection to one shard.
+pub struct BackendConn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// which shard this is
+    pub shard: ShardId,
+    /// transaction status from the last ReadyForQuery
+    pub status: TxnStatus,
+    /// set when the connection must not be reused (I/O error, protocol desync)
+    pub broken: bool,
+    /// ParameterStatus values received at login
+    pub server_params: Vec<(String, String)>,
+    /// process id and secret key of the server process (for cancel)
+    pub key: (i32, i32),
+    /// server-side prepared statements (by statement hash) that exist on this connection
+    pub prepared: HashSet<u64>,
+    /// signature of the session settings applied on this connection (0 = server defaults)
+    pub settings_sig: u64,
+}
+
+impl BackendConn {
+    /// Connect and log in, within `timeout`.
+    pub async fn connect(
+        shard: ShardId,
+        cfg: &ShardConfig,
+        timeout: Duration,
+    ) -> Result<BackendConn, BackendError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(shard, cfg)).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::ConnectTimeout(timeout)),
+        }
+    }
+
+    async fn connect_inner(shard: ShardId, cfg: &ShardConfig) -> Result<BackendConn, BackendError> {
+        let stream = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = BackendConn {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::with_capacity(4 * 1024),
+            shard,
+            status: TxnStatus::Idle,
+            broken: false,
+            server_params: Vec::new(),
+            key: (0, 0),
+            prepared: HashSet::new(),
+            settings_sig: 0,
+        };
+        let params = [
+            ("user", cfg.user.as_str()),
+            ("database", cfg.dbname.as_str()),
+            ("application_name", "pgshard"),
+            ("client_encoding", "UTF8"),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut conn.wbuf)?;
+        conn.flush().await?;
+        conn.login(cfg).await?;
+        Ok(conn)
+    }
+
+    async fn login(&mut self, cfg: &ShardConfig) -> Result<(), BackendError> {
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let frame = self.read_frame().await?;
+            let body = frame.body();
+            match frame.tag() {
+                b'R' => {
+                    let code = be_i32(body).ok_or_else(|| proto("short Authentication"))?;
+                    let data = &body[4..];
+                    match code {
+                        0 => {}
+                        3 => {
+                            let pw = password(cfg)?;
+                            frontend::password_message(pw.as_bytes(), &mut self.wbuf)?;
+                            self.flush().await?;
+                        }
+                        5 => {
+                            let pw = password(cfg)?;
+                            let salt: [u8; 4] = data
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| proto("short MD5 salt"))?;
+                            let hash = md5_hash(cfg.user.as_bytes(), pw.as_bytes(), salt);
+                            frontend::password_message(hash.as_bytes(), &mut self.wbuf)?;
+                            self.flush().await?;
+                        }
+                        10 => {
+                            let pw = password(cfg)?;
+                            let offers_scram = data
+                                .split(|&b| b == 0)
+                                .any(|m| m == b"SCRAM-SHA-256");
+                            if !offers_scram {
+                                return Err(BackendError::Login(
+                                    "server offers no SCRAM-SHA-256 mechanism".into(),
+                                ));
+                            }
+                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.wbuf)?;
+                            self.flush().await?;
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram.as_mut().ok_or_else(|| proto("unexpected SASLContinue"))?;
+                            s.update(data).map_err(|e| BackendError::Login(e.to_string()))?;
+                            frontend::sasl_response(s.message(), &mut self.wbuf)?;
+                            self.flush().await?;
+                        }
+                        12 => {
+                            let s = scram.as_mut().ok_or_else(|| proto("unexpected SASLFinal"))?;
+                            s.finish(data).map_err(|e| BackendError::Login(e.to_string()))?;
+                        }
+                        other => return Err(BackendError::UnsupportedAuth(other)),
+                    }
+                }
+                b'S' => {
+                    let mut parts = body.split(|&b| b == 0);
+                    let name = parts.next().unwrap_or_default();
+                    let value = parts.next().unwrap_or_default();
+                    self.server_params.push((
+                        String::from_utf8_lossy(name).into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                }
+                b'K' => {
+                    let pid = be_i32(body).ok_or_else(|| proto("short BackendKeyData"))?;
+                    let secret = be_i32(&body[4..]).ok_or_else(|| proto("short BackendKeyData"))?;
+                    self.key = (pid, secret);
+                }
+                b'Z' => {
+                    self.status = body
+                        .first()
+                        .and_then(|&b| TxnStatus::from_byte(b))
+                        .ok_or_else(|| proto("bad ReadyForQuery"))?;
+                    return Ok(());
+                }
+                b'E' => return Err(BackendError::Login(error_message(body))),
+                b'N' | b'v' => {}
+                other => {
+                    return Err(proto(&format!(
+                        "unexpected message '{}' during login",
+                        char::from(other)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Queue bytes to send; nothing is written until [`flush`](Self::flush).
+    #[inline]
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// The write buffer, for encoders that append to a `BytesMut`.
+    #[inline]
+    pub fn wbuf(&mut self) -> &mut BytesMut {
+        &mut self.wbuf
+    }
+
+    /// Write everything queued.
+    pub async fn flush(&mut self) -> Result<(), BackendError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        if let Err(e) = result {
+            self.broken = true;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Read the next whole message.
+    pub async fn read_frame(&mut self) -> Result<Frame, BackendError> {
+        loop {
+            match split_frame(&mut self.rbuf, MAX_BACKEND_MESSAGE) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(BackendError::Protocol(e.to_string()));
+                }
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 8 * 1024 {
+                self.rbuf.reserve(16 * 1024);
+            }
+            match self.stream.read_buf(&mut self.rbuf).await {
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(BackendError::Closed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// True when a whole message is already buffered, i.e. the next
+    /// [`read_frame`](Self::read_frame) will not wait. Used to batch client writes.
+    pub fn has_buffered_frame(&self) -> bool {
+        if self.rbuf.len() < 5 {
+            return false;
+        }
+        let len = i32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]);
+        len >= 4 && self.rbuf.len() > len as usize
+    }
+
+    /// Whether this connection can be handed to another client: last ReadyForQuery said
+    /// idle, nothing unread, no error seen, and the server has not closed it meanwhile.
+    pub fn is_reusable(&self) -> bool {
+        if self.broken || self.status != TxnStatus::Idle || !self.rbuf.is_empty() {
+            return false;
+        }
+        // An idle server only speaks up to say goodbye (admin shutdown, idle timeout):
+        // anything readable, or EOF, means the connection is gone.
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Send Terminate, best effort (used when a pool discards a healthy connection).
+    pub async fn terminate(mut self) {
+        frontend::terminate(&mut self.wbuf);
+        let _ = self.flush().await;
+    }
+}
+
+fn password(cfg: &ShardConfig) -> Result<&str, BackendError> {
+    cfg.password
+        .as_deref()
+        .ok_or_else(|| BackendError::Login("server requires a password but the shard URL has none".into()))
+}
+
+fn proto(what: &str) -> BackendError {
+    BackendError::Protocol(what.to_owned())
+}
+
+fn be_i32(b: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+/// The `M` (message) and `C` (code) fields of an ErrorResponse body, for logs and errors.
+pub fn error_message(body: &[u8]) -> String {
+    let mut message = String::new();
+    let mut code = String::new();
+    for field in body.split(|&b| b == 0) {
+        match field.first() {
+            Some(b'M') => message = String::from_utf8_lossy(&field[1..]).into_owned(),
+            Some(b'C') => code = String::from_utf8_lossy(&field[1..]).into_owned(),
+            _ => {}
+        }
+    }
+    if code.is_empty() {
+        message
+    } else {
+        format!("{message} (SQLSTATE {code})")
+    }
+}

@@ -1,0 +1,44 @@
+//! The SQLSTATE codes pgshard itself raises (backend errors pass through unchanged).
+
+/// A five-character SQLSTATE code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlState(pub &'static str);
+
+impl SqlState {
+    /// 08P01 protocol_violation
+    pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
+    /// 08006 connection_failure (a shard is unreachable)
+    pub const CONNECTION_FAILURE: SqlState = SqlState("08006");
+    /// 0A000 feature_not_supported (cross-shard constructs, unparseable statements)
+    pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
+    /// 28P01 invalid_password
+    pub const INVALID_PASSWORD: SqlState = SqlState("28P01");
+    /// 28000 invalid_authorization_specification (unknown user)
+    pub const INVALID_AUTHORIZATION: SqlState = SqlState("28000");
+    /// 3D000 invalid_catalog_name (unknown database)
+    pub const INVALID_CATALOG_NAME: SqlState = SqlState("3D000");
+    /// 25P02 in_failed_sql_transaction
+    pub const IN_FAILED_SQL_TRANSACTION: SqlState = SqlState("25P02");
+    /// 25001 active_sql_transaction (BEGIN inside a transaction: a warning)
+    pub const ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25001");
+    /// 25P01 no_active_sql_transaction (COMMIT outside a transaction: a warning)
+    pub const NO_ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25P01");
+    /// 22P02 invalid_text_representation (a key literal that is not a valid value)
+    pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
+    /// 22003 numeric_value_out_of_range
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: SqlState = SqlState("22003");
+    /// 22021 character_not_in_repertoire (SQL text that is not UTF-8)
+    pub const CHARACTER_NOT_IN_REPERTOIRE: SqlState = SqlState("22021");
+    /// 26000 invalid_sql_statement_name (unknown prepared statement)
+    pub const INVALID_SQL_STATEMENT_NAME: SqlState = SqlState("26000");
+    /// 42P05 duplicate_prepared_statement
+    pub const DUPLICATE_PREPARED_STATEMENT: SqlState = SqlState("42P05");
+    /// 53300 too_many_connections (no backend connection free within the pool timeout)
+    pub const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
+    /// 57P01 admin_shutdown
+    pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
+    /// 0LP01? no: 42601 syntax_error
+    pub const SYNTAX_ERROR: SqlState = SqlState("42601");
+    /// XX000 internal_error
+    pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+}

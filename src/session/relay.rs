@@ -1,0 +1,267 @@
+//! Relaying backend replies to the client, driven by a queue of expected replies.
+//!
+//! Every message the session sends to a backend pushes what it expects back
+//! ([`Expect`]). Replies are matched against the front of the queue: forwarded
+//! untouched, swallowed (for statements the proxy injected, such as a deferred BEGIN or a
+//! Parse of a statement this connection had not seen), or answered by the proxy itself
+//! in order (a Parse the connection already has). After an ErrorResponse in the extended
+//! protocol the backend skips to the next Sync, and so does the queue. The relay stops
+//! when the queue is empty, so it never waits for a reply that will not come.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::client::{ClientError, ClientIo};
+use crate::backend::{BackendConn, BackendError};
+use crate::protocol::reply::{self, TxnStatus};
+
+/// Flush to the client once this much output is buffered.
+const OUT_FLUSH_BYTES: usize = 64 * 1024;
+
+/// A reply the backend owes for something the proxy sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// simple Query: everything up to ReadyForQuery; `fwd` false swallows all but errors
+    Query {
+        /// forward to the client
+        fwd: bool,
+    },
+    /// ParseComplete; `cache` records the statement hash on success
+    Parse {
+        /// forward to the client
+        fwd: bool,
+        /// statement hash to remember on this connection
+        cache: Option<u64>,
+    },
+    /// BindComplete
+    Bind,
+    /// ParameterDescription? then RowDescription | NoData
+    Describe,
+    /// DataRow* then CommandComplete | EmptyQueryResponse | PortalSuspended
+    Execute,
+    /// CloseComplete
+    Close {
+        /// forward to the client
+        fwd: bool,
+    },
+    /// ReadyForQuery after Sync
+    Sync {
+        /// forward to the client
+        fwd: bool,
+    },
+    /// the proxy answers ParseComplete itself, in order
+    SynthParse,
+    /// the proxy answers CloseComplete itself, in order
+    SynthClose,
+}
+
+impl Expect {
+    fn forwards(&self) -> bool {
+        match self {
+            Expect::Query { fwd } | Expect::Parse { fwd, .. } | Expect::Close { fwd } => *fwd,
+            Expect::Sync { fwd } => *fwd,
+            _ => true,
+        }
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayOutcome {
+    /// an ErrorResponse was relayed
+    pub saw_error: bool,
+}
+
+/// Why a relay stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// the backend failed (the connection is marked broken)
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    /// the client went away mid-relay (e.g. during COPY FROM STDIN)
+    #[error("client: {0}")]
+    Client(#[from] ClientError),
+}
+
+/// Relay replies for everything in `queue` into `out`, writing `out` to `client`
+/// whenever the backend has nothing more buffered. With `client = None` (broadcast
+/// collection) nothing is written and COPY is refused.
+pub async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BackendConn,
+    queue: &mut VecDeque<Expect>,
+    out: &mut BytesMut,
+    mut client: Option<&mut ClientIo<S>>,
+) -> Result<RelayOutcome, RelayError> {
+    let mut outcome = RelayOutcome::default();
+    loop {
+        while let Some(front) = queue.front() {
+            match front {
+                Expect::SynthParse => reply::parse_complete(out),
+                Expect::SynthClose => reply::close_complete(out),
+                _ => break,
+            }
+            queue.pop_front();
+        }
+        if queue.is_empty() {
+            return Ok(outcome);
+        }
+        if let Some(client) = client.as_deref_mut()
+            && !out.is_empty()
+            && (out.len() >= OUT_FLUSH_BYTES || !conn.has_buffered_frame())
+        {
+            client.send(out).await.map_err(ClientError::Io)?;
+        }
+        let frame = conn.read_frame().await?;
+        let fwd = queue.front().is_some_and(Expect::forwards);
+        match frame.tag() {
+            b'E' => {
+                outcome.saw_error = true;
+                out.extend_from_slice(frame.as_bytes());
+                if !matches!(queue.front(), Some(Expect::Query { .. })) {
+                    // The backend now ignores everything up to the next Sync.
+                    while let Some(front) = queue.front() {
+                        if matches!(front, Expect::Sync { .. }) {
+                            break;
+                        }
+                        if let Expect::Parse { cache: Some(h), .. } = front {
+                            conn.prepared.remove(h);
+                        }
+                        queue.pop_front();
+                    }
+                }
+            }
+            b'Z' => {
+                let status = frame
+                    .body()
+                    .first()
+                    .and_then(|&b| TxnStatus::from_byte(b))
+                    .ok_or_else(|| desync(conn, "bad ReadyForQuery"))?;
+                conn.status = status;
+                match queue.pop_front() {
+                    Some(Expect::Query { fwd }) | Some(Expect::Sync { fwd }) => {
+                        if fwd {
+                            out.extend_from_slice(frame.as_bytes());
+                        }
+                    }
+                    _ => return Err(desync(conn, "unexpected ReadyForQuery").into()),
+                }
+            }
+            b'1' => match queue.pop_front() {
+                Some(Expect::Parse { fwd, cache }) => {
+                    if let Some(h) = cache {
+                        conn.prepared.insert(h);
+                    }
+                    if fwd {
+                        out.extend_from_slice(frame.as_bytes());
+                    }
+                }
+                _ => return Err(desync(conn, "unexpected ParseComplete").into()),
+            },
+            b'2' => {
+                if queue.pop_front() != Some(Expect::Bind) {
+                    return Err(desync(conn, "unexpected BindComplete").into());
+                }
+                out.extend_from_slice(frame.as_bytes());
+            }
+            b'3' => match queue.pop_front() {
+                Some(Expect::Close { fwd }) => {
+                    if fwd {
+                        out.extend_from_slice(frame.as_bytes());
+                    }
+                }
+                _ => return Err(desync(conn, "unexpected CloseComplete").into()),
+            },
+            b'T' | b'n' => {
+                if fwd {
+                    out.extend_from_slice(frame.as_bytes());
+                }
+                if matches!(queue.front(), Some(Expect::Describe)) {
+                    queue.pop_front();
+                }
+            }
+            b'C' | b'I' | b's' => {
+                if fwd {
+                    out.extend_from_slice(frame.as_bytes());
+                }
+                if matches!(queue.front(), Some(Expect::Execute)) {
+                    queue.pop_front();
+                }
+            }
+            b'G' => {
+                out.extend_from_slice(frame.as_bytes());
+                match client.as_deref_mut() {
+                    Some(client) => {
+                        client.send(out).await.map_err(ClientError::Io)?;
+                        copy_in(conn, client).await?;
+                    }
+                    None => {
+                        // Broadcast statements never COPY; abort it on the backend.
+                        out.clear();
+                        let mut fail = BytesMut::new();
+                        postgres_protocol::message::frontend::copy_fail(
+                            "COPY is not supported here",
+                            &mut fail,
+                        )
+                        .map_err(BackendError::Io)?;
+                        conn.queue(&fail);
+                        conn.flush().await?;
+                    }
+                }
+            }
+            b'W' => {
+                return Err(desync(conn, "COPY BOTH (replication) is not supported").into());
+            }
+            _ => {
+                if fwd {
+                    out.extend_from_slice(frame.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// COPY FROM STDIN: pass the client's CopyData through until CopyDone or CopyFail.
+async fn copy_in<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BackendConn,
+    client: &mut ClientIo<S>,
+) -> Result<(), RelayError> {
+    loop {
+        let frame = match client.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => {
+                let mut fail = BytesMut::new();
+                let _ = postgres_protocol::message::frontend::copy_fail(
+                    "client disconnected during COPY",
+                    &mut fail,
+                );
+                conn.queue(&fail);
+                let _ = conn.flush().await;
+                conn.broken = true;
+                return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()).into());
+            }
+        };
+        conn.queue(frame.as_bytes());
+        match frame.tag() {
+            b'c' | b'f' => {
+                conn.flush().await?;
+                return Ok(());
+            }
+            b'd' | b'H' | b'S' => {
+                if !client.has_buffered_frame() {
+                    conn.flush().await?;
+                }
+            }
+            _ => {
+                conn.flush().await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn desync(conn: &mut BackendConn, what: &str) -> BackendError {
+    conn.broken = true;
+    BackendError::Protocol(what.to_owned())
+}

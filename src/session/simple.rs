@@ -1,0 +1,330 @@
+//! Simple query protocol: Query (F) → route → one shard, or a broadcast for DDL.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::relay::{Expect, relay};
+use super::settings::UNKNOWN_SIG;
+use super::txn::Txn;
+use super::{Session, SessionEnd};
+use crate::backend::{Pools, PooledConn};
+use crate::protocol::Frame;
+use crate::protocol::SqlState;
+use crate::protocol::frontend::decode_query;
+use crate::protocol::reply::{self, ProxyError, TxnStatus};
+use crate::router::{NoParams, Target};
+use crate::sql::{Analysis, StatementKind};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let sql = match decode_query(frame.body()) {
+            Ok(sql) => sql.to_owned(),
+            Err(e) if e.problem == "invalid UTF-8" => {
+                self.refuse(ProxyError::error(
+                    SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+                    "invalid byte sequence for encoding \"UTF8\"",
+                ));
+                self.ready();
+                return Ok(());
+            }
+            Err(e) => return Err(SessionEnd::Fatal(ProxyError::protocol_violation(e))),
+        };
+        let analysis = self.shared.plans.get(&sql);
+        let kind = match &*analysis {
+            Analysis::Parsed(stmts) if stmts.len() == 1 => Some(stmts[0].kind.clone()),
+            Analysis::Parsed(stmts) if stmts.is_empty() => {
+                // Empty query: Postgres answers EmptyQueryResponse.
+                self.out.extend_from_slice(b"I\0\0\0\x04");
+                self.ready();
+                return Ok(());
+            }
+            _ => None,
+        };
+        if self.local_transaction_control(kind.as_ref(), &sql).await? {
+            return Ok(());
+        }
+        let route = match self.route(&sql, &analysis, &NoParams).await {
+            Ok(route) => route,
+            Err(e) => {
+                self.refuse(e);
+                self.ready();
+                return Ok(());
+            }
+        };
+        tracing::trace!(target = ?route.target, reason = %route.reason, "routed");
+        let map = self.shared.map.load_full();
+        let shard = match (route.target, &self.txn) {
+            (_, Txn::Attached { conn }) => {
+                let pinned = conn.shard;
+                match route.target {
+                    Target::One(s) if s != pinned => {
+                        self.refuse(ProxyError::cross_shard_unsupported(format!(
+                            "pgshard: this transaction is on shard \"{}\" but the statement needs shard \"{}\"; cross-shard transactions are not supported yet",
+                            map.shard_name(pinned),
+                            map.shard_name(s)
+                        )));
+                        self.ready();
+                        return Ok(());
+                    }
+                    Target::All if map.shard_count() > 1 => {
+                        self.refuse(ProxyError::cross_shard_unsupported(
+                            "pgshard: DDL runs on every shard and cannot run inside a transaction block; run it outside BEGIN/COMMIT",
+                        ));
+                        self.ready();
+                        return Ok(());
+                    }
+                    _ => pinned,
+                }
+            }
+            (Target::One(s), _) => s,
+            (Target::Any, _) => map.default_shard,
+            (Target::All, Txn::Idle) if map.shard_count() > 1 => {
+                return self.broadcast(&frame).await;
+            }
+            (Target::All, Txn::Deferred { .. }) if map.shard_count() > 1 => {
+                self.refuse(ProxyError::cross_shard_unsupported(
+                    "pgshard: DDL runs on every shard and cannot run inside a transaction block; run it outside BEGIN/COMMIT",
+                ));
+                self.ready();
+                return Ok(());
+            }
+            (Target::All, _) => 0,
+        };
+        if matches!(route.target, Target::All) {
+            self.shared.forget_ordinals();
+        }
+        let mut queue = VecDeque::new();
+        let mut conn = match self.attach(shard, &mut queue).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.refuse(e);
+                self.ready();
+                return Ok(());
+            }
+        };
+        if touches_settings(&analysis) {
+            // Whatever the statement did to session state, the next user of this
+            // connection starts from a reset.
+            conn.settings_sig = UNKNOWN_SIG;
+        }
+        conn.queue(frame.as_bytes());
+        queue.push_back(Expect::Query { fwd: true });
+        let outcome = self.exchange(conn, queue).await?;
+        if matches!(kind, Some(StatementKind::Set { local: false }))
+            && !outcome.saw_error
+            && !self.txn.in_block()
+        {
+            // A session-level SET outside a transaction: it follows the client to
+            // whichever connection serves it next. (Inside a transaction block it is
+            // not recorded: see docs/ARCHITECTURE.md, "Session state".)
+            self.settings.record(&sql);
+        }
+        Ok(())
+    }
+
+    /// BEGIN / COMMIT / ROLLBACK that pgshard answers without a backend. Returns true
+    /// when the statement was handled here.
+    async fn local_transaction_control(
+        &mut self,
+        kind: Option<&StatementKind>,
+        sql: &str,
+    ) -> Result<bool, SessionEnd> {
+        let Some(kind) = kind else {
+            if matches!(self.txn, Txn::Aborted { .. }) {
+                self.refuse(ProxyError::in_failed_transaction());
+                self.ready();
+                return Ok(true);
+            }
+            return Ok(false);
+        };
+        match (kind, &self.txn) {
+            (StatementKind::Begin, Txn::Idle) => {
+                // The client's own text (isolation level, READ ONLY…) is replayed on
+                // the shard the first statement chooses.
+                self.txn = Txn::Deferred {
+                    begin: sql.to_owned(),
+                };
+                reply::command_complete("BEGIN", &mut self.out);
+            }
+            (StatementKind::Begin, Txn::Deferred { .. }) => {
+                ProxyError::error(
+                    SqlState::ACTIVE_SQL_TRANSACTION,
+                    "there is already a transaction in progress",
+                )
+                .encode_warning(&mut self.out);
+                reply::command_complete("BEGIN", &mut self.out);
+            }
+            (StatementKind::Commit, Txn::Deferred { .. }) => {
+                self.txn = Txn::Idle;
+                reply::command_complete("COMMIT", &mut self.out);
+            }
+            (StatementKind::Rollback, Txn::Deferred { .. }) => {
+                self.txn = Txn::Idle;
+                reply::command_complete("ROLLBACK", &mut self.out);
+            }
+            (StatementKind::Commit | StatementKind::Rollback, Txn::Idle) => {
+                ProxyError::error(
+                    SqlState::NO_ACTIVE_SQL_TRANSACTION,
+                    "there is no transaction in progress",
+                )
+                .encode_warning(&mut self.out);
+                let tag = if matches!(kind, StatementKind::Commit) { "COMMIT" } else { "ROLLBACK" };
+                reply::command_complete(tag, &mut self.out);
+            }
+            (StatementKind::Commit | StatementKind::Rollback, Txn::Aborted { .. }) => {
+                if let Txn::Aborted { conn: Some(conn) } = std::mem::replace(&mut self.txn, Txn::Idle) {
+                    self.rollback_and_release(conn).await;
+                }
+                self.txn = Txn::Idle;
+                reply::command_complete("ROLLBACK", &mut self.out);
+            }
+            (_, Txn::Aborted { .. }) => {
+                self.refuse(ProxyError::in_failed_transaction());
+            }
+            _ => return Ok(false),
+        }
+        self.ready();
+        Ok(true)
+    }
+
+    /// Roll back a connection's transaction (swallowing the reply) and release it.
+    async fn rollback_and_release(&mut self, mut conn: PooledConn) {
+        let mut buf = BytesMut::new();
+        let _ = postgres_protocol::message::frontend::query("ROLLBACK", &mut buf);
+        conn.queue(&buf);
+        let mut queue = VecDeque::from([Expect::Query { fwd: false }]);
+        let mut scratch = BytesMut::new();
+        let ok = match conn.flush().await {
+            Ok(()) => relay::<S>(&mut conn, &mut queue, &mut scratch, None).await.is_ok(),
+            Err(_) => false,
+        };
+        if !ok {
+            conn.broken = true;
+        }
+        Pools::release(conn);
+    }
+
+    /// DDL outside a transaction: run on every shard inside a transaction each, commit
+    /// everywhere only if it succeeded everywhere, otherwise roll back everywhere and
+    /// report the first failure.
+    async fn broadcast(&mut self, frame: &Frame) -> Result<(), SessionEnd> {
+        let map = self.shared.map.load_full();
+        self.shared.forget_ordinals();
+        let mut conns = Vec::with_capacity(map.shard_count());
+        // Always acquire in shard order, so two broadcasts cannot deadlock on pools.
+        for shard in 0..map.shard_count() {
+            match self.checkout(shard).await {
+                Ok(conn) => conns.push(conn),
+                Err(e) => {
+                    conns.into_iter().for_each(Pools::release);
+                    self.refuse(e);
+                    self.ready();
+                    return Ok(());
+                }
+            }
+        }
+        let mut begin = BytesMut::new();
+        let _ = postgres_protocol::message::frontend::query("BEGIN", &mut begin);
+        let mut outputs = Vec::with_capacity(conns.len());
+        let mut queues = Vec::with_capacity(conns.len());
+        for conn in conns.iter_mut() {
+            let mut queue = VecDeque::new();
+            self.prepare_conn(conn, &mut queue);
+            conn.queue(&begin);
+            queue.push_back(Expect::Query { fwd: false });
+            conn.queue(frame.as_bytes());
+            queue.push_back(Expect::Query { fwd: true });
+            if conn.flush().await.is_err() {
+                conn.broken = true;
+            }
+            queues.push(queue);
+        }
+        let mut failed: Option<usize> = None;
+        for (i, (conn, queue)) in conns.iter_mut().zip(queues.iter_mut()).enumerate() {
+            let mut out = BytesMut::new();
+            let ok = if conn.broken {
+                ProxyError::shard_unavailable(map.shard_name(i), "connection lost").encode(&mut out);
+                false
+            } else {
+                match relay::<S>(conn, queue, &mut out, None).await {
+                    Ok(outcome) => !outcome.saw_error,
+                    Err(e) => {
+                        out.clear();
+                        ProxyError::shard_unavailable(map.shard_name(i), e).encode(&mut out);
+                        false
+                    }
+                }
+            };
+            if !ok && failed.is_none() {
+                failed = Some(i);
+            }
+            outputs.push(out);
+        }
+        let finish = if failed.is_none() { "COMMIT" } else { "ROLLBACK" };
+        let mut end = BytesMut::new();
+        let _ = postgres_protocol::message::frontend::query(finish, &mut end);
+        let mut commit_error: Option<BytesMut> = None;
+        for (i, conn) in conns.iter_mut().enumerate() {
+            if conn.broken {
+                continue;
+            }
+            conn.queue(&end);
+            let mut queue = VecDeque::from([Expect::Query { fwd: false }]);
+            let mut out = BytesMut::new();
+            let result = match conn.flush().await {
+                Ok(()) => relay::<S>(conn, &mut queue, &mut out, None).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(outcome) if !outcome.saw_error => {}
+                Ok(_) => commit_error = commit_error.or(Some(out)),
+                Err(e) => {
+                    let mut out = BytesMut::new();
+                    ProxyError::shard_unavailable(map.shard_name(i), e).encode(&mut out);
+                    commit_error = commit_error.or(Some(out));
+                }
+            }
+        }
+        conns.into_iter().for_each(Pools::release);
+        let report = match (failed, commit_error) {
+            (Some(i), _) => &outputs[i],
+            (None, Some(ref e)) => {
+                tracing::error!("DDL committed on some shards but failed to commit on another");
+                e
+            }
+            (None, None) => &outputs[0],
+        };
+        append_without_ready(report, &mut self.out);
+        self.ready();
+        Ok(())
+    }
+}
+
+/// Whether a query string may change session state (SET, RESET, DISCARD, or a
+/// statement pgshard cannot see into).
+pub(super) fn touches_settings(analysis: &Analysis) -> bool {
+    match analysis {
+        Analysis::Parsed(stmts) => stmts.iter().any(|s| {
+            matches!(
+                s.kind,
+                StatementKind::Set { local: false } | StatementKind::Other
+            )
+        }),
+        Analysis::Unparsed { .. } => true,
+    }
+}
+
+/// Copy relayed messages, dropping ReadyForQuery (the session writes its own).
+fn append_without_ready(buf: &[u8], out: &mut BytesMut) {
+    let mut rest = buf;
+    while rest.len() >= 5 {
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let Some(msg) = rest.get(..len + 1) else { break };
+        if msg[0] != b'Z' {
+            out.extend_from_slice(msg);
+        }
+        rest = &rest[len + 1..];
+    }
+}

@@ -1,0 +1,231 @@
+//! Startup phase: SSLRequest/GSSENCRequest (answered `N`), StartupMessage, SCRAM-SHA-256
+//! authentication, then ParameterStatus, BackendKeyData and the first ReadyForQuery.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgwire::messages::Message;
+use pgwire::messages::startup::NegotiateProtocolVersion;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::auth::Verifier;
+use super::settings::Settings;
+use super::{Session, SessionEnd};
+use crate::backend::Pools;
+use crate::protocol::SqlState;
+use crate::protocol::frontend::{StartupPacket, decode_sasl_initial, decode_startup};
+use crate::protocol::reply::{self, ProxyError};
+
+/// Parameters reported to clients when no shard could be asked.
+const FALLBACK_PARAMS: &[(&str, &str)] = &[
+    ("server_version", "15.0"),
+    ("server_encoding", "UTF8"),
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("integer_datetimes", "on"),
+    ("standard_conforming_strings", "on"),
+];
+
+/// Parameters a client may set at startup that the server reports back.
+const REPORTED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+];
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) async fn startup(&mut self) -> Result<(), SessionEnd> {
+        let params = loop {
+            let body = match self.client.read_startup().await {
+                Ok(Some(body)) => body,
+                Ok(None) | Err(super::ClientError::Io(_)) => return Err(SessionEnd::ClientGone),
+                Err(super::ClientError::Frame(e)) => {
+                    return Err(SessionEnd::Fatal(ProxyError::protocol_violation(e)));
+                }
+            };
+            match decode_startup(&body) {
+                Ok(StartupPacket::SslRequest) | Ok(StartupPacket::GssEncRequest) => {
+                    self.client
+                        .send_raw(b"N")
+                        .await
+                        .map_err(|_| SessionEnd::ClientGone)?;
+                }
+                Ok(StartupPacket::Cancel { pid, .. }) => {
+                    tracing::debug!(pid, "cancel request ignored (not supported yet)");
+                    return Err(SessionEnd::ClientGone);
+                }
+                Ok(StartupPacket::Startup {
+                    major: 3,
+                    minor,
+                    params,
+                }) => {
+                    if minor > 0 {
+                        self.negotiate_protocol(&params);
+                    }
+                    break params;
+                }
+                Ok(StartupPacket::Startup { major, minor, .. }) => {
+                    return Err(SessionEnd::Fatal(ProxyError::fatal(
+                        SqlState::PROTOCOL_VIOLATION,
+                        format!("unsupported frontend protocol {major}.{minor}: server supports 3.0"),
+                    )));
+                }
+                Err(e) => return Err(SessionEnd::Fatal(ProxyError::protocol_violation(e))),
+            }
+        };
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let user = param("user").ok_or_else(|| {
+            SessionEnd::Fatal(ProxyError::fatal(
+                SqlState::INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet",
+            ))
+        })?;
+        let database = param("database").unwrap_or_else(|| user.clone());
+        self.authenticate(&user).await?;
+        let expected_db = self
+            .shared
+            .config
+            .shards
+            .first()
+            .map(|s| s.dbname.as_str())
+            .unwrap_or("");
+        if database != expected_db {
+            return Err(SessionEnd::Fatal(ProxyError::fatal(
+                SqlState::INVALID_CATALOG_NAME,
+                format!("database \"{database}\" does not exist (pgshard serves \"{expected_db}\")"),
+            )));
+        }
+        self.user = user;
+        self.settings = Settings::from_startup(&params);
+        reply::auth_ok(&mut self.out);
+        let server_params = self.server_params().await;
+        for (name, value) in server_params.iter() {
+            let value = REPORTED
+                .iter()
+                .find(|r| r.eq_ignore_ascii_case(name))
+                .and_then(|r| param(r).or_else(|| param(&r.to_ascii_lowercase())))
+                .unwrap_or_else(|| value.clone());
+            reply::parameter_status(name, &value, &mut self.out);
+        }
+        let pid = rand::random::<i32>() & i32::MAX;
+        reply::backend_key_data(pid, rand::random(), &mut self.out);
+        self.ready();
+        self.client
+            .send(&mut self.out)
+            .await
+            .map_err(|_| SessionEnd::ClientGone)?;
+        tracing::debug!(user = %self.user, "client authenticated");
+        Ok(())
+    }
+
+    /// Protocol 3.x with x > 0: answer NegotiateProtocolVersion and carry on with 3.0.
+    fn negotiate_protocol(&mut self, params: &[(String, String)]) {
+        let unsupported = params
+            .iter()
+            .filter(|(k, _)| k.starts_with("_pq_."))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let _ = NegotiateProtocolVersion::new(0, unsupported).encode(&mut self.out);
+    }
+
+    async fn authenticate(&mut self, user: &str) -> Result<(), SessionEnd> {
+        let known = self.shared.users.get(user).cloned();
+        let verifier = known.clone().unwrap_or_else(Verifier::impossible);
+        let fail = || {
+            SessionEnd::Fatal(ProxyError::fatal(
+                SqlState::INVALID_PASSWORD,
+                format!("password authentication failed for user \"{user}\""),
+            ))
+        };
+        reply::auth_sasl(&mut self.out);
+        self.client
+            .send(&mut self.out)
+            .await
+            .map_err(|_| SessionEnd::ClientGone)?;
+        let first = self.read_password_message().await?;
+        let (mechanism, data) = decode_sasl_initial(first.body())
+            .map_err(|e| SessionEnd::Fatal(ProxyError::protocol_violation(e)))?;
+        if mechanism != "SCRAM-SHA-256" {
+            return Err(SessionEnd::Fatal(ProxyError::fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("unsupported SASL mechanism \"{mechanism}\""),
+            )));
+        }
+        let (server_first, waiting) = Verifier::server()
+            .on_client_first_message_with_secret(data, verifier.secret())
+            .map_err(|_| fail())?;
+        reply::auth_sasl_continue(&server_first, &mut self.out);
+        self.client
+            .send(&mut self.out)
+            .await
+            .map_err(|_| SessionEnd::ClientGone)?;
+        let second = self.read_password_message().await?;
+        let server_final = waiting
+            .on_client_final_message(second.body())
+            .map_err(|_| fail())?;
+        if known.is_none() {
+            return Err(fail());
+        }
+        reply::auth_sasl_final(&server_final, &mut self.out);
+        Ok(())
+    }
+
+    async fn read_password_message(&mut self) -> Result<crate::protocol::Frame, SessionEnd> {
+        match self.client.read_frame().await {
+            Ok(Some(frame)) if frame.tag() == b'p' => Ok(frame),
+            Ok(Some(frame)) => Err(SessionEnd::Fatal(ProxyError::protocol_violation(format!(
+                "expected password response, got message type {}",
+                frame.tag()
+            )))),
+            Ok(None) | Err(super::ClientError::Io(_)) => Err(SessionEnd::ClientGone),
+            Err(super::ClientError::Frame(e)) => Err(SessionEnd::Fatal(ProxyError::protocol_violation(e))),
+        }
+    }
+
+    /// ParameterStatus values of the default shard (learned once), or fallbacks.
+    async fn server_params(&self) -> Arc<Vec<(String, String)>> {
+        if let Some(p) = self
+            .shared
+            .server_params
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return p;
+        }
+        let shard = self.shared.map.load().default_shard;
+        match self.shared.pools.get(shard).await {
+            Ok(conn) => {
+                let params = Arc::new(conn.server_params.clone());
+                Pools::release(conn);
+                *self
+                    .shared
+                    .server_params
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(params.clone());
+                params
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "default shard unavailable at client login; reporting fallback parameters");
+                Arc::new(
+                    FALLBACK_PARAMS
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_bytes(_: &BytesMut) {}
