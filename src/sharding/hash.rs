@@ -171,7 +171,7 @@ mod tests {
     const PG15_VECTORS: &str = include_str!("testdata/pg15_hash_vectors.txt");
 
     fn hex(s: &str) -> Vec<u8> {
-        assert!(s.len() % 2 == 0, "odd hex length: {s}");
+        assert!(s.len().is_multiple_of(2), "odd hex length: {s}");
         (0..s.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
