@@ -23,7 +23,11 @@ fn bench(c: &mut Criterion) {
     let texts: Vec<KeyValue> = (0..64)
         .map(|i| KeyValue::Text(format!("user-{i:011}")))
         .collect();
-    assert!(texts.iter().all(|k| matches!(k, KeyValue::Text(s) if s.len() == 16)));
+    assert!(
+        texts
+            .iter()
+            .all(|k| matches!(k, KeyValue::Text(s) if s.len() == 16))
+    );
 
     let mut group = c.benchmark_group("route_key");
     group.bench_function("bigint", |b| {
