@@ -13,7 +13,7 @@ use crate::backend::{Pools, PooledConn};
 use crate::protocol::Frame;
 use crate::protocol::SqlState;
 use crate::protocol::frontend::decode_query;
-use crate::protocol::reply::{self, ProxyError, TxnStatus};
+use crate::protocol::reply::{self, ProxyError};
 use crate::router::{NoParams, Target};
 use crate::sql::{Analysis, StatementKind};
 
@@ -190,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Roll back a connection's transaction (swallowing the reply) and release it.
-    async fn rollback_and_release(&mut self, mut conn: PooledConn) {
+    pub(super) async fn rollback_and_release(&mut self, mut conn: PooledConn) {
         let mut buf = BytesMut::new();
         let _ = postgres_protocol::message::frontend::query("ROLLBACK", &mut buf);
         conn.queue(&buf);
@@ -288,15 +288,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         conns.into_iter().for_each(Pools::release);
-        let report = match (failed, commit_error) {
-            (Some(i), _) => &outputs[i],
-            (None, Some(ref e)) => {
+        match (failed, commit_error) {
+            (Some(i), _) => append_without_ready(&outputs[i], &mut self.out),
+            (None, Some(e)) => {
                 tracing::error!("DDL committed on some shards but failed to commit on another");
-                e
+                append_without_ready(&e, &mut self.out);
             }
-            (None, None) => &outputs[0],
-        };
-        append_without_ready(report, &mut self.out);
+            (None, None) => append_without_ready(&outputs[0], &mut self.out),
+        }
         self.ready();
         Ok(())
     }

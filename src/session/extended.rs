@@ -1,0 +1,559 @@
+//! Extended query protocol under transaction pooling.
+//!
+//! Parse/Bind/Describe/Execute/Close are collected until Sync (or Flush), because the
+//! shard is only known at Bind, from the parameter values. Then the batch is translated
+//! for the chosen connection: client statement names become server names derived from
+//! the statement text (`pgshard_<hash>`), prepared lazily on connections that lack them,
+//! and Parse/Close of statements the proxy keeps are answered by the proxy in order.
+//! A statement the proxy refuses fails the batch as a server error would: the error is
+//! sent at once, everything up to Sync is skipped, and work already sent for the batch
+//! is aborted on the backend.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::relay::Expect;
+use super::simple::touches_settings;
+use super::settings::UNKNOWN_SIG;
+use super::txn::Txn;
+use super::{ClientStmt, Session, SessionEnd};
+use crate::backend::Pools;
+use crate::protocol::frontend::{decode_bind, decode_execute, decode_parse, decode_target};
+use crate::protocol::reply::{self, ProxyError, TxnStatus};
+use crate::protocol::{Frame, SqlState};
+use crate::router::Target;
+use crate::sharding::ShardId;
+use crate::sql::{Analysis, StatementKind};
+
+/// Portal name used to make a backend fail the current batch on purpose.
+const ABORT_PORTAL: &str = "pgshard_abort_batch";
+
+/// One collected client message.
+enum Item {
+    /// Parse of a client statement (already recorded in the session's statements)
+    Parse { name: String, frame: Frame },
+    /// Bind from a client statement
+    Bind { frame: Frame, stmt: String, rest_offset: usize },
+    /// Describe of a statement
+    DescribeStmt { name: String },
+    /// Close of a statement: answered by the proxy
+    CloseStmt,
+    /// forwarded as is, with the reply it owes
+    Raw { frame: Frame, expect: Option<Expect> },
+}
+
+/// The messages collected since the last Sync.
+#[derive(Default)]
+pub(super) struct Batch {
+    items: Vec<Item>,
+    /// shard required by the Binds so far
+    shard: Option<ShardId>,
+    /// a refusal: skip to Sync
+    failed: bool,
+    /// part of the batch was already flushed to the attached backend
+    open: bool,
+    /// kinds of the statements bound, in order (for transaction control and SET)
+    bound: Vec<(StatementKind, Arc<str>)>,
+}
+
+impl Batch {
+    /// True while a flushed batch waits for its Sync (a backend stays attached).
+    pub(super) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Forget everything (after Sync, or when the backend is lost).
+    pub(super) fn close(&mut self) {
+        *self = Batch::default();
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) async fn on_extended(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let tag = frame.tag();
+        if self.batch.failed && tag != b'S' {
+            return Ok(());
+        }
+        let bad = |e: crate::protocol::frontend::DecodeError| {
+            SessionEnd::Fatal(ProxyError::protocol_violation(e))
+        };
+        match tag {
+            b'P' => {
+                let parse = decode_parse(frame.body()).map_err(bad)?;
+                if !parse.name.is_empty() && self.stmts.contains_key(parse.name) {
+                    let name = parse.name.to_owned();
+                    self.fail_batch(ProxyError::error(
+                        SqlState::DUPLICATE_PREPARED_STATEMENT,
+                        format!("prepared statement \"{name}\" already exists"),
+                    ));
+                    return Ok(());
+                }
+                let stmt = ClientStmt {
+                    analysis: self.shared.plans.get(parse.sql),
+                    hash: statement_hash(parse.sql, parse.param_types),
+                    sql: Arc::from(parse.sql),
+                    param_types: Bytes::copy_from_slice(parse.param_types),
+                };
+                let name = parse.name.to_owned();
+                self.stmts.insert(name.clone(), stmt);
+                self.batch.items.push(Item::Parse { name, frame });
+            }
+            b'B' => {
+                let bind = decode_bind(frame.body()).map_err(bad)?;
+                let Some(stmt) = self.stmts.get(bind.statement).cloned() else {
+                    let name = bind.statement.to_owned();
+                    self.fail_batch(ProxyError::error(
+                        SqlState::INVALID_SQL_STATEMENT_NAME,
+                        format!("prepared statement \"{name}\" does not exist"),
+                    ));
+                    return Ok(());
+                };
+                let kind = single_kind(&stmt.analysis);
+                let exits = matches!(kind, Some(StatementKind::Commit | StatementKind::Rollback));
+                if matches!(self.txn, Txn::Aborted { .. }) && !exits {
+                    self.fail_batch(ProxyError::in_failed_transaction());
+                    return Ok(());
+                }
+                let route = match self.route(&stmt.sql, &stmt.analysis, &bind).await {
+                    Ok(route) => route,
+                    Err(e) => {
+                        self.fail_batch(e);
+                        return Ok(());
+                    }
+                };
+                if let Err(e) = self.add_target(route.target) {
+                    self.fail_batch(e);
+                    return Ok(());
+                }
+                if let Some(kind) = kind {
+                    self.batch.bound.push((kind, stmt.sql.clone()));
+                }
+                let stmt_name = bind.statement.to_owned();
+                let rest_offset = bind.rest_offset;
+                self.batch.items.push(Item::Bind {
+                    frame,
+                    stmt: stmt_name,
+                    rest_offset,
+                });
+            }
+            b'D' => {
+                let target = decode_target(frame.body(), "Describe").map_err(bad)?;
+                if target.kind == b'S' {
+                    if !self.stmts.contains_key(target.name) {
+                        let name = target.name.to_owned();
+                        self.fail_batch(ProxyError::error(
+                            SqlState::INVALID_SQL_STATEMENT_NAME,
+                            format!("prepared statement \"{name}\" does not exist"),
+                        ));
+                        return Ok(());
+                    }
+                    let name = target.name.to_owned();
+                    self.batch.items.push(Item::DescribeStmt { name });
+                } else {
+                    self.batch.items.push(Item::Raw {
+                        frame,
+                        expect: Some(Expect::Describe),
+                    });
+                }
+            }
+            b'E' => {
+                decode_execute(frame.body()).map_err(bad)?;
+                self.batch.items.push(Item::Raw {
+                    frame,
+                    expect: Some(Expect::Execute),
+                });
+            }
+            b'C' => {
+                let target = decode_target(frame.body(), "Close").map_err(bad)?;
+                if target.kind == b'S' {
+                    // Statements live in the proxy; server-side copies are shared by
+                    // text and stay cached on their connections.
+                    let name = target.name.to_owned();
+                    self.stmts.remove(&name);
+                    self.batch.items.push(Item::CloseStmt);
+                } else {
+                    self.batch.items.push(Item::Raw {
+                        frame,
+                        expect: Some(Expect::Close { fwd: true }),
+                    });
+                }
+            }
+            b'H' => {
+                if !self.batch.items.is_empty() {
+                    self.batch.items.push(Item::Raw { frame, expect: None });
+                    return self.send_batch(false).await;
+                }
+            }
+            b'S' => return self.send_batch(true).await,
+            _ => unreachable!("dispatched by tag"),
+        }
+        Ok(())
+    }
+
+    /// Combine a Bind's target with the batch's.
+    fn add_target(&mut self, target: Target) -> Result<(), ProxyError> {
+        let map = self.shared.map.load();
+        let pinned = match &self.txn {
+            Txn::Attached { conn } => Some(conn.shard),
+            _ => self.batch.shard,
+        };
+        let wanted = match target {
+            Target::Any => return Ok(()),
+            Target::One(s) => s,
+            Target::All if map.shard_count() == 1 => 0,
+            Target::All => {
+                return Err(ProxyError::cross_shard_unsupported(
+                    "pgshard: DDL through the extended query protocol is not supported; send it as a simple query (it then runs on every shard)",
+                ));
+            }
+        };
+        match pinned {
+            Some(p) if p != wanted => Err(ProxyError::cross_shard_unsupported(format!(
+                "pgshard: statement needs shard \"{}\" but this {} is on shard \"{}\"; cross-shard transactions are not supported yet",
+                map.shard_name(wanted),
+                if self.txn.in_block() { "transaction" } else { "batch" },
+                map.shard_name(p)
+            ))),
+            _ => {
+                self.batch.shard = Some(wanted);
+                Ok(())
+            }
+        }
+    }
+
+    /// Refuse the current message: the error goes out now, the rest of the batch up to
+    /// Sync is skipped.
+    fn fail_batch(&mut self, err: ProxyError) {
+        tracing::debug!(code = err.code.0, message = %err.message, "extended-protocol message refused");
+        // Replies the client is owed for messages before the refused one.
+        for item in &self.batch.items {
+            if matches!(item, Item::Parse { .. }) {
+                reply::parse_complete(&mut self.out);
+            }
+        }
+        err.encode(&mut self.out);
+        self.batch.failed = true;
+        self.batch.items.clear();
+    }
+
+    /// Flush (`sync = false`) or Sync (`sync = true`) the batch.
+    async fn send_batch(&mut self, sync: bool) -> Result<(), SessionEnd> {
+        if self.batch.failed {
+            return self.finish_failed_batch().await;
+        }
+        let attached = matches!(self.txn, Txn::Attached { .. });
+        if !attached && self.is_transaction_control_batch() {
+            self.answer_transaction_control().await;
+            return Ok(());
+        }
+        if matches!(self.txn, Txn::Aborted { .. }) {
+            self.fail_batch(ProxyError::in_failed_transaction());
+            return if sync { self.finish_failed_batch().await } else { Ok(()) };
+        }
+        let shard = match &self.txn {
+            Txn::Attached { conn } => conn.shard,
+            _ => self
+                .batch
+                .shard
+                .unwrap_or_else(|| self.shared.map.load().default_shard),
+        };
+        let mut queue = VecDeque::new();
+        let mut conn = match self.attach(shard, &mut queue).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.fail_batch(e);
+                return if sync { self.finish_failed_batch().await } else { Ok(()) };
+            }
+        };
+        let mut unnamed_ready = false;
+        let mut buf = BytesMut::with_capacity(256);
+        let items = std::mem::take(&mut self.batch.items);
+        let mut changes_settings = false;
+        for item in items {
+            match item {
+                Item::Parse { name, frame } => {
+                    let Some(stmt) = self.stmts.get(&name) else { continue };
+                    changes_settings |= touches_settings(&stmt.analysis);
+                    if name.is_empty() {
+                        buf.extend_from_slice(frame.as_bytes());
+                        queue.push_back(Expect::Parse { fwd: true, cache: None });
+                        unnamed_ready = true;
+                    } else if conn.prepared.contains(&stmt.hash) {
+                        queue.push_back(Expect::SynthParse);
+                    } else {
+                        encode_parse(&server_name(stmt.hash), &stmt.sql, &stmt.param_types, &mut buf);
+                        conn.prepared.insert(stmt.hash);
+                        queue.push_back(Expect::Parse { fwd: true, cache: Some(stmt.hash) });
+                    }
+                }
+                Item::Bind { frame, stmt, rest_offset } => {
+                    let Some(s) = self.stmts.get(&stmt) else { continue };
+                    changes_settings |= touches_settings(&s.analysis);
+                    if stmt.is_empty() {
+                        if !unnamed_ready {
+                            encode_parse("", &s.sql, &s.param_types, &mut buf);
+                            queue.push_back(Expect::Parse { fwd: false, cache: None });
+                            unnamed_ready = true;
+                        }
+                        buf.extend_from_slice(frame.as_bytes());
+                    } else {
+                        let name = server_name(s.hash);
+                        if conn.prepared.insert(s.hash) {
+                            encode_parse(&name, &s.sql, &s.param_types, &mut buf);
+                            queue.push_back(Expect::Parse { fwd: false, cache: Some(s.hash) });
+                        }
+                        encode_bind_renamed(&frame, &name, rest_offset, &mut buf);
+                    }
+                    queue.push_back(Expect::Bind);
+                }
+                Item::DescribeStmt { name } => {
+                    let Some(s) = self.stmts.get(&name) else { continue };
+                    let server = if name.is_empty() {
+                        if !unnamed_ready {
+                            encode_parse("", &s.sql, &s.param_types, &mut buf);
+                            queue.push_back(Expect::Parse { fwd: false, cache: None });
+                            unnamed_ready = true;
+                        }
+                        String::new()
+                    } else {
+                        let server = server_name(s.hash);
+                        if conn.prepared.insert(s.hash) {
+                            encode_parse(&server, &s.sql, &s.param_types, &mut buf);
+                            queue.push_back(Expect::Parse { fwd: false, cache: Some(s.hash) });
+                        }
+                        server
+                    };
+                    encode_describe_statement(&server, &mut buf);
+                    queue.push_back(Expect::Describe);
+                }
+                Item::CloseStmt => queue.push_back(Expect::SynthClose),
+                Item::Raw { frame, expect } => {
+                    buf.extend_from_slice(frame.as_bytes());
+                    if let Some(e) = expect {
+                        queue.push_back(e);
+                    }
+                }
+            }
+        }
+        if sync {
+            buf.extend_from_slice(b"S\0\0\0\x04");
+            queue.push_back(Expect::Sync { fwd: true });
+        }
+        if changes_settings {
+            conn.settings_sig = UNKNOWN_SIG;
+        }
+        conn.queue(&buf);
+        self.batch.open = !sync;
+        let bound = std::mem::take(&mut self.batch.bound);
+        let outcome = self.exchange(conn, queue).await?;
+        if sync {
+            self.batch.close();
+            if !outcome.saw_error && !self.txn.in_block() {
+                for (kind, sql) in bound {
+                    if kind == (StatementKind::Set { local: false }) {
+                        self.settings.record(&sql);
+                    }
+                }
+            }
+        } else {
+            self.batch.bound = bound;
+        }
+        Ok(())
+    }
+
+    /// Sync after a refusal: make the backend (if any part of the batch reached one)
+    /// fail too, so the batch's implicit transaction rolls back as Postgres would, then
+    /// end with ReadyForQuery.
+    async fn finish_failed_batch(&mut self) -> Result<(), SessionEnd> {
+        self.batch.close();
+        match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Attached { mut conn } => {
+                let mut buf = BytesMut::new();
+                let _ = postgres_protocol::message::frontend::execute(ABORT_PORTAL, 0, &mut buf);
+                buf.extend_from_slice(b"S\0\0\0\x04");
+                conn.queue(&buf);
+                let queue = VecDeque::from([Expect::Execute, Expect::Sync { fwd: true }]);
+                // The backend's "portal does not exist" error is the proxy's own doing:
+                // drop it from the output, keep everything else.
+                let mark = self.out.len();
+                let outcome = self.exchange(conn, queue).await?;
+                strip_first_error_after(&mut self.out, mark, outcome.saw_error);
+            }
+            other => {
+                self.txn = other;
+                self.abort_txn();
+                self.ready();
+            }
+        }
+        Ok(())
+    }
+
+    /// A batch whose bound statements are all BEGIN/COMMIT/ROLLBACK, with no backend
+    /// attached: pgshard answers it itself, as for the simple protocol.
+    fn is_transaction_control_batch(&self) -> bool {
+        !self.batch.bound.is_empty()
+            && self.batch.bound.iter().all(|(k, _)| {
+                matches!(k, StatementKind::Begin | StatementKind::Commit | StatementKind::Rollback)
+            })
+            && self
+                .batch
+                .items
+                .iter()
+                .filter(|i| matches!(i, Item::Bind { .. }))
+                .count()
+                == self.batch.bound.len()
+    }
+
+    async fn answer_transaction_control(&mut self) {
+        let items = std::mem::take(&mut self.batch.items);
+        let mut bound = std::mem::take(&mut self.batch.bound).into_iter();
+        let mut current: Option<(StatementKind, Arc<str>)> = None;
+        for item in items {
+            match item {
+                Item::Parse { .. } => reply::parse_complete(&mut self.out),
+                Item::Bind { .. } => {
+                    current = bound.next();
+                    self.out.extend_from_slice(b"2\0\0\0\x04");
+                }
+                Item::DescribeStmt { .. } => {
+                    self.out.extend_from_slice(b"t\0\0\0\x06\0\0");
+                    self.out.extend_from_slice(b"n\0\0\0\x04");
+                }
+                Item::CloseStmt => reply::close_complete(&mut self.out),
+                Item::Raw { frame, .. } => match frame.tag() {
+                    b'D' => self.out.extend_from_slice(b"n\0\0\0\x04"),
+                    b'C' => reply::close_complete(&mut self.out),
+                    b'E' => {
+                        if let Some((kind, sql)) = &current {
+                            self.apply_transaction_control(kind, sql).await;
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
+        self.batch.close();
+        self.ready();
+    }
+
+    /// The effect and CommandComplete of BEGIN/COMMIT/ROLLBACK without a backend.
+    async fn apply_transaction_control(&mut self, kind: &StatementKind, sql: &str) {
+        let tag = match (kind, &self.txn) {
+            (StatementKind::Begin, Txn::Idle) => {
+                self.txn = Txn::Deferred { begin: sql.to_owned() };
+                "BEGIN"
+            }
+            (StatementKind::Begin, _) => {
+                ProxyError::error(SqlState::ACTIVE_SQL_TRANSACTION, "there is already a transaction in progress")
+                    .encode_warning(&mut self.out);
+                "BEGIN"
+            }
+            (StatementKind::Commit | StatementKind::Rollback, Txn::Idle) => {
+                ProxyError::error(SqlState::NO_ACTIVE_SQL_TRANSACTION, "there is no transaction in progress")
+                    .encode_warning(&mut self.out);
+                if matches!(kind, StatementKind::Commit) { "COMMIT" } else { "ROLLBACK" }
+            }
+            (StatementKind::Commit, Txn::Deferred { .. }) => {
+                self.txn = Txn::Idle;
+                "COMMIT"
+            }
+            _ => {
+                if let Txn::Aborted { conn: Some(conn) } = std::mem::replace(&mut self.txn, Txn::Idle) {
+                    self.rollback_and_release_conn(conn).await;
+                }
+                self.txn = Txn::Idle;
+                "ROLLBACK"
+            }
+        };
+        reply::command_complete(tag, &mut self.out);
+    }
+
+    async fn rollback_and_release_conn(&mut self, conn: crate::backend::PooledConn) {
+        if conn.status == TxnStatus::Idle {
+            Pools::release(conn);
+        } else {
+            self.rollback_and_release(conn).await;
+        }
+    }
+}
+
+/// The kind of a one-statement analysis.
+fn single_kind(analysis: &Analysis) -> Option<StatementKind> {
+    match analysis {
+        Analysis::Parsed(stmts) if stmts.len() == 1 => Some(stmts[0].kind.clone()),
+        _ => None,
+    }
+}
+
+/// Identity of a prepared statement: its text and declared parameter types.
+fn statement_hash(sql: &str, param_types: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    sql.hash(&mut h);
+    param_types.hash(&mut h);
+    h.finish()
+}
+
+/// Server-side name of a statement, shared by every client that prepares the same text.
+fn server_name(hash: u64) -> String {
+    format!("pgshard_{hash:016x}")
+}
+
+/// Parse (F).
+fn encode_parse(name: &str, sql: &str, param_types: &[u8], buf: &mut BytesMut) {
+    let len = 4 + name.len() + 1 + sql.len() + 1 + 2 + param_types.len();
+    buf.put_u8(b'P');
+    buf.put_i32(len as i32);
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(sql.as_bytes());
+    buf.put_u8(0);
+    buf.put_i16((param_types.len() / 4) as i16);
+    buf.put_slice(param_types);
+}
+
+/// Bind (F) with the statement name replaced, everything after it copied verbatim.
+fn encode_bind_renamed(frame: &Frame, name: &str, rest_offset: usize, buf: &mut BytesMut) {
+    let body = frame.body();
+    let portal_end = body.iter().position(|&b| b == 0).unwrap_or(0);
+    let portal = &body[..portal_end];
+    let rest = &body[rest_offset..];
+    let len = 4 + portal.len() + 1 + name.len() + 1 + rest.len();
+    buf.put_u8(b'B');
+    buf.put_i32(len as i32);
+    buf.put_slice(portal);
+    buf.put_u8(0);
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(rest);
+}
+
+/// Describe (F) of a statement.
+fn encode_describe_statement(name: &str, buf: &mut BytesMut) {
+    buf.put_u8(b'D');
+    buf.put_i32((4 + 1 + name.len() + 1) as i32);
+    buf.put_u8(b'S');
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+}
+
+/// Remove the first ErrorResponse written at or after `mark` (the deliberate abort).
+fn strip_first_error_after(out: &mut BytesMut, mark: usize, saw_error: bool) {
+    if !saw_error {
+        return;
+    }
+    let mut pos = mark;
+    while pos + 5 <= out.len() {
+        let len = i32::from_be_bytes([out[pos + 1], out[pos + 2], out[pos + 3], out[pos + 4]]) as usize;
+        if out[pos] == b'E' {
+            let tail = out.split_off(pos + len + 1);
+            out.truncate(pos);
+            out.unsplit(tail);
+            return;
+        }
+        pos += len + 1;
+    }
+}
