@@ -108,7 +108,10 @@ pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     // Byte offsets from the parser always fall on char boundaries, but count bytes
     // anyway so a bad offset can never panic.
-    1 + text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count()
+    1 + text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
 }
 
 /// 1-based line number where a span starts.

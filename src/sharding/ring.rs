@@ -230,7 +230,12 @@ mod tests {
         assert_eq!(a, b);
         // Golden value: changing the hash, the crate or the platform must fail here,
         // because a shard map written by one build must be reproducible by another.
-        assert_eq!(fingerprint(&a), GOLDEN_4X1024X256, "got {:#x}", fingerprint(&a));
+        assert_eq!(
+            fingerprint(&a),
+            GOLDEN_4X1024X256,
+            "got {:#x}",
+            fingerprint(&a)
+        );
         // A couple of spot checks that do not depend on the fingerprint function.
         assert_eq!(&a[..8], &GOLDEN_FIRST_8);
     }
@@ -296,8 +301,14 @@ mod tests {
     #[test]
     fn weight_scales_share() {
         let m = [
-            RingMember { name: "a", weight: 1 },
-            RingMember { name: "b", weight: 3 },
+            RingMember {
+                name: "a",
+                weight: 1,
+            },
+            RingMember {
+                name: "b",
+                weight: 3,
+            },
         ];
         let c = counts(&assign_slots(&m, 4096, 256), 2);
         assert!(c[1] > 2 * c[0], "{c:?}");
@@ -308,8 +319,14 @@ mod tests {
         assert!(assign_slots(&[], 16, 8).is_empty());
         assert!(assign_slots(&members(&["s0"]), 16, 0).is_empty());
         let m = [
-            RingMember { name: "a", weight: 0 },
-            RingMember { name: "b", weight: 1 },
+            RingMember {
+                name: "a",
+                weight: 0,
+            },
+            RingMember {
+                name: "b",
+                weight: 1,
+            },
         ];
         assert!(assign_slots(&m, 64, 8).iter().all(|&o| o == 1));
     }
