@@ -57,6 +57,25 @@ mod tests {
     }
 
     #[test]
+    fn locates_like_postgres_hash_partitioning() {
+        // Slots from a real server's hashint8extended (see sharding/testdata):
+        // 1 → 952 and 42 → 610 for 1024 slots, so 8 and 2 for the test map's 16.
+        assert_eq!(locate(&map(), "accounts", "1").unwrap(), "slot=8 shard=s1");
+        assert_eq!(
+            locate(&map(), "ACCOUNTS", " 42 ").unwrap(),
+            "slot=2 shard=s0"
+        );
+    }
+
+    #[test]
+    fn invalid_value_is_the_key_error() {
+        assert_eq!(
+            locate(&map(), "accounts", "abc").unwrap_err(),
+            "invalid input syntax for type bigint: \"abc\""
+        );
+    }
+
+    #[test]
     fn unknown_table_names_the_sharded_ones() {
         assert_eq!(
             locate(&map(), "users", "1").unwrap_err(),
