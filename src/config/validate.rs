@@ -56,10 +56,11 @@ pub enum SlotMapSource {
 
 /// Largest slot count accepted: keeps the slot map small enough to read and diff.
 pub const MAX_SLOTS: u32 = 65_536;
-/// Largest ring points per unit of weight accepted.
-pub const MAX_VNODES: u32 = 65_536;
+/// Largest ring points per unit of weight accepted (the ring holds vnodes × weight points
+/// per shard in memory; beyond a few thousand the balance no longer improves).
+pub const MAX_VNODES: u32 = 4_096;
 /// Largest shard weight accepted.
-pub const MAX_WEIGHT: u32 = 1_000;
+pub const MAX_WEIGHT: u32 = 100;
 /// Smallest `max_message_size` accepted: below this, ordinary startup packets fail.
 pub const MIN_MESSAGE_SIZE: usize = 1024;
 
@@ -1066,7 +1067,7 @@ mod tests {
         assert_eq!(line, 13);
         assert_eq!(
             msg,
-            "shard \"s0\": weight must be between 1 and 1000 (got 0)"
+            "shard \"s0\": weight must be between 1 and 100 (got 0)"
         );
     }
 
@@ -1087,7 +1088,7 @@ mod tests {
         let (line, msg) = err_edit("vnodes = 8", "vnodes = 0");
         assert_eq!(
             (line, msg.as_str()),
-            (20, "vnodes must be between 1 and 65536 (got 0)")
+            (20, "vnodes must be between 1 and 4096 (got 0)")
         );
     }
 
