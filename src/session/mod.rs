@@ -175,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &mut self,
         sql: &str,
         analysis: &Analysis,
-        params: &dyn ParamSource,
+        params: &(dyn ParamSource + Sync),
     ) -> Result<Route, ProxyError> {
         for _ in 0..2 {
             let map = self.shared.map.load();
