@@ -1,0 +1,189 @@
+//! Real client programs through the proxy: psql and pgbench.
+
+use std::process::Command;
+
+use pgshard::devcluster::PgInstall;
+
+use crate::harness::{Cluster, Proxy};
+
+const PGBENCH_TABLES: &str = r#"
+[[tables]]
+name = "pgbench_accounts"
+key = "aid"
+type = "integer"
+"#;
+
+fn bin(name: &str) -> std::path::PathBuf {
+    PgInstall::find()
+        .map(|i| i.bin(name))
+        .unwrap_or_else(|e| panic!("Postgres binaries: {e}"))
+}
+
+/// Run a client program against the proxy; returns stdout, panics with stderr on failure.
+async fn run_client(program: &str, args: Vec<String>, password: &str) -> String {
+    let program = bin(program);
+    let password = password.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(&program)
+            .args(&args)
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "client failed: {stderr}\n{stdout}");
+    stdout + &stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_creates_inserts_and_reads_by_key() {
+    let cluster = Cluster::start(2).await;
+    let toml = cluster.shardmap_toml(
+        "[[tables]]\nname = \"accounts\"\nkey = \"aid\"\ntype = \"bigint\"\n",
+        4,
+    );
+    let proxy = Proxy::start(&toml).await;
+    let url = proxy.url("app", "app");
+    let script = "CREATE TABLE accounts (aid bigint PRIMARY KEY, name text);\n\
+                  INSERT INTO accounts VALUES (1, 'one');\n\
+                  INSERT INTO accounts (name, aid) VALUES ('two', 2);\n\
+                  BEGIN;\n\
+                  UPDATE accounts SET name = 'uno' WHERE aid = 1;\n\
+                  COMMIT;\n\
+                  SELECT name FROM accounts WHERE aid = 1;\n\
+                  SELECT name FROM accounts WHERE aid = 2;\n";
+    let out = run_client(
+        "psql",
+        vec![
+            url.clone(),
+            "-X".into(),
+            "-q".into(),
+            "-t".into(),
+            "-A".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-c".into(),
+            script.into(),
+        ],
+        "app",
+    )
+    .await;
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines, ["uno", "two"], "{out}");
+    // without a key: refused with a message naming table and key, psql exits non-zero
+    let bad = tokio::task::spawn_blocking({
+        let psql = bin("psql");
+        move || {
+            Command::new(psql)
+                .args([url.as_str(), "-X", "-c", "SELECT * FROM accounts"])
+                .env("PGPASSWORD", "app")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("accounts") && err.contains("aid"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_select_only_over_two_shards() {
+    let cluster = Cluster::start(2).await;
+    // pgbench tables on every shard; each shard keeps only the accounts it owns
+    // (contiguous slot ranges of 512 in the generated map)
+    for i in 0..2 {
+        let port = cluster.shard(i).port().to_string();
+        run_client(
+            "pgbench",
+            vec![
+                "-i".into(),
+                "-s".into(),
+                "1".into(),
+                "-I".into(),
+                "dtgp".into(),
+                "-h".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port,
+                "-U".into(),
+                "postgres".into(),
+                "app".into(),
+            ],
+            "",
+        )
+        .await;
+        let lo = i as i64 * 512;
+        cluster
+            .shard(i)
+            .client("app")
+            .await
+            .execute(
+                "DELETE FROM pgbench_accounts WHERE NOT \
+                 ((hashint4extended(aid, 8816678312871386365) & 1023) + 227) & 1023 BETWEEN $1 AND $2",
+                &[&lo, &(lo + 511)],
+            )
+            .await
+            .unwrap();
+    }
+    let mut remaining = 0i64;
+    for i in 0..2 {
+        let n: i64 = cluster
+            .shard(i)
+            .client("app")
+            .await
+            .query_one("SELECT count(*) FROM pgbench_accounts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(n > 30_000 && n < 70_000, "shard {i} keeps {n} accounts");
+        remaining += n;
+    }
+    assert_eq!(remaining, 100_000);
+    let proxy = Proxy::start(&cluster.shardmap_toml(PGBENCH_TABLES, 4)).await;
+    let port = proxy.addr().port().to_string();
+    for mode in ["simple", "extended"] {
+        let out = run_client(
+            "pgbench",
+            vec![
+                "-S".into(),
+                "-n".into(),
+                "-M".into(),
+                mode.into(),
+                "-c".into(),
+                "4".into(),
+                "-j".into(),
+                "2".into(),
+                "-t".into(),
+                "500".into(),
+                "-h".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.clone(),
+                "-U".into(),
+                "app".into(),
+                "app".into(),
+            ],
+            "app",
+        )
+        .await;
+        assert!(
+            out.contains("number of transactions actually processed: 2000/2000"),
+            "pgbench -M {mode}:\n{out}"
+        );
+        assert!(
+            out.contains("number of failed transactions: 0"),
+            "pgbench -M {mode}:\n{out}"
+        );
+        let tps = out
+            .lines()
+            .find(|l| l.starts_with("tps"))
+            .unwrap_or("tps = ?");
+        eprintln!("pgbench -S -M {mode} through pgshard (2 shards): {tps}");
+    }
+}
