@@ -10,9 +10,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use pgwire::api::auth::sasl::scram::{ScramSecret, gen_salted_password};
+
 use crate::sharding::{KeyType, KeyValue, ShardId, slot_of};
 
-pub use validate::{ConfigError, load, parse};
+pub use validate::{ConfigError, PgUrl, SlotMapSource, load, load_with, parse, parse_with};
 
 /// The validated configuration: everything the proxy needs, passed around as `Arc`.
 #[derive(Debug, Clone)]
@@ -81,6 +83,59 @@ pub enum UserSecret {
         /// HMAC(SaltedPassword, "Server Key")
         server_key: Vec<u8>,
     },
+}
+
+impl UserSecret {
+    /// This secret as a SCRAM verifier. A plaintext password is salted with `salt` and
+    /// stretched with `iterations` rounds of PBKDF2 (Postgres uses 4096). That is slow on
+    /// purpose, so do it once per user at load time, not per login.
+    pub fn to_verifier(&self, salt: &[u8], iterations: u32) -> UserSecret {
+        match self {
+            UserSecret::Scram { .. } => self.clone(),
+            UserSecret::Plain(password) => {
+                let salted = gen_salted_password(password, salt, iterations as usize);
+                match ScramSecret::verifier_from_salted_password(
+                    salt.to_vec(),
+                    salted,
+                    iterations as usize,
+                ) {
+                    ScramSecret::Verifier {
+                        salt,
+                        stored_key,
+                        server_key,
+                        ..
+                    } => UserSecret::Scram {
+                        iterations,
+                        salt,
+                        stored_key,
+                        server_key,
+                    },
+                    // verifier_from_salted_password only builds verifiers; keep the
+                    // password rather than panic if that ever changes.
+                    ScramSecret::SaltedPassword { .. } => self.clone(),
+                }
+            }
+        }
+    }
+
+    /// The stored verifier in pgwire's form, for its SCRAM server; `None` for a plaintext
+    /// password (derive one with [`UserSecret::to_verifier`] first).
+    pub fn scram_secret(&self) -> Option<ScramSecret> {
+        match self {
+            UserSecret::Plain(_) => None,
+            UserSecret::Scram {
+                iterations,
+                salt,
+                stored_key,
+                server_key,
+            } => Some(ScramSecret::Verifier {
+                salt: salt.clone(),
+                iterations: *iterations as usize,
+                stored_key: stored_key.clone(),
+                server_key: server_key.clone(),
+            }),
+        }
+    }
 }
 
 impl std::fmt::Debug for UserSecret {
@@ -183,6 +238,46 @@ impl ShardMap {
     /// Name of a shard.
     pub fn shard_name(&self, id: ShardId) -> &str {
         &self.shard_names[id]
+    }
+
+    /// Id of a shard by name.
+    pub fn shard_id(&self, name: &str) -> Option<ShardId> {
+        self.shard_names.iter().position(|n| n == name)
+    }
+
+    /// The slots a shard owns, as maximal inclusive ranges in ascending order (the
+    /// `[slot_map]` spelling). Empty for a shard without slots or an unknown id.
+    pub fn ranges_of(&self, shard: ShardId) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for (slot, &owner) in self.slot_owner.iter().enumerate() {
+            if owner != shard {
+                continue;
+            }
+            let slot = slot as u32;
+            match out.last_mut() {
+                Some((_, hi)) if *hi + 1 == slot => *hi = slot,
+                _ => out.push((slot, slot)),
+            }
+        }
+        out
+    }
+
+    /// Number of slots each shard owns, index = ShardId.
+    pub fn slot_counts(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.shard_names.len()];
+        for &owner in &self.slot_owner {
+            if let Some(c) = counts.get_mut(owner) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    /// Names of the sharded tables, sorted (for messages and listings).
+    pub fn table_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.tables.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
     }
 }
 

@@ -1,4 +1,149 @@
-//! Raw serde types mirroring `shardmap.toml` (`deny_unknown_fields`, spans kept for
-//! error messages).
+//! Raw serde types mirroring `shardmap.toml`.
 //!
-//! TODO(helper)
+//! Every struct denies unknown fields so a typo fails loudly instead of silently falling
+//! back to a default. Values that a later check may reject are wrapped in
+//! [`toml::Spanned`] so the error can name their line. Numbers are read as `i64` so that
+//! a negative or zero value gets our own message rather than serde's type error.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// `[server]`
+    pub server: Spanned<RawServer>,
+    /// `[[users]]`
+    #[serde(default)]
+    pub users: Vec<Spanned<RawUser>>,
+    /// `[[shards]]`
+    #[serde(default)]
+    pub shards: Vec<Spanned<RawShard>>,
+    /// `[sharding]`
+    pub sharding: Spanned<RawSharding>,
+    /// `[[tables]]`
+    #[serde(default)]
+    pub tables: Vec<Spanned<RawTable>>,
+    /// `[slot_map]`: shard name → list of `"a-b"` / `"n"` slot ranges
+    pub slot_map: Option<Spanned<RawSlotMap>>,
+}
+
+/// `[slot_map]` entries, keyed by shard name (spans kept for both sides).
+pub type RawSlotMap = BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>;
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// socket address to listen on
+    pub listen: Spanned<String>,
+    /// backend connections per shard
+    pub pool_size: Spanned<i64>,
+    /// wait for a free backend connection (ms)
+    pub pool_timeout_ms: Option<Spanned<i64>>,
+    /// backend connect + login timeout (ms)
+    pub connect_timeout_ms: Option<Spanned<i64>>,
+    /// most concurrent clients
+    pub max_clients: Option<Spanned<i64>>,
+    /// largest frontend message (bytes)
+    pub max_message_size: Option<Spanned<i64>>,
+    /// `"default_shard"` or `"refuse"`
+    pub unparsed: Option<Spanned<String>>,
+}
+
+/// `[[users]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// user name
+    pub name: Spanned<String>,
+    /// plaintext password or SCRAM-SHA-256 verifier
+    pub password: Spanned<String>,
+}
+
+/// `[[shards]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShard {
+    /// shard name
+    pub name: Spanned<String>,
+    /// `postgres://user[:password]@host[:port]/database`
+    pub url: Spanned<String>,
+    /// ring weight (default 1)
+    pub weight: Option<Spanned<i64>>,
+}
+
+/// `[sharding]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharding {
+    /// slot count (power of two)
+    pub slots: Spanned<i64>,
+    /// ring points per shard per unit of weight
+    pub vnodes: Spanned<i64>,
+    /// shard for statements that touch no sharded table
+    pub default_shard: Option<Spanned<String>>,
+}
+
+/// `[[tables]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    /// table name
+    pub name: Spanned<String>,
+    /// key column
+    pub key: Spanned<String>,
+    /// key column type
+    #[serde(rename = "type")]
+    pub key_type: Spanned<String>,
+}
+
+/// 1-based line number of a byte offset in `text`. Offsets past the end map to the last
+/// line, so an error "at end of file" still names a real line.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    // Byte offsets from the parser always fall on char boundaries, but count bytes
+    // anyway so a bad offset can never panic.
+    1 + text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+}
+
+/// 1-based line number where a span starts.
+pub fn line_of_span(text: &str, span: &Range<usize>) -> usize {
+    line_of(text, span.start)
+}
+
+/// Parse the text into raw types; on failure return `(line, message)`.
+pub fn from_str(text: &str) -> Result<RawFile, (usize, String)> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(1, |s| line_of_span(text, &s));
+        (line, e.message().trim_end().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_numbers_are_one_based() {
+        let text = "a\nbc\n\nd";
+        assert_eq!(line_of(text, 0), 1);
+        assert_eq!(line_of(text, 2), 2);
+        assert_eq!(line_of(text, 5), 3);
+        assert_eq!(line_of(text, 6), 4);
+        assert_eq!(line_of(text, 1000), 4);
+    }
+
+    #[test]
+    fn parse_error_carries_line() {
+        let err = from_str("[server]\nlisten = \"x\"\npool_size = 3 3\n").unwrap_err();
+        assert_eq!(err.0, 3);
+    }
+}
