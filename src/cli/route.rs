@@ -2,8 +2,168 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Run the subcommand.
+use crate::config::{self, ShardMap, UnparsedPolicy};
+use crate::router::{self, NoOrdinals, NoParams, RouteError, RouteInput, Target};
+use crate::sql;
+
+/// What `pgshard route` found out about a statement.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Explained {
+    /// routed: shard names and the reason
+    Routed {
+        /// shard names
+        shards: Vec<String>,
+        /// why
+        reason: String,
+    },
+    /// the shard is decided by the value of `$n`, known only at Bind time
+    DependsOnParam(usize),
+    /// an INSERT without column list: the key position comes from the catalog at run time
+    DependsOnCatalog(String),
+    /// refused
+    Refused(RouteError),
+}
+
+/// Run the subcommand: print the shards and the reason, or the error and exit 1 (2 if
+/// the map cannot be read).
 pub fn run(config: &Path, json: bool, sql: &str) -> ExitCode {
-    let _ = (config, json, sql);
-    todo!("helper")
+    let c = match config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return super::check::exit_code(&e);
+        }
+    };
+    let explained = explain(&c.map, c.server.unparsed, sql);
+    let text = if json {
+        render_json(&explained)
+    } else {
+        render_text(&explained)
+    };
+    println!("{text}");
+    match explained {
+        Explained::Refused(_) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Route `sql` without parameters or catalog knowledge.
+pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Explained {
+    let analysis = sql::analyze(sql);
+    let input = RouteInput {
+        sql,
+        analysis: &analysis,
+        params: &NoParams,
+        ordinals: &NoOrdinals,
+    };
+    match router::route(&input, map, policy) {
+        Ok(route) => {
+            let shards = match route.target {
+                Target::One(id) => vec![map.shard_name(id).to_owned()],
+                Target::Any => vec![map.shard_name(map.default_shard).to_owned()],
+                Target::All => map.shard_names.clone(),
+            };
+            Explained::Routed {
+                shards,
+                reason: route.reason.to_string(),
+            }
+        }
+        Err(RouteError::MissingParam(n)) => Explained::DependsOnParam(n),
+        Err(RouteError::KeyOrdinalUnknown { table }) => Explained::DependsOnCatalog(table),
+        Err(e) => Explained::Refused(e),
+    }
+}
+
+const PARAM_NOTE: &str = "the shard key is bound to a parameter; the proxy routes at Bind time (other checks run then too)";
+
+fn render_text(e: &Explained) -> String {
+    match e {
+        Explained::Routed { shards, reason } => {
+            format!("shards: {}\nreason: {reason}", shards.join(", "))
+        }
+        Explained::DependsOnParam(n) => format!("shards: depends on ${n}\nreason: {PARAM_NOTE}"),
+        Explained::DependsOnCatalog(table) => format!(
+            "shards: depends on the position of the shard key column of \"{table}\"\nreason: INSERT without a column list; the proxy looks the position up in the catalog"
+        ),
+        Explained::Refused(err) => format!("error: {err}"),
+    }
+}
+
+fn render_json(e: &Explained) -> String {
+    let v = match e {
+        Explained::Routed { shards, reason } => {
+            serde_json::json!({ "shards": shards, "reason": reason })
+        }
+        Explained::DependsOnParam(n) => serde_json::json!({
+            "shards": format!("depends on ${n}"),
+            "param": n,
+            "reason": PARAM_NOTE,
+        }),
+        Explained::DependsOnCatalog(table) => serde_json::json!({
+            "shards": format!("depends on the key position of \"{table}\""),
+            "reason": "INSERT without a column list; the proxy looks the position up in the catalog",
+        }),
+        Explained::Refused(err) => serde_json::json!({
+            "error": err.to_string(),
+            "sqlstate": err.sqlstate(),
+        }),
+    };
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> ShardMap {
+        config::parse(include_str!("../config/testdata/base.toml"), "t")
+            .expect("test map parses")
+            .map
+    }
+
+    #[test]
+    fn keyed_select_names_one_shard() {
+        let m = map();
+        let e = explain(&m, UnparsedPolicy::Refuse, "SELECT * FROM accounts WHERE aid = 5");
+        let Explained::Routed { shards, reason } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(shards.len(), 1);
+        assert!(reason.starts_with("accounts.aid = value in slot "), "{reason}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
+        assert_eq!(json["shards"][0], shards[0].as_str());
+    }
+
+    #[test]
+    fn param_key_depends_on_bind() {
+        let e = explain(
+            &map(),
+            UnparsedPolicy::Refuse,
+            "SELECT abalance FROM accounts WHERE aid = $1",
+        );
+        assert_eq!(e, Explained::DependsOnParam(1));
+        assert!(render_text(&e).starts_with("shards: depends on $1\n"));
+    }
+
+    #[test]
+    fn ddl_names_every_shard_and_no_table_names_default() {
+        let m = map();
+        let e = explain(&m, UnparsedPolicy::Refuse, "CREATE INDEX ON accounts (abalance)");
+        assert_eq!(
+            render_text(&e),
+            "shards: s0, s1\nreason: DDL: broadcast to all shards"
+        );
+        let e = explain(&m, UnparsedPolicy::Refuse, "SELECT 1");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
+        assert_eq!(json["shards"], serde_json::json!(["s0"]));
+    }
+
+    #[test]
+    fn refusal_prints_error_and_sqlstate() {
+        let e = explain(&map(), UnparsedPolicy::Refuse, "SELECT * FROM accounts");
+        assert!(matches!(e, Explained::Refused(RouteError::NoShardKey { .. })));
+        assert!(render_text(&e).starts_with("error: statement on sharded table \"accounts\""));
+        let json: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
+        assert_eq!(json["sqlstate"], "0A000");
+    }
 }

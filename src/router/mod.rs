@@ -2,6 +2,12 @@
 //! shards it must run on, and why. No sockets, no clocks, no globals: tested by statement
 //! kind in plain unit tests.
 
+mod statement;
+mod unparsed;
+
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 
 use crate::config::{ShardMap, UnparsedPolicy};
@@ -88,6 +94,16 @@ pub enum RouteError {
         /// which shards / tables
         detail: String,
     },
+    /// an INSERT row gives no usable value for the shard key (0A000)
+    #[error(
+        "INSERT into sharded table \"{table}\" must give shard key column \"{column}\" as a literal or parameter in every row"
+    )]
+    InsertKey {
+        /// table
+        table: String,
+        /// key column
+        column: String,
+    },
     /// an UPDATE assigns the shard key (0A000)
     #[error("UPDATE of shard key column \"{column}\" of table \"{table}\" is not supported: delete and re-insert the row")]
     KeyUpdate {
@@ -138,6 +154,28 @@ pub enum RouteError {
         /// table
         table: String,
     },
+}
+
+impl RouteError {
+    /// The SQLSTATE a client should see for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            RouteError::BadKey { source, .. } => match source {
+                KeyError::InvalidText { .. } => "22P02",
+                KeyError::OutOfRange { .. } => "22003",
+                KeyError::InvalidBinary { .. } => "22P03",
+            },
+            RouteError::MissingParam(_) => "08P01",
+            RouteError::NoShardKey { .. }
+            | RouteError::CrossShard { .. }
+            | RouteError::InsertKey { .. }
+            | RouteError::KeyUpdate { .. }
+            | RouteError::NullKey { .. }
+            | RouteError::Unsupported { .. }
+            | RouteError::Unparsed { .. }
+            | RouteError::KeyOrdinalUnknown { .. } => "0A000",
+        }
+    }
 }
 
 /// A Bind parameter, as received.
@@ -193,11 +231,55 @@ pub struct RouteInput<'a> {
 }
 
 /// Route a query string (one or more statements) against a shard map.
+///
+/// Each statement is routed on its own, then the targets are combined: `Any` joins
+/// anything, `One(x)` + `One(x)` stays `One(x)`, `All` + `All` stays `All`; any other
+/// mix needs more than one shard and is refused as [`RouteError::CrossShard`].
 pub fn route(
     input: &RouteInput<'_>,
     map: &ShardMap,
     unparsed: UnparsedPolicy,
 ) -> Result<Route, RouteError> {
-    let _ = (input, map, unparsed);
-    todo!("helper")
+    let statements = match input.analysis {
+        Analysis::Parsed(statements) => statements,
+        Analysis::Unparsed { error } => return unparsed::route(input.sql, error, map, unparsed),
+    };
+    let mut combined: Option<Route> = None;
+    for statement in statements {
+        let next = statement::route(statement, input, map)?;
+        combined = Some(match combined {
+            None => next,
+            Some(prev) => combine(prev, next, map)?,
+        });
+    }
+    Ok(combined.unwrap_or(Route {
+        target: Target::Any,
+        reason: Reason::NoShardedTable,
+    }))
+}
+
+/// Two statements of one query string: where can both run?
+fn combine(prev: Route, next: Route, map: &ShardMap) -> Result<Route, RouteError> {
+    match (prev.target, next.target) {
+        (_, Target::Any) => Ok(prev),
+        (Target::Any, _) => Ok(next),
+        (Target::One(a), Target::One(b)) if a == b => Ok(prev),
+        (Target::All, Target::All) => Ok(prev),
+        (a, b) => Err(RouteError::CrossShard {
+            detail: format!(
+                "statements of one query string go to {} and {}",
+                describe(a, map),
+                describe(b, map)
+            ),
+        }),
+    }
+}
+
+/// A target in words, for error details.
+fn describe(target: Target, map: &ShardMap) -> String {
+    match target {
+        Target::One(id) => format!("shard {}", map.shard_name(id)),
+        Target::All => "all shards".to_owned(),
+        Target::Any => "any shard".to_owned(),
+    }
 }

@@ -4,10 +4,26 @@
 //! The summary records *facts about the text* (which tables, which `column = value`
 //! equalities constrain each table occurrence, the INSERT rows); it knows nothing of the
 //! shard map, so one cached summary serves every map epoch.
+//!
+//! Soundness rule: when the analysis is unsure, it records *less* (drops an equality, or
+//! adds an unconstrained table occurrence), so the router refuses instead of routing by a
+//! key that does not constrain every row.
+//!
+//! Statements sqlparser 0.64 (Postgres dialect) cannot parse become
+//! [`Analysis::Unparsed`]; the known ones are listed in the tests of [`analyze`]
+//! (`VACUUM ANALYZE t`, `CHECKPOINT`, `DO $$…$$`, `TABLE t`, `FOR NO KEY UPDATE`,
+//! `FOR KEY SHARE`, `ALTER SYSTEM`, `ALTER SEQUENCE`, `CLUSTER`, `REINDEX`,
+//! `SECURITY LABEL`, `IMPORT FOREIGN SCHEMA`, `PREPARE TRANSACTION`, `COMMIT PREPARED`).
 
 pub mod analyze;
 pub mod cache;
+mod expr;
+mod walk;
 
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
 use std::sync::Arc;
 
 pub use analyze::analyze;
@@ -16,7 +32,7 @@ pub use cache::PlanCache;
 /// What a single SQL statement is, as far as routing and transaction handling care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatementKind {
-    /// SELECT / VALUES / WITH … SELECT (no data-modifying CTE)
+    /// SELECT / VALUES / WITH … SELECT, and `DECLARE … CURSOR FOR <query>`
     Select,
     /// INSERT
     Insert,
@@ -25,44 +41,56 @@ pub enum StatementKind {
     /// DELETE
     Delete,
     /// CREATE / ALTER / DROP / TRUNCATE / COMMENT … on tables, indexes, views, sequences,
-    /// schemas, types, functions: broadcast to every shard.
+    /// schemas, types, functions, GRANT / REVOKE, `SELECT … INTO`: broadcast to every shard.
     Ddl,
     /// BEGIN / START TRANSACTION; the text is kept to be replayed when a shard is chosen.
     Begin,
-    /// COMMIT / END (also COMMIT AND CHAIN? no: `chain` is refused upstream)
+    /// COMMIT / END (`AND CHAIN` is refused by the router)
     Commit,
     /// ROLLBACK / ABORT (not ROLLBACK TO SAVEPOINT)
     Rollback,
     /// SAVEPOINT / RELEASE / ROLLBACK TO: go to the transaction's shard
     Savepoint,
-    /// SET / RESET / SET LOCAL / SET TIME ZONE …
+    /// SET / RESET / SET LOCAL / SET TIME ZONE / SET TRANSACTION …
     Set {
-        /// `SET LOCAL` (transaction-scoped)
+        /// transaction-scoped: `SET LOCAL …`, `SET LOCAL TIME ZONE`, `SET TRANSACTION …`
         local: bool,
     },
     /// SHOW
     Show,
-    /// COPY; `table` is the target when it copies a table rather than a query
+    /// COPY
     Copy {
         /// true for `FROM STDIN`/file, false for `TO`
         from: bool,
     },
     /// PREPARE / EXECUTE / DEALLOCATE at the SQL level
     SqlPrepared,
-    /// LISTEN / NOTIFY / UNLISTEN, DISCARD, EXPLAIN, VACUUM, ANALYZE, CALL and friends
+    /// LISTEN / NOTIFY / UNLISTEN, DISCARD, VACUUM, ANALYZE, CALL, LOCK, FETCH, MERGE and
+    /// anything else the summary does not classify
     Other,
 }
 
 /// A value appearing as the right-hand side of a key equality or in INSERT VALUES.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueExpr {
-    /// a literal, in its text form with casts stripped (`'5'::bigint` → `5`,
+    /// a literal, in its text form with a single cast stripped (`'5'::bigint` → `5`,
     /// `-3` → `-3`, `'abc'` → `abc`)
     Literal(String),
     /// NULL
     Null,
     /// `$n` (1-based)
     Param(usize),
+}
+
+/// How a table occurrence is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// read (FROM, JOIN, subqueries, USING, UPDATE … FROM)
+    Read,
+    /// the target of an UPDATE or DELETE: rows are selected by its equalities
+    Write,
+    /// the target of an INSERT: rows come from [`Statement::insert`]
+    Insert,
 }
 
 /// One occurrence of a table in the statement (a table named twice occurs twice).
@@ -73,15 +101,15 @@ pub struct TableOccurrence {
     /// schema, if qualified
     pub schema: Option<String>,
     /// values the key could take in this occurrence, per column: every row this occurrence
-    /// contributes satisfies `column = value` for one of the listed equalities.
+    /// contributes satisfies `column = value` for each listed equality.
     /// Only top-level AND-ed equalities (WHERE, inner JOIN ON) of the occurrence's own
     /// query block are recorded; anything under OR/NOT/outer joins is ignored.
     pub equalities: Vec<(String, ValueExpr)>,
-    /// this occurrence is written to (INSERT/UPDATE/DELETE target)
-    pub written: bool,
+    /// how the statement uses it
+    pub role: Role,
 }
 
-/// Rows of an `INSERT … VALUES`.
+/// Rows of an `INSERT … VALUES` (or `DEFAULT VALUES`, which is one row with no columns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsertValues {
     /// target table (folded)
@@ -92,21 +120,66 @@ pub struct InsertValues {
     pub rows: Vec<Vec<Option<ValueExpr>>>,
 }
 
+/// A construct the router must refuse rather than route by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limitation {
+    /// `INSERT … SELECT`
+    InsertSelect,
+    /// a data-modifying statement nested in WITH or elsewhere
+    NestedWrite,
+    /// `MERGE`
+    Merge,
+    /// `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN`
+    Chain,
+    /// SQL-level `EXECUTE`: which statement it runs is not known from the text
+    SqlExecute,
+    /// some other construct the summary cannot see into
+    Opaque(&'static str),
+}
+
+impl Limitation {
+    /// true if the construct is refused even when it names no sharded table
+    pub fn always(self) -> bool {
+        matches!(self, Limitation::Chain | Limitation::SqlExecute)
+    }
+}
+
+impl fmt::Display for Limitation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limitation::InsertSelect => f.write_str("INSERT … SELECT on a sharded table"),
+            Limitation::NestedWrite => {
+                f.write_str("a data-modifying WITH or nested INSERT/UPDATE/DELETE on a sharded table")
+            }
+            Limitation::Merge => f.write_str("MERGE on a sharded table"),
+            Limitation::Chain => f.write_str("COMMIT/ROLLBACK AND CHAIN"),
+            Limitation::SqlExecute => {
+                f.write_str("SQL-level EXECUTE (use the extended protocol to prepare statements)")
+            }
+            Limitation::Opaque(what) => f.write_str(what),
+        }
+    }
+}
+
 /// The routing summary of one SQL statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
-    /// what kind of statement
+    /// what kind of statement (for `EXPLAIN x`, the kind of `x`)
     pub kind: StatementKind,
-    /// every table occurrence (FROM, JOIN, subqueries, CTEs, targets)
+    /// the command word(s), for messages: `SELECT`, `LOCK TABLE`, `VACUUM`, …
+    pub command: &'static str,
+    /// `EXPLAIN [ANALYZE] <statement>`: summarised as the inner statement
+    pub explain: bool,
+    /// every table occurrence (FROM, JOIN, subqueries, CTEs, targets); for DDL only the
+    /// tables read by an embedded query (`CREATE TABLE … AS`, `CREATE VIEW`)
     pub tables: Vec<TableOccurrence>,
     /// INSERT … VALUES rows, when the statement is one
     pub insert: Option<InsertValues>,
-    /// columns assigned by an UPDATE's SET list (folded), to refuse key changes
+    /// columns assigned by an UPDATE's SET list or `ON CONFLICT DO UPDATE SET` (folded),
+    /// to refuse key changes
     pub assigned_columns: Vec<String>,
-    /// the statement reads or writes through a construct the summary cannot see into
-    /// (e.g. a function call with side effects is fine; this flags things like
-    /// `INSERT … SELECT`): the router must not route it by key.
-    pub opaque: bool,
+    /// set when the statement uses a construct the router must not route by key
+    pub limitation: Option<Limitation>,
 }
 
 /// The analysis of one query string: its statements, or why it could not be parsed.

@@ -1,0 +1,890 @@
+//! Router tests by statement kind: SQL text → analysis → route, against a small map.
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::config::TableRule;
+use crate::sharding::{KeyType, KeyValue, ShardId};
+use crate::sql::analyze;
+
+const SLOTS: u32 = 64;
+
+fn map() -> ShardMap {
+    let mut tables = HashMap::new();
+    for (name, key, key_type) in [
+        ("accounts", "aid", KeyType::BigInt),
+        ("pgbench_accounts", "aid", KeyType::Integer),
+        ("history", "aid", KeyType::BigInt),
+        ("users", "email", KeyType::Text),
+        ("devices", "id", KeyType::Uuid),
+        ("Quoted", "Key", KeyType::BigInt),
+    ] {
+        tables.insert(
+            name.to_owned(),
+            TableRule {
+                name: name.to_owned(),
+                key: key.to_owned(),
+                key_type,
+            },
+        );
+    }
+    ShardMap {
+        epoch: 1,
+        slots: SLOTS,
+        shard_names: vec!["s0".into(), "s1".into(), "s2".into()],
+        slot_owner: (0..SLOTS).map(|s| (s % 3) as ShardId).collect(),
+        tables,
+        default_shard: 0,
+        vnodes: 1,
+    }
+}
+
+fn shard_of(key: KeyValue) -> ShardId {
+    map().locate(&key).1
+}
+
+fn one(k: i64) -> Target {
+    Target::One(shard_of(KeyValue::Int(k)))
+}
+
+/// Two integer keys owned by different shards.
+fn split_keys() -> (i64, i64) {
+    let first = shard_of(KeyValue::Int(1));
+    let other = (2..1000)
+        .find(|k| shard_of(KeyValue::Int(*k)) != first)
+        .expect("keys on two shards");
+    (1, other)
+}
+
+/// A key on the same shard as `k`, but a different value.
+fn same_shard_as(k: i64) -> i64 {
+    let s = shard_of(KeyValue::Int(k));
+    (k + 1..k + 1000)
+        .find(|x| shard_of(KeyValue::Int(*x)) == s)
+        .expect("another key on the shard")
+}
+
+struct Params<'a>(Vec<Param<'a>>);
+impl ParamSource for Params<'_> {
+    fn param(&self, n: usize) -> Option<Param<'_>> {
+        self.0.get(n.checked_sub(1)?).copied()
+    }
+}
+
+struct Ordinals(&'static str, usize);
+impl KeyOrdinals for Ordinals {
+    fn key_ordinal(&self, table: &str) -> Option<usize> {
+        (table == self.0).then_some(self.1)
+    }
+}
+
+fn route_with(
+    sql: &str,
+    params: &dyn ParamSource,
+    ordinals: &dyn KeyOrdinals,
+    policy: UnparsedPolicy,
+) -> Result<Route, RouteError> {
+    let analysis = analyze(sql);
+    let input = RouteInput {
+        sql,
+        analysis: &analysis,
+        params,
+        ordinals,
+    };
+    route(&input, &map(), policy)
+}
+
+fn run(sql: &str) -> Result<Route, RouteError> {
+    route_with(sql, &NoParams, &NoOrdinals, UnparsedPolicy::Refuse)
+}
+
+fn target(sql: &str) -> Result<Target, RouteError> {
+    run(sql).map(|r| r.target)
+}
+
+fn target_p(sql: &str, params: &[Param<'_>]) -> Result<Target, RouteError> {
+    route_with(sql, &Params(params.to_vec()), &NoOrdinals, UnparsedPolicy::Refuse)
+        .map(|r| r.target)
+}
+
+#[track_caller]
+fn assert_no_key(sql: &str, table: &str) {
+    match run(sql) {
+        Err(RouteError::NoShardKey { table: t, .. }) => assert_eq!(t, table, "{sql}"),
+        other => panic!("{sql}: expected NoShardKey({table}), got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_unsupported(sql: &str) {
+    match run(sql) {
+        Err(RouteError::Unsupported { .. }) => {}
+        other => panic!("{sql}: expected Unsupported, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_cross(sql: &str) {
+    match run(sql) {
+        Err(RouteError::CrossShard { .. }) => {}
+        other => panic!("{sql}: expected CrossShard, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- routed by key
+
+#[test]
+fn point_select_literal() {
+    let r = run("SELECT * FROM accounts WHERE aid = 5").unwrap();
+    assert_eq!(r.target, one(5));
+    let slot = map().locate(&KeyValue::Int(5)).0;
+    assert_eq!(
+        r.reason,
+        Reason::ShardKey {
+            table: "accounts".into(),
+            column: "aid".into(),
+            slot
+        }
+    );
+    assert_eq!(r.reason.to_string(), format!("accounts.aid = value in slot {slot}"));
+}
+
+#[test]
+fn point_select_param_text_and_binary() {
+    let sql = "SELECT * FROM accounts WHERE aid = $1";
+    assert_eq!(target_p(sql, &[Param::Text(b"5")]).unwrap(), one(5));
+    assert_eq!(
+        target_p(sql, &[Param::Binary(&5i64.to_be_bytes())]).unwrap(),
+        one(5)
+    );
+    // an int4 parameter for a bigint key
+    assert_eq!(
+        target_p(sql, &[Param::Binary(&5i32.to_be_bytes())]).unwrap(),
+        one(5)
+    );
+}
+
+#[test]
+fn literal_forms() {
+    for sql in [
+        "SELECT * FROM accounts WHERE aid = '5'",
+        "SELECT * FROM accounts WHERE aid = 5::bigint",
+        "SELECT * FROM accounts WHERE aid = '5'::bigint",
+        "SELECT * FROM accounts WHERE aid = '5'::int8",
+        "SELECT * FROM accounts WHERE CAST('5' AS bigint) = aid",
+        "SELECT * FROM accounts WHERE aid = CAST(5 AS integer)",
+        "SELECT * FROM accounts WHERE 5 = aid",
+        "SELECT * FROM accounts WHERE (aid) = (5)",
+        "SELECT * FROM accounts WHERE aid = bigint '5'",
+        "SELECT * FROM accounts WHERE aid = ' 5 '",
+        "SELECT * FROM accounts WHERE aid = 005",
+        "SELECT * FROM accounts WHERE aid IN (5)",
+    ] {
+        assert_eq!(target(sql).unwrap(), one(5), "{sql}");
+    }
+}
+
+#[test]
+fn negative_literal_and_negated_param() {
+    assert_eq!(target("SELECT * FROM accounts WHERE aid = -5").unwrap(), one(-5));
+    assert_eq!(target("SELECT * FROM accounts WHERE aid = '-5'").unwrap(), one(-5));
+    assert_eq!(
+        target_p("SELECT * FROM accounts WHERE aid = -$1", &[Param::Text(b"5")]),
+        Err(RouteError::NoShardKey {
+            table: "accounts".into(),
+            column: "aid".into()
+        })
+    );
+}
+
+#[test]
+fn extra_conjuncts_qualified_and_aliased() {
+    assert_eq!(
+        target("SELECT * FROM accounts WHERE accounts.aid = 5 AND abalance > 0").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM accounts a WHERE a.aid = 5").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM accounts AS a WHERE abalance > 0 AND (a.aid = 5 AND true)").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM public.accounts WHERE public.accounts.aid = 5").unwrap(),
+        one(5)
+    );
+}
+
+#[test]
+fn identifier_folding() {
+    for sql in [
+        "SELECT * FROM \"accounts\" WHERE \"aid\" = 5",
+        "SELECT * FROM public.accounts WHERE aid = 5",
+        "SELECT * FROM ACCOUNTS WHERE AID = 5",
+        "select * from Accounts where Aid = 5",
+    ] {
+        assert_eq!(target(sql).unwrap(), one(5), "{sql}");
+    }
+    // quoted names keep their case: "ACCOUNTS" is another (unsharded) table
+    assert_eq!(
+        target("SELECT * FROM \"ACCOUNTS\"").unwrap(),
+        Target::Any
+    );
+    // a table whose map name is mixed case matches only when quoted
+    assert_eq!(
+        target("SELECT * FROM \"Quoted\" WHERE \"Key\" = 5").unwrap(),
+        one(5)
+    );
+    assert_eq!(target("SELECT * FROM Quoted").unwrap(), Target::Any);
+    // unquoted key column folds to "key", not the map's "Key"
+    assert_no_key("SELECT * FROM \"Quoted\" WHERE Key = 5", "Quoted");
+}
+
+#[test]
+fn pgbench_statements() {
+    let p = [Param::Text(b"7"), Param::Text(b"42")];
+    assert_eq!(
+        target_p("SELECT abalance FROM pgbench_accounts WHERE aid = $1", &p[..1]).unwrap(),
+        Target::One(shard_of(KeyValue::Int(7)))
+    );
+    assert_eq!(
+        target_p(
+            "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
+            &p
+        )
+        .unwrap(),
+        one(42)
+    );
+    assert_eq!(
+        target_p(
+            "UPDATE accounts SET abalance = abalance + $1 WHERE aid = $2",
+            &p
+        )
+        .unwrap(),
+        one(42)
+    );
+    // unsharded pgbench tables
+    assert_eq!(
+        target_p("UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2", &p)
+            .unwrap(),
+        Target::Any
+    );
+}
+
+#[test]
+fn delete_and_insert() {
+    assert_eq!(target("DELETE FROM accounts WHERE aid = 7").unwrap(), one(7));
+    assert_eq!(
+        target("INSERT INTO accounts (aid, abalance) VALUES (5, 0)").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("INSERT INTO accounts (abalance, aid) VALUES (0, '5')").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("INSERT INTO accounts (aid, abalance) VALUES (5, 0) RETURNING *").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target(
+            "INSERT INTO accounts (aid, abalance) VALUES (5, 0) \
+             ON CONFLICT (aid) DO UPDATE SET abalance = EXCLUDED.abalance"
+        )
+        .unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("INSERT INTO accounts (aid) VALUES (5) ON CONFLICT DO NOTHING").unwrap(),
+        one(5)
+    );
+}
+
+#[test]
+fn insert_without_column_list_asks_for_key_position() {
+    let sql = "INSERT INTO accounts VALUES ($1, $2)";
+    let p = Params(vec![Param::Text(b"5"), Param::Text(b"0")]);
+    assert_eq!(
+        route_with(sql, &p, &NoOrdinals, UnparsedPolicy::Refuse),
+        Err(RouteError::KeyOrdinalUnknown {
+            table: "accounts".into()
+        })
+    );
+    let r = route_with(sql, &p, &Ordinals("accounts", 0), UnparsedPolicy::Refuse).unwrap();
+    assert_eq!(r.target, one(5));
+    let r = route_with(sql, &p, &Ordinals("accounts", 1), UnparsedPolicy::Refuse).unwrap();
+    assert_eq!(r.target, one(0));
+    // key position beyond the supplied values: the key would be its default
+    assert!(matches!(
+        route_with(sql, &p, &Ordinals("accounts", 2), UnparsedPolicy::Refuse),
+        Err(RouteError::InsertKey { .. })
+    ));
+}
+
+#[test]
+fn multi_row_insert() {
+    let (a, b) = split_keys();
+    let same = same_shard_as(a);
+    assert_eq!(
+        target(&format!("INSERT INTO accounts (aid) VALUES ({a}), ({same})")).unwrap(),
+        one(a)
+    );
+    assert_cross(&format!("INSERT INTO accounts (aid) VALUES ({a}), ({b})"));
+}
+
+#[test]
+fn insert_key_missing_or_not_a_value() {
+    for sql in [
+        "INSERT INTO accounts (abalance) VALUES (0)",
+        "INSERT INTO accounts DEFAULT VALUES",
+        "INSERT INTO accounts (aid) VALUES (DEFAULT)",
+        "INSERT INTO accounts (aid) VALUES (2 + 3)",
+        "INSERT INTO accounts (aid) VALUES (nextval('s'))",
+        "INSERT INTO accounts (aid) VALUES (-$1)",
+    ] {
+        assert!(
+            matches!(run(sql), Err(RouteError::InsertKey { .. })),
+            "{sql}: {:?}",
+            run(sql)
+        );
+    }
+}
+
+#[test]
+fn for_update_and_share() {
+    assert_eq!(
+        target("SELECT * FROM accounts WHERE aid = 5 FOR UPDATE").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM accounts WHERE aid = 5 FOR SHARE").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM accounts WHERE aid = 5 FOR UPDATE OF accounts SKIP LOCKED")
+            .unwrap(),
+        one(5)
+    );
+}
+
+#[test]
+fn join_of_two_keyed_sharded_tables() {
+    let (a, b) = split_keys();
+    let same = same_shard_as(a);
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts a JOIN history h ON h.aid = {same} WHERE a.aid = {a}"
+        ))
+        .unwrap(),
+        one(a)
+    );
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts a, history h WHERE a.aid = {a} AND h.aid = {a}"
+        ))
+        .unwrap(),
+        one(a)
+    );
+    assert_cross(&format!(
+        "SELECT * FROM accounts a, history h WHERE a.aid = {a} AND h.aid = {b}"
+    ));
+}
+
+#[test]
+fn join_with_unsharded_tables() {
+    assert_eq!(
+        target(
+            "SELECT * FROM accounts a JOIN branches b ON b.bid = a.bid \
+             LEFT JOIN tellers t ON t.bid = b.bid WHERE a.aid = 5"
+        )
+        .unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM branches b LEFT JOIN accounts a ON a.bid = b.bid WHERE a.aid = 5")
+            .unwrap(),
+        one(5)
+    );
+}
+
+#[test]
+fn subqueries_with_their_own_keys() {
+    assert_eq!(
+        target(
+            "SELECT * FROM accounts WHERE aid = 5 AND abalance > \
+             (SELECT avg(delta) FROM history WHERE aid = 5)"
+        )
+        .unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM (SELECT * FROM accounts WHERE aid = 5) s").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("WITH x AS (SELECT * FROM accounts WHERE aid = 5) SELECT * FROM x").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM branches WHERE bid IN (SELECT bid FROM accounts WHERE aid = 5)")
+            .unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target(
+            "SELECT * FROM accounts WHERE aid = 5 UNION ALL SELECT * FROM accounts WHERE aid = 5"
+        )
+        .unwrap(),
+        one(5)
+    );
+}
+
+#[test]
+fn text_and_uuid_keys() {
+    assert_eq!(
+        target("SELECT * FROM users WHERE email = 'a@b.c'").unwrap(),
+        Target::One(shard_of(KeyValue::Text("a@b.c".into())))
+    );
+    let id = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+    let mut bytes = [0u8; 16];
+    for (i, chunk) in id.replace('-', "").as_bytes().chunks(2).enumerate() {
+        bytes[i] = u8::from_str_radix(std::str::from_utf8(chunk).unwrap(), 16).unwrap();
+    }
+    assert_eq!(
+        target(&format!("SELECT * FROM devices WHERE id = '{id}'::uuid")).unwrap(),
+        Target::One(shard_of(KeyValue::Uuid(bytes)))
+    );
+    // a bounded varchar cast could truncate: not treated as the key's value
+    assert_no_key(
+        "SELECT * FROM users WHERE email = 'abc'::varchar(2)",
+        "users",
+    );
+    // backslashes depend on standard_conforming_strings
+    assert_no_key("SELECT * FROM users WHERE email = 'a\\b'", "users");
+}
+
+// ---------------------------------------------------------------- must not route by key
+
+#[test]
+fn or_and_not_do_not_constrain() {
+    assert_no_key("SELECT * FROM accounts WHERE aid = 1 OR bid = 2", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid = 1 OR aid = 1", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE NOT (aid = 1)", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid <> 1", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE (aid = 1) IS TRUE", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid IS NOT DISTINCT FROM 1", "accounts");
+    assert_no_key("SELECT * FROM accounts", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid BETWEEN 1 AND 1", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid::int4 = 1", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid = 1 + 0", "accounts");
+}
+
+#[test]
+fn subquery_key_does_not_pin_outer_scan() {
+    assert_no_key(
+        "SELECT * FROM accounts WHERE abalance > (SELECT abalance FROM accounts WHERE aid = 1)",
+        "accounts",
+    );
+    assert_no_key(
+        "SELECT * FROM accounts WHERE EXISTS (SELECT 1 FROM accounts b WHERE b.aid = 1)",
+        "accounts",
+    );
+    assert_no_key("SELECT * FROM (SELECT * FROM accounts) s WHERE aid = 5", "accounts");
+    assert_no_key(
+        "SELECT * FROM accounts a WHERE a.aid = 5 AND a.bid IN (SELECT bid FROM accounts WHERE bid = 1)",
+        "accounts",
+    );
+    assert_no_key(
+        "SELECT (SELECT count(*) FROM history) FROM accounts WHERE aid = 5",
+        "history",
+    );
+    assert_no_key(
+        "WITH accounts AS (SELECT * FROM accounts) SELECT * FROM accounts WHERE aid = 5",
+        "accounts",
+    );
+}
+
+#[test]
+fn outer_join_nullable_side_on_only() {
+    assert_no_key(
+        "SELECT * FROM branches b LEFT JOIN accounts a ON a.aid = 5",
+        "accounts",
+    );
+    assert_no_key(
+        "SELECT * FROM accounts a RIGHT JOIN branches b ON a.aid = 5",
+        "accounts",
+    );
+    assert_no_key(
+        "SELECT * FROM accounts a FULL JOIN branches b ON a.aid = 5 AND a.bid = b.bid",
+        "accounts",
+    );
+    // but the inner join's ON does constrain
+    assert_eq!(
+        target("SELECT * FROM branches b JOIN accounts a ON a.aid = 5").unwrap(),
+        one(5)
+    );
+}
+
+#[test]
+fn column_of_another_table_or_other_column() {
+    assert_no_key(
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE h.aid = 5",
+        "accounts",
+    );
+    assert_no_key("SELECT * FROM accounts WHERE aid = bid", "accounts");
+    assert_no_key("SELECT * FROM accounts a, branches b WHERE b.aid = 5", "accounts");
+    assert_no_key("SELECT * FROM accounts a WHERE accounts.aid = 5", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE other.accounts.aid = 5", "accounts");
+    assert_no_key("SELECT * FROM accounts a(x, y) WHERE a.aid = 5", "accounts");
+    assert_no_key(
+        "SELECT * FROM accounts a JOIN history h USING (aid) WHERE aid = 5",
+        "accounts",
+    );
+    assert_no_key("SELECT * FROM accounts NATURAL JOIN history WHERE aid = 5", "accounts");
+    // unqualified key of one sharded table in a block with a nested join aliased away
+    assert_no_key(
+        "SELECT * FROM (accounts JOIN branches USING (bid)) j WHERE j.aid = 5",
+        "accounts",
+    );
+}
+
+#[test]
+fn on_clause_of_nested_join_sees_only_its_tables() {
+    // `aid` in the nested ON cannot name `a` (outside the nested join)
+    assert_no_key(
+        "SELECT * FROM accounts a LEFT JOIN (history h JOIN branches b ON aid = 5) ON true",
+        "accounts",
+    );
+}
+
+#[test]
+fn in_list_and_any_are_refused_for_now() {
+    assert_no_key("SELECT * FROM accounts WHERE aid IN (1, 2)", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid = ANY($1)", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid NOT IN (1)", "accounts");
+}
+
+#[test]
+fn key_update_is_refused() {
+    assert_eq!(
+        run("UPDATE accounts SET aid = 5 WHERE aid = 1"),
+        Err(RouteError::KeyUpdate {
+            table: "accounts".into(),
+            column: "aid".into()
+        })
+    );
+    assert!(matches!(
+        run("UPDATE accounts SET (abalance, aid) = (0, 5) WHERE aid = 1"),
+        Err(RouteError::KeyUpdate { .. })
+    ));
+    assert!(matches!(
+        run("INSERT INTO accounts (aid) VALUES (1) ON CONFLICT (aid) DO UPDATE SET aid = 2"),
+        Err(RouteError::KeyUpdate { .. })
+    ));
+}
+
+#[test]
+fn insert_select_and_writing_ctes_are_refused() {
+    assert_unsupported("INSERT INTO accounts SELECT * FROM accounts_old");
+    assert_unsupported("INSERT INTO accounts (aid) SELECT 5");
+    assert_unsupported("INSERT INTO log SELECT * FROM accounts WHERE aid = 5");
+    assert_unsupported(
+        "WITH d AS (DELETE FROM accounts WHERE aid = 5 RETURNING *) SELECT * FROM d",
+    );
+    assert_unsupported(
+        "WITH d AS (INSERT INTO log VALUES (1) RETURNING *) SELECT * FROM accounts WHERE aid = 5",
+    );
+    assert_unsupported(
+        "WITH u AS (UPDATE accounts SET abalance = 0 WHERE aid = 5 RETURNING *) \
+         UPDATE accounts SET abalance = 1 WHERE aid = 5",
+    );
+    // writes to unsharded tables only: nothing to refuse
+    assert_eq!(
+        target("WITH d AS (DELETE FROM log RETURNING *) SELECT * FROM d").unwrap(),
+        Target::Any
+    );
+    assert_eq!(
+        target("INSERT INTO log SELECT * FROM log_old").unwrap(),
+        Target::Any
+    );
+}
+
+#[test]
+fn update_from_and_delete_using() {
+    assert_eq!(
+        target("UPDATE accounts a SET abalance = 0 FROM branches b WHERE a.aid = 5 AND b.bid = a.bid")
+            .unwrap(),
+        one(5)
+    );
+    assert_no_key(
+        "UPDATE branches b SET bbalance = 0 FROM accounts a WHERE b.bid = a.bid",
+        "accounts",
+    );
+    assert_eq!(
+        target("DELETE FROM accounts a USING history h WHERE a.aid = 5 AND h.aid = 5").unwrap(),
+        one(5)
+    );
+    assert_no_key(
+        "DELETE FROM branches USING accounts WHERE branches.bid = accounts.bid",
+        "accounts",
+    );
+}
+
+// ---------------------------------------------------------------- value problems
+
+#[test]
+fn bad_null_and_missing_keys() {
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid = 'x'"),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid = 99999999999999999999"),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert!(matches!(
+        target_p("SELECT * FROM accounts WHERE aid = $1", &[Param::Text(b"abc")]),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert!(matches!(
+        target_p("SELECT * FROM accounts WHERE aid = $1", &[Param::Text(&[0xff, 0x35])]),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert!(matches!(
+        target_p("SELECT * FROM accounts WHERE aid = $1", &[Param::Binary(&[1, 2, 3])]),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert_eq!(
+        run("SELECT * FROM accounts WHERE aid = NULL"),
+        Err(RouteError::NullKey {
+            table: "accounts".into(),
+            column: "aid".into()
+        })
+    );
+    assert!(matches!(
+        target_p("SELECT * FROM accounts WHERE aid = $1", &[Param::Null]),
+        Err(RouteError::NullKey { .. })
+    ));
+    assert!(matches!(
+        run("INSERT INTO accounts (aid) VALUES (NULL)"),
+        Err(RouteError::NullKey { .. })
+    ));
+    assert_eq!(
+        target_p(
+            "SELECT * FROM accounts WHERE abalance = $1 AND aid = $2",
+            &[Param::Text(b"0")]
+        ),
+        Err(RouteError::MissingParam(2))
+    );
+    // an integer-key literal that is not a plain integer is refused, not guessed
+    assert_no_key("SELECT * FROM accounts WHERE aid = 5.0", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid = 1e3", "accounts");
+}
+
+// ---------------------------------------------------------------- statement kinds
+
+#[test]
+fn no_sharded_table_is_any() {
+    let r = run("SELECT * FROM branches WHERE bid = 1").unwrap();
+    assert_eq!(r, Route { target: Target::Any, reason: Reason::NoShardedTable });
+    assert_eq!(target("SELECT 1").unwrap(), Target::Any);
+    assert_eq!(target("SELECT now()").unwrap(), Target::Any);
+    assert_eq!(target("").unwrap(), Target::Any);
+}
+
+#[test]
+fn ddl_is_broadcast() {
+    for sql in [
+        "CREATE TABLE t (a bigint primary key)",
+        "ALTER TABLE accounts ADD COLUMN note text",
+        "DROP TABLE t",
+        "TRUNCATE accounts",
+        "TRUNCATE TABLE accounts, history CASCADE",
+        "COMMENT ON TABLE accounts IS 'x'",
+        "CREATE INDEX ON accounts (abalance)",
+        "CREATE INDEX CONCURRENTLY i ON accounts (abalance)",
+        "GRANT SELECT ON accounts TO app",
+        "REVOKE SELECT ON accounts FROM app",
+        "CREATE VIEW v AS SELECT * FROM branches",
+        "CREATE SEQUENCE s",
+        "CREATE SCHEMA s",
+        "CREATE EXTENSION pgcrypto",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'",
+        "CREATE TYPE mood AS ENUM ('a', 'b')",
+        "DROP INDEX i",
+    ] {
+        let r = run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(r, Route { target: Target::All, reason: Reason::Ddl }, "{sql}");
+    }
+}
+
+#[test]
+fn ddl_reading_sharded_data_is_refused() {
+    assert_unsupported("CREATE VIEW v AS SELECT * FROM accounts");
+    assert_unsupported("CREATE TABLE t AS SELECT * FROM accounts WHERE aid = 5");
+    assert_unsupported("SELECT * INTO t FROM accounts WHERE aid = 5");
+    assert_eq!(target("SELECT * INTO t FROM branches").unwrap(), Target::All);
+}
+
+#[test]
+fn session_statements_are_any() {
+    for sql in [
+        "BEGIN",
+        "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        "START TRANSACTION READ ONLY",
+        "COMMIT",
+        "END",
+        "ROLLBACK",
+        "ABORT",
+        "SAVEPOINT a",
+        "RELEASE a",
+        "ROLLBACK TO SAVEPOINT a",
+        "SET search_path TO app",
+        "SET LOCAL statement_timeout = 0",
+        "RESET ALL",
+        "SHOW search_path",
+        "DISCARD ALL",
+        "LISTEN c",
+        "NOTIFY c, 'x'",
+        "UNLISTEN *",
+        "DEALLOCATE p",
+        "DEALLOCATE ALL",
+    ] {
+        let r = run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(r, Route { target: Target::Any, reason: Reason::Session }, "{sql}");
+    }
+    assert_unsupported("COMMIT AND CHAIN");
+}
+
+#[test]
+fn copy() {
+    assert_unsupported("COPY accounts FROM STDIN");
+    assert_unsupported("COPY accounts (aid) TO STDOUT WITH (FORMAT binary)");
+    assert_unsupported("COPY (SELECT * FROM accounts WHERE aid = 5) TO STDOUT");
+    assert_eq!(target("COPY branches FROM STDIN").unwrap(), Target::Any);
+    assert_eq!(target("COPY (SELECT 1) TO STDOUT").unwrap(), Target::Any);
+    match run("COPY accounts FROM STDIN") {
+        Err(e) => assert!(e.to_string().contains("COPY of sharded table \"accounts\""), "{e}"),
+        Ok(r) => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn sql_prepare_execute() {
+    assert_unsupported("PREPARE p AS SELECT * FROM accounts WHERE aid = $1");
+    assert_eq!(target("PREPARE p AS SELECT * FROM branches").unwrap(), Target::Any);
+    assert_unsupported("EXECUTE p(1)");
+}
+
+#[test]
+fn explain_routes_like_the_statement() {
+    assert_eq!(
+        target("EXPLAIN SELECT * FROM accounts WHERE aid = 5").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("EXPLAIN ANALYZE UPDATE accounts SET abalance = 0 WHERE aid = 5").unwrap(),
+        one(5)
+    );
+    assert_no_key("EXPLAIN SELECT * FROM accounts", "accounts");
+    assert_eq!(target("EXPLAIN (ANALYZE, BUFFERS) SELECT 1").unwrap(), Target::Any);
+}
+
+#[test]
+fn other_statements_on_sharded_tables_are_refused() {
+    assert_unsupported("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE");
+    assert_unsupported("VACUUM accounts");
+    assert_unsupported("ANALYZE accounts");
+    assert_unsupported("MERGE INTO accounts a USING branches b ON a.bid = b.bid WHEN MATCHED THEN DELETE");
+    assert_eq!(target("VACUUM").unwrap(), Target::Any);
+    assert_eq!(target("LOCK TABLE branches").unwrap(), Target::Any);
+}
+
+#[test]
+fn multi_statement_strings() {
+    let (a, b) = split_keys();
+    assert_eq!(
+        target(&format!(
+            "BEGIN; UPDATE accounts SET abalance = 0 WHERE aid = {a}; COMMIT"
+        ))
+        .unwrap(),
+        one(a)
+    );
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts WHERE aid = {a}; SELECT * FROM history WHERE aid = {a}"
+        ))
+        .unwrap(),
+        one(a)
+    );
+    assert_cross(&format!(
+        "SELECT * FROM accounts WHERE aid = {a}; SELECT * FROM accounts WHERE aid = {b}"
+    ));
+    assert_eq!(
+        target("CREATE TABLE t (a int); SET x = 1").unwrap(),
+        Target::All
+    );
+    assert_cross(&format!(
+        "CREATE TABLE t (a int); SELECT * FROM accounts WHERE aid = {a}"
+    ));
+    assert_eq!(target("BEGIN; SELECT 1; COMMIT").unwrap(), Target::Any);
+    assert_no_key(
+        &format!("BEGIN; SELECT * FROM accounts WHERE aid = {a}; DELETE FROM accounts; COMMIT"),
+        "accounts",
+    );
+}
+
+// ---------------------------------------------------------------- unparseable text
+
+#[test]
+fn unparsed_policy() {
+    for sql in [
+        "VACUUM ANALYZE accounts",
+        "CHECKPOINT",
+        "DO $$ BEGIN END $$",
+        "TABLE accounts",
+        "SELECT * FROM accounts WHERE aid = 5 FOR NO KEY UPDATE",
+        "ALTER SYSTEM SET work_mem = '1MB'",
+    ] {
+        assert!(
+            matches!(run(sql), Err(RouteError::Unparsed { ref hint, .. }) if hint.is_empty()),
+            "{sql}"
+        );
+    }
+    let default = |sql: &str| route_with(sql, &NoParams, &NoOrdinals, UnparsedPolicy::DefaultShard);
+    assert_eq!(
+        default("CHECKPOINT").unwrap(),
+        Route {
+            target: Target::Any,
+            reason: Reason::UnparsedNoShardedTable
+        }
+    );
+    assert_eq!(default("TABLE branches").unwrap().target, Target::Any);
+    for sql in [
+        "TABLE accounts",
+        "VACUUM ANALYZE public.\"accounts\"",
+        "DO $$ BEGIN DELETE FROM Accounts; END $$",
+        "SELECT * FROM history h FOR NO KEY UPDATE",
+    ] {
+        match default(sql) {
+            Err(RouteError::Unparsed { hint, .. }) => assert!(hint.contains("sharded table"), "{hint}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        default("VACUUM ANALYZE accounts_archive").unwrap().target,
+        Target::Any
+    );
+}
+
+#[test]
+fn sqlstates() {
+    assert_eq!(run("SELECT * FROM accounts").unwrap_err().sqlstate(), "0A000");
+    assert_eq!(
+        run("SELECT * FROM accounts WHERE aid = 'x'").unwrap_err().sqlstate(),
+        "22P02"
+    );
+    assert_eq!(RouteError::MissingParam(1).sqlstate(), "08P01");
+}

@@ -1,0 +1,201 @@
+//! Small expression helpers: identifier folding, `column = value` recognition, and the
+//! literal forms a key value may take.
+
+use sqlparser::ast::{
+    BinaryOperator, CastKind, DataType, Expr, Ident, InTarget, ObjectName, UnaryOperator, Value,
+};
+
+use super::ValueExpr;
+
+/// Fold an identifier like Postgres: unquoted → ASCII lower case, quoted → as written.
+pub(crate) fn fold(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_ascii_lowercase()
+    }
+}
+
+/// `(schema, name)` of an object name, folded; None for names that are not plain
+/// identifiers.
+pub(crate) fn split_name(name: &ObjectName) -> Option<(Option<String>, String)> {
+    let mut parts = name.0.iter().rev();
+    let last = fold(parts.next()?.as_ident()?);
+    let schema = match parts.next() {
+        Some(p) => Some(fold(p.as_ident()?)),
+        None => None,
+    };
+    Some((schema, last))
+}
+
+/// A column reference: optional qualifier (`a`, or `schema.table`) and the column.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ColumnRef {
+    /// schema part of a three-part reference `schema.table.column`
+    pub schema: Option<String>,
+    /// table name or alias
+    pub qualifier: Option<String>,
+    /// column name
+    pub column: String,
+}
+
+/// A plain column reference (no casts, no functions).
+pub(crate) fn column_ref(expr: &Expr) -> Option<ColumnRef> {
+    match expr {
+        Expr::Identifier(id) => Some(ColumnRef {
+            schema: None,
+            qualifier: None,
+            column: fold(id),
+        }),
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [t, c] => Some(ColumnRef {
+                schema: None,
+                qualifier: Some(fold(t)),
+                column: fold(c),
+            }),
+            [s, t, c] => Some(ColumnRef {
+                schema: Some(fold(s)),
+                qualifier: Some(fold(t)),
+                column: fold(c),
+            }),
+            _ => None,
+        },
+        Expr::Nested(inner) => column_ref(inner),
+        _ => None,
+    }
+}
+
+/// Split a boolean expression into its top-level AND-ed conjuncts.
+pub(crate) fn conjuncts<'a>(expr: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        Expr::Nested(inner) => conjuncts(inner, out),
+        other => out.push(other),
+    }
+}
+
+/// `column = value` / `value = column` / `column IN (value)`.
+pub(crate) fn equality(expr: &Expr) -> Option<(ColumnRef, ValueExpr)> {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => {
+            if let (Some(c), Some(v)) = (column_ref(left), value(right)) {
+                return Some((c, v));
+            }
+            if let (Some(v), Some(c)) = (value(left), column_ref(right)) {
+                return Some((c, v));
+            }
+            None
+        }
+        Expr::In {
+            expr,
+            target: InTarget::List(list),
+            negated: false,
+            global: false,
+        } if list.len() == 1 => Some((column_ref(expr)?, value(&list[0])?)),
+        Expr::Nested(inner) => equality(inner),
+        _ => None,
+    }
+}
+
+/// The key value an expression denotes, if it is one of the forms whose text is exactly
+/// what Postgres would feed the key type's input function: a literal, a parameter, a
+/// negated integer literal, or one of those under a single cast to a key-compatible type.
+pub(crate) fn value(expr: &Expr) -> Option<ValueExpr> {
+    match expr {
+        Expr::Nested(inner) => value(inner),
+        Expr::Cast {
+            kind: CastKind::Cast | CastKind::DoubleColon,
+            expr,
+            data_type,
+            format: None,
+            ..
+        } if key_compatible(data_type) => bare_value(expr),
+        Expr::TypedString(ts) if key_compatible(&ts.data_type) => match &ts.value.value {
+            Value::SingleQuotedString(s) => string_literal(s),
+            _ => None,
+        },
+        other => bare_value(other),
+    }
+}
+
+/// A literal or parameter without casts.
+fn bare_value(expr: &Expr) -> Option<ValueExpr> {
+    match expr {
+        Expr::Nested(inner) => bare_value(inner),
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, false) if is_integer(n) => Some(ValueExpr::Literal(n.clone())),
+            Value::SingleQuotedString(s) => string_literal(s),
+            Value::Null => Some(ValueExpr::Null),
+            Value::Placeholder(p) => param_number(p).map(ValueExpr::Param),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, false) if is_integer(n) => {
+                    Some(ValueExpr::Literal(format!("-{n}")))
+                }
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A string literal; refused if it contains a backslash, whose meaning depends on
+/// `standard_conforming_strings`.
+fn string_literal(s: &str) -> Option<ValueExpr> {
+    if s.contains('\\') {
+        None
+    } else {
+        Some(ValueExpr::Literal(s.to_owned()))
+    }
+}
+
+/// Decimal digits only: `1e3`, `1.0`, `0x1F`, `1_000` are refused (their meaning as a key
+/// differs between types or Postgres versions).
+fn is_integer(n: &str) -> bool {
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `$n` → n (1-based).
+fn param_number(p: &str) -> Option<usize> {
+    let digits = p.strip_prefix('$')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|n| *n >= 1)
+}
+
+/// Cast targets that leave the literal's text as the key's input: integer types, text,
+/// unbounded varchar, uuid. Bounded character types truncate or pad, so they are refused.
+fn key_compatible(ty: &DataType) -> bool {
+    matches!(
+        ty,
+        DataType::SmallInt(None)
+            | DataType::Int2(None)
+            | DataType::Int(None)
+            | DataType::Integer(None)
+            | DataType::Int4(None)
+            | DataType::BigInt(None)
+            | DataType::Int8(None)
+            | DataType::Text
+            | DataType::Varchar(None)
+            | DataType::CharacterVarying(None)
+            | DataType::Uuid
+    )
+}
