@@ -211,7 +211,16 @@ impl PgCluster {
         let port = self.running_port()?.to_string();
         let mut psql = self.install.client_command("psql");
         psql.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER, "-d", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+            ])
             .arg("-c")
             .arg(sql)
             .env_remove("PGOPTIONS")
@@ -288,7 +297,7 @@ impl PgCluster {
         let path = self.data_dir().join(SETTINGS_FILE);
         std::fs::write(&path, settings)
             .map_err(|e| DevClusterError::io(format!("cannot write {}", path.display()), e))?;
-        self.install.hand_over(&path)
+        self.install.hand_over_file(&path)
     }
 
     /// A previous process may have been killed with its server still running here.

@@ -133,13 +133,7 @@ impl PgInstall {
         if !self.runs_as_server_user() {
             return Ok(());
         }
-        let mut chown = Command::new("chown");
-        chown
-            .arg("-R")
-            .arg(format!("{SERVER_USER}:"))
-            .arg(dir)
-            .stdin(Stdio::null());
-        run_checked(&mut chown)?;
+        self.chown(dir, true)?;
         for ancestor in dir.ancestors().skip(1) {
             let meta = std::fs::metadata(ancestor).map_err(|e| {
                 DevClusterError::io(format!("cannot inspect {}", ancestor.display()), e)
@@ -159,6 +153,28 @@ impl PgInstall {
             }
         }
         Ok(())
+    }
+
+    /// Give one file to the server user (when root), e.g. a config file we wrote into
+    /// its data directory. Unlike [`PgInstall::hand_over`], ancestors are left alone:
+    /// the data directory must stay private (0700).
+    pub fn hand_over_file(&self, file: &Path) -> Result<(), DevClusterError> {
+        if self.runs_as_server_user() {
+            self.chown(file, false)?;
+        }
+        Ok(())
+    }
+
+    fn chown(&self, path: &Path, recursive: bool) -> Result<(), DevClusterError> {
+        let mut chown = Command::new("chown");
+        if recursive {
+            chown.arg("-R");
+        }
+        chown
+            .arg(format!("{SERVER_USER}:"))
+            .arg(path)
+            .stdin(Stdio::null());
+        run_checked(&mut chown).map(|_| ())
     }
 }
 

@@ -124,8 +124,14 @@ mod tests {
     #[test]
     fn renders_a_parseable_map() {
         let shards = vec![
-            ("s0".to_string(), "postgres://postgres@127.0.0.1:1/app".to_string()),
-            ("s1".to_string(), "postgres://postgres@127.0.0.1:2/app".to_string()),
+            (
+                "s0".to_string(),
+                "postgres://postgres@127.0.0.1:1/app".to_string(),
+            ),
+            (
+                "s1".to_string(),
+                "postgres://postgres@127.0.0.1:2/app".to_string(),
+            ),
         ];
         let owners = contiguous_slots(2, 8);
         let text = render(&ShardMapSpec {
