@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 
 use crate::sharding::ShardId;
 
+/// Slot ranges written per line of a `[slot_map]` entry, to keep lines readable.
+const RANGES_PER_LINE: usize = 10;
+
 /// Everything that goes into a generated shard map.
 #[derive(Debug, Clone)]
 pub struct ShardMapSpec<'a> {
@@ -72,7 +75,20 @@ pub fn render(spec: &ShardMapSpec<'_>) -> String {
                 toml_string(&text)
             })
             .collect();
-        let _ = writeln!(out, "{} = [{}]", toml_string(name), ranges.join(", "));
+        if ranges.is_empty() {
+            let _ = writeln!(out, "{} = []", toml_key(name));
+            continue;
+        }
+        let _ = write!(out, "{} = [", toml_key(name));
+        for (n, range) in ranges.iter().enumerate() {
+            let sep = if n == 0 { "" } else { "," };
+            if n % RANGES_PER_LINE == 0 {
+                let _ = write!(out, "{sep}\n    {range}");
+            } else {
+                let _ = write!(out, "{sep} {range}");
+            }
+        }
+        let _ = writeln!(out, ",\n]");
     }
     out
 }
@@ -90,6 +106,14 @@ fn slot_ranges(slot_owner: &[ShardId], shard: ShardId) -> Vec<(usize, usize)> {
         }
     }
     ranges
+}
+
+/// A TOML key: bare when it can be, quoted otherwise.
+fn toml_key(s: &str) -> String {
+    let bare = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare { s.to_string() } else { toml_string(s) }
 }
 
 /// A TOML basic string.
@@ -150,5 +174,46 @@ mod tests {
         assert_eq!(doc["tables"][0]["key"].as_str(), Some("aid"));
         assert_eq!(doc["slot_map"]["s0"][0].as_str(), Some("0-3"));
         assert_eq!(doc["slot_map"]["s1"][0].as_str(), Some("4-7"));
+        assert!(text.contains("\ns0 = [\n    \"0-3\",\n]\n"), "{text}");
+    }
+
+    fn spec<'a>(shards: &'a [(String, String)], owners: &'a [ShardId]) -> ShardMapSpec<'a> {
+        ShardMapSpec {
+            listen: "127.0.0.1:0",
+            pool_size: 1,
+            users: &[],
+            shards,
+            slots: owners.len() as u32,
+            vnodes: 1,
+            tables_toml: "",
+            slot_owner: owners,
+        }
+    }
+
+    #[test]
+    fn long_slot_lists_wrap_and_odd_names_are_quoted() {
+        let shards = vec![
+            ("shard one".to_string(), "postgres://h/app".to_string()),
+            ("s1".to_string(), "postgres://h/app".to_string()),
+        ];
+        let owners: Vec<ShardId> = (0..64).map(|slot| slot % 2).collect();
+        let text = render(&spec(&shards, &owners));
+        let doc: toml::Table = text.parse().expect("valid TOML");
+        let ranges = doc["slot_map"]["shard one"].as_array().expect("array");
+        assert_eq!(ranges.len(), 32);
+        assert_eq!(ranges[31].as_str(), Some("62"));
+        assert!(text.lines().all(|line| line.len() < 100), "{text}");
+    }
+
+    #[test]
+    fn a_shard_without_slots_gets_an_empty_list() {
+        let shards = vec![
+            ("s0".to_string(), "postgres://h/app".to_string()),
+            ("s1".to_string(), "postgres://h/app".to_string()),
+        ];
+        let text = render(&spec(&shards, &[0; 8]));
+        let doc: toml::Table = text.parse().expect("valid TOML");
+        assert_eq!(doc["slot_map"]["s0"][0].as_str(), Some("0-7"));
+        assert_eq!(doc["slot_map"]["s1"].as_array().map(Vec::len), Some(0));
     }
 }
