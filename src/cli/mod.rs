@@ -117,6 +117,10 @@ pub fn main() -> ExitCode {
             value,
         } => locate::run(&config, &table, &value),
         Command::Route { config, json, sql } => route::run(&config, json, &sql),
-        Command::Dev { shards, listen, dir } => dev::run(shards, &listen, &dir),
+        Command::Dev {
+            shards,
+            listen,
+            dir,
+        } => dev::run(shards, &listen, &dir),
     }
 }
