@@ -89,7 +89,9 @@ pub enum RouteError {
         column: String,
     },
     /// the statement needs more than one shard (0A000)
-    #[error("statement needs more than one shard ({detail}); cross-shard statements are not supported yet")]
+    #[error(
+        "statement needs more than one shard ({detail}); cross-shard statements are not supported yet"
+    )]
     CrossShard {
         /// which shards / tables
         detail: String,
@@ -105,7 +107,9 @@ pub enum RouteError {
         column: String,
     },
     /// an UPDATE assigns the shard key (0A000)
-    #[error("UPDATE of shard key column \"{column}\" of table \"{table}\" is not supported: delete and re-insert the row")]
+    #[error(
+        "UPDATE of shard key column \"{column}\" of table \"{table}\" is not supported: delete and re-insert the row"
+    )]
     KeyUpdate {
         /// table
         table: String,

@@ -1,8 +1,6 @@
 //! sqlparser AST → [`Statement`](super::Statement) summaries.
 
-use sqlparser::ast::{
-    ContextModifier, CopySource, Set, SetExpr, Statement as Ast, Visit,
-};
+use sqlparser::ast::{ContextModifier, CopySource, Set, SetExpr, Statement as Ast, Visit};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -291,8 +289,7 @@ fn ddl_reading(query: Option<&sqlparser::ast::Query>, command: &'static str) -> 
 }
 
 fn push_name(s: &mut Statement, name: &sqlparser::ast::ObjectName) {
-    let (schema, table) =
-        split_name(name).unwrap_or((None, name.to_string().to_ascii_lowercase()));
+    let (schema, table) = split_name(name).unwrap_or((None, name.to_string().to_ascii_lowercase()));
     s.tables.push(TableOccurrence {
         name: table,
         schema,

@@ -21,7 +21,12 @@ impl PlanCache {
 
     /// The analysis of `sql`, parsing it on a miss.
     pub fn get(&self, sql: &str) -> SharedAnalysis {
-        if let Some(hit) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).get(sql) {
+        if let Some(hit) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+        {
             return hit.clone();
         }
         let analysis = Arc::new(analyze(sql));

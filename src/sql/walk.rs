@@ -141,7 +141,10 @@ impl Walker {
                 self.set_expr(right);
             }
             SetExpr::Values(v) => self.subqueries(v),
-            SetExpr::Insert(st) | SetExpr::Update(st) | SetExpr::Delete(st) | SetExpr::Merge(st) => {
+            SetExpr::Insert(st)
+            | SetExpr::Update(st)
+            | SetExpr::Delete(st)
+            | SetExpr::Merge(st) => {
                 self.limit(Limitation::NestedWrite);
                 self.nested_statement(st);
             }
