@@ -665,6 +665,16 @@ fn insert_select_and_writing_ctes_are_refused() {
 }
 
 #[test]
+fn table_command_inside_a_query_is_seen() {
+    assert_unsupported("SELECT * FROM branches UNION TABLE accounts");
+    assert_unsupported("SELECT * FROM accounts WHERE aid = 5 UNION ALL TABLE public.accounts");
+    assert_eq!(
+        target("SELECT 1 UNION TABLE branches").unwrap(),
+        Target::Any
+    );
+}
+
+#[test]
 fn update_from_and_delete_using() {
     assert_eq!(
         target(
