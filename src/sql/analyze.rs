@@ -65,7 +65,15 @@ fn summarise(st: &Ast) -> Statement {
                 w.limitation = None;
                 walked(K::Ddl, "SELECT INTO", w)
             } else {
-                walked(K::Select, "SELECT", w)
+                // `WITH … INSERT/UPDATE/DELETE` is a write (refused on sharded tables as a
+                // nested write); the session must not take it for a read
+                match q.body.as_ref() {
+                    SetExpr::Insert(_) => walked(K::Insert, "INSERT", w),
+                    SetExpr::Update(_) => walked(K::Update, "UPDATE", w),
+                    SetExpr::Delete(_) => walked(K::Delete, "DELETE", w),
+                    SetExpr::Merge(_) => walked(K::Other, "MERGE", w),
+                    _ => walked(K::Select, "SELECT", w),
+                }
             }
         }
         Ast::Insert(i) => {

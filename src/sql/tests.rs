@@ -110,6 +110,9 @@ fn other_kinds() {
     assert_eq!(kind("DISCARD ALL"), StatementKind::Other);
     assert_eq!(kind("SELECT 1"), StatementKind::Select);
     assert_eq!(kind("VALUES (1)"), StatementKind::Select);
+    let w = one("WITH v AS (SELECT 1) UPDATE t SET a = 1 WHERE k = 1");
+    assert_eq!(w.kind, StatementKind::Update);
+    assert_eq!(w.limitation, Some(Limitation::NestedWrite));
     let e = one("EXPLAIN ANALYZE DELETE FROM t WHERE a = 1");
     assert_eq!((e.kind, e.explain), (StatementKind::Delete, true));
     assert!(matches!(analyze(""), Analysis::Parsed(v) if v.is_empty()));
