@@ -124,12 +124,19 @@ mod tests {
     #[test]
     fn keyed_select_names_one_shard() {
         let m = map();
-        let e = explain(&m, UnparsedPolicy::Refuse, "SELECT * FROM accounts WHERE aid = 5");
+        let e = explain(
+            &m,
+            UnparsedPolicy::Refuse,
+            "SELECT * FROM accounts WHERE aid = 5",
+        );
         let Explained::Routed { shards, reason } = &e else {
             panic!("{e:?}")
         };
         assert_eq!(shards.len(), 1);
-        assert!(reason.starts_with("accounts.aid = value in slot "), "{reason}");
+        assert!(
+            reason.starts_with("accounts.aid = value in slot "),
+            "{reason}"
+        );
         let json: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
         assert_eq!(json["shards"][0], shards[0].as_str());
     }
@@ -148,7 +155,11 @@ mod tests {
     #[test]
     fn ddl_names_every_shard_and_no_table_names_default() {
         let m = map();
-        let e = explain(&m, UnparsedPolicy::Refuse, "CREATE INDEX ON accounts (abalance)");
+        let e = explain(
+            &m,
+            UnparsedPolicy::Refuse,
+            "CREATE INDEX ON accounts (abalance)",
+        );
         assert_eq!(
             render_text(&e),
             "shards: s0, s1\nreason: DDL: broadcast to all shards"
@@ -161,7 +172,10 @@ mod tests {
     #[test]
     fn refusal_prints_error_and_sqlstate() {
         let e = explain(&map(), UnparsedPolicy::Refuse, "SELECT * FROM accounts");
-        assert!(matches!(e, Explained::Refused(RouteError::NoShardKey { .. })));
+        assert!(matches!(
+            e,
+            Explained::Refused(RouteError::NoShardKey { .. })
+        ));
         assert!(render_text(&e).starts_with("error: statement on sharded table \"accounts\""));
         let json: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
         assert_eq!(json["sqlstate"], "0A000");

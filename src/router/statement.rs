@@ -85,7 +85,7 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
         if let Some(l) = st.limitation {
             return Err(unsupported(l.to_string()));
         }
-        if occ.role != Role::Read && st.assigned_columns.iter().any(|c| *c == rule.key) {
+        if occ.role != Role::Read && st.assigned_columns.contains(&rule.key) {
             return Err(RouteError::KeyUpdate {
                 table: occ.name.clone(),
                 column: rule.key.clone(),
@@ -224,8 +224,7 @@ fn locate(
                 Err(_) => {
                     return Err(bad(KeyError::InvalidText {
                         ty: rule.key_type.sql_name(),
-                        value: String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
-                            .into_owned(),
+                        value: String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned(),
                     }));
                 }
             },

@@ -103,8 +103,13 @@ fn target(sql: &str) -> Result<Target, RouteError> {
 }
 
 fn target_p(sql: &str, params: &[Param<'_>]) -> Result<Target, RouteError> {
-    route_with(sql, &Params(params.to_vec()), &NoOrdinals, UnparsedPolicy::Refuse)
-        .map(|r| r.target)
+    route_with(
+        sql,
+        &Params(params.to_vec()),
+        &NoOrdinals,
+        UnparsedPolicy::Refuse,
+    )
+    .map(|r| r.target)
 }
 
 #[track_caller]
@@ -146,7 +151,10 @@ fn point_select_literal() {
             slot
         }
     );
-    assert_eq!(r.reason.to_string(), format!("accounts.aid = value in slot {slot}"));
+    assert_eq!(
+        r.reason.to_string(),
+        format!("accounts.aid = value in slot {slot}")
+    );
 }
 
 #[test]
@@ -186,10 +194,19 @@ fn literal_forms() {
 
 #[test]
 fn negative_literal_and_negated_param() {
-    assert_eq!(target("SELECT * FROM accounts WHERE aid = -5").unwrap(), one(-5));
-    assert_eq!(target("SELECT * FROM accounts WHERE aid = '-5'").unwrap(), one(-5));
     assert_eq!(
-        target_p("SELECT * FROM accounts WHERE aid = -$1", &[Param::Text(b"5")]),
+        target("SELECT * FROM accounts WHERE aid = -5").unwrap(),
+        one(-5)
+    );
+    assert_eq!(
+        target("SELECT * FROM accounts WHERE aid = '-5'").unwrap(),
+        one(-5)
+    );
+    assert_eq!(
+        target_p(
+            "SELECT * FROM accounts WHERE aid = -$1",
+            &[Param::Text(b"5")]
+        ),
         Err(RouteError::NoShardKey {
             table: "accounts".into(),
             column: "aid".into()
@@ -228,10 +245,7 @@ fn identifier_folding() {
         assert_eq!(target(sql).unwrap(), one(5), "{sql}");
     }
     // quoted names keep their case: "ACCOUNTS" is another (unsharded) table
-    assert_eq!(
-        target("SELECT * FROM \"ACCOUNTS\"").unwrap(),
-        Target::Any
-    );
+    assert_eq!(target("SELECT * FROM \"ACCOUNTS\"").unwrap(), Target::Any);
     // a table whose map name is mixed case matches only when quoted
     assert_eq!(
         target("SELECT * FROM \"Quoted\" WHERE \"Key\" = 5").unwrap(),
@@ -246,7 +260,11 @@ fn identifier_folding() {
 fn pgbench_statements() {
     let p = [Param::Text(b"7"), Param::Text(b"42")];
     assert_eq!(
-        target_p("SELECT abalance FROM pgbench_accounts WHERE aid = $1", &p[..1]).unwrap(),
+        target_p(
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            &p[..1]
+        )
+        .unwrap(),
         Target::One(shard_of(KeyValue::Int(7)))
     );
     assert_eq!(
@@ -267,15 +285,21 @@ fn pgbench_statements() {
     );
     // unsharded pgbench tables
     assert_eq!(
-        target_p("UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2", &p)
-            .unwrap(),
+        target_p(
+            "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2",
+            &p
+        )
+        .unwrap(),
         Target::Any
     );
 }
 
 #[test]
 fn delete_and_insert() {
-    assert_eq!(target("DELETE FROM accounts WHERE aid = 7").unwrap(), one(7));
+    assert_eq!(
+        target("DELETE FROM accounts WHERE aid = 7").unwrap(),
+        one(7)
+    );
     assert_eq!(
         target("INSERT INTO accounts (aid, abalance) VALUES (5, 0)").unwrap(),
         one(5)
@@ -328,7 +352,10 @@ fn multi_row_insert() {
     let (a, b) = split_keys();
     let same = same_shard_as(a);
     assert_eq!(
-        target(&format!("INSERT INTO accounts (aid) VALUES ({a}), ({same})")).unwrap(),
+        target(&format!(
+            "INSERT INTO accounts (aid) VALUES ({a}), ({same})"
+        ))
+        .unwrap(),
         one(a)
     );
     assert_cross(&format!("INSERT INTO accounts (aid) VALUES ({a}), ({b})"));
@@ -363,8 +390,7 @@ fn for_update_and_share() {
         one(5)
     );
     assert_eq!(
-        target("SELECT * FROM accounts WHERE aid = 5 FOR UPDATE OF accounts SKIP LOCKED")
-            .unwrap(),
+        target("SELECT * FROM accounts WHERE aid = 5 FOR UPDATE OF accounts SKIP LOCKED").unwrap(),
         one(5)
     );
 }
@@ -469,14 +495,26 @@ fn text_and_uuid_keys() {
 
 #[test]
 fn or_and_not_do_not_constrain() {
-    assert_no_key("SELECT * FROM accounts WHERE aid = 1 OR bid = 2", "accounts");
-    assert_no_key("SELECT * FROM accounts WHERE aid = 1 OR aid = 1", "accounts");
+    assert_no_key(
+        "SELECT * FROM accounts WHERE aid = 1 OR bid = 2",
+        "accounts",
+    );
+    assert_no_key(
+        "SELECT * FROM accounts WHERE aid = 1 OR aid = 1",
+        "accounts",
+    );
     assert_no_key("SELECT * FROM accounts WHERE NOT (aid = 1)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid <> 1", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE (aid = 1) IS TRUE", "accounts");
-    assert_no_key("SELECT * FROM accounts WHERE aid IS NOT DISTINCT FROM 1", "accounts");
+    assert_no_key(
+        "SELECT * FROM accounts WHERE aid IS NOT DISTINCT FROM 1",
+        "accounts",
+    );
     assert_no_key("SELECT * FROM accounts", "accounts");
-    assert_no_key("SELECT * FROM accounts WHERE aid BETWEEN 1 AND 1", "accounts");
+    assert_no_key(
+        "SELECT * FROM accounts WHERE aid BETWEEN 1 AND 1",
+        "accounts",
+    );
     assert_no_key("SELECT * FROM accounts WHERE aid::int4 = 1", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid = 1 + 0", "accounts");
 }
@@ -491,7 +529,10 @@ fn subquery_key_does_not_pin_outer_scan() {
         "SELECT * FROM accounts WHERE EXISTS (SELECT 1 FROM accounts b WHERE b.aid = 1)",
         "accounts",
     );
-    assert_no_key("SELECT * FROM (SELECT * FROM accounts) s WHERE aid = 5", "accounts");
+    assert_no_key(
+        "SELECT * FROM (SELECT * FROM accounts) s WHERE aid = 5",
+        "accounts",
+    );
     assert_no_key(
         "SELECT * FROM accounts a WHERE a.aid = 5 AND a.bid IN (SELECT bid FROM accounts WHERE bid = 1)",
         "accounts",
@@ -534,15 +575,27 @@ fn column_of_another_table_or_other_column() {
         "accounts",
     );
     assert_no_key("SELECT * FROM accounts WHERE aid = bid", "accounts");
-    assert_no_key("SELECT * FROM accounts a, branches b WHERE b.aid = 5", "accounts");
-    assert_no_key("SELECT * FROM accounts a WHERE accounts.aid = 5", "accounts");
-    assert_no_key("SELECT * FROM accounts WHERE other.accounts.aid = 5", "accounts");
+    assert_no_key(
+        "SELECT * FROM accounts a, branches b WHERE b.aid = 5",
+        "accounts",
+    );
+    assert_no_key(
+        "SELECT * FROM accounts a WHERE accounts.aid = 5",
+        "accounts",
+    );
+    assert_no_key(
+        "SELECT * FROM accounts WHERE other.accounts.aid = 5",
+        "accounts",
+    );
     assert_no_key("SELECT * FROM accounts a(x, y) WHERE a.aid = 5", "accounts");
     assert_no_key(
         "SELECT * FROM accounts a JOIN history h USING (aid) WHERE aid = 5",
         "accounts",
     );
-    assert_no_key("SELECT * FROM accounts NATURAL JOIN history WHERE aid = 5", "accounts");
+    assert_no_key(
+        "SELECT * FROM accounts NATURAL JOIN history WHERE aid = 5",
+        "accounts",
+    );
     // unqualified key of one sharded table in a block with a nested join aliased away
     assert_no_key(
         "SELECT * FROM (accounts JOIN branches USING (bid)) j WHERE j.aid = 5",
@@ -612,10 +665,22 @@ fn insert_select_and_writing_ctes_are_refused() {
 }
 
 #[test]
+fn table_command_inside_a_query_is_seen() {
+    assert_unsupported("SELECT * FROM branches UNION TABLE accounts");
+    assert_unsupported("SELECT * FROM accounts WHERE aid = 5 UNION ALL TABLE public.accounts");
+    assert_eq!(
+        target("SELECT 1 UNION TABLE branches").unwrap(),
+        Target::Any
+    );
+}
+
+#[test]
 fn update_from_and_delete_using() {
     assert_eq!(
-        target("UPDATE accounts a SET abalance = 0 FROM branches b WHERE a.aid = 5 AND b.bid = a.bid")
-            .unwrap(),
+        target(
+            "UPDATE accounts a SET abalance = 0 FROM branches b WHERE a.aid = 5 AND b.bid = a.bid"
+        )
+        .unwrap(),
         one(5)
     );
     assert_no_key(
@@ -645,15 +710,24 @@ fn bad_null_and_missing_keys() {
         Err(RouteError::BadKey { .. })
     ));
     assert!(matches!(
-        target_p("SELECT * FROM accounts WHERE aid = $1", &[Param::Text(b"abc")]),
+        target_p(
+            "SELECT * FROM accounts WHERE aid = $1",
+            &[Param::Text(b"abc")]
+        ),
         Err(RouteError::BadKey { .. })
     ));
     assert!(matches!(
-        target_p("SELECT * FROM accounts WHERE aid = $1", &[Param::Text(&[0xff, 0x35])]),
+        target_p(
+            "SELECT * FROM accounts WHERE aid = $1",
+            &[Param::Text(&[0xff, 0x35])]
+        ),
         Err(RouteError::BadKey { .. })
     ));
     assert!(matches!(
-        target_p("SELECT * FROM accounts WHERE aid = $1", &[Param::Binary(&[1, 2, 3])]),
+        target_p(
+            "SELECT * FROM accounts WHERE aid = $1",
+            &[Param::Binary(&[1, 2, 3])]
+        ),
         Err(RouteError::BadKey { .. })
     ));
     assert_eq!(
@@ -688,7 +762,13 @@ fn bad_null_and_missing_keys() {
 #[test]
 fn no_sharded_table_is_any() {
     let r = run("SELECT * FROM branches WHERE bid = 1").unwrap();
-    assert_eq!(r, Route { target: Target::Any, reason: Reason::NoShardedTable });
+    assert_eq!(
+        r,
+        Route {
+            target: Target::Any,
+            reason: Reason::NoShardedTable
+        }
+    );
     assert_eq!(target("SELECT 1").unwrap(), Target::Any);
     assert_eq!(target("SELECT now()").unwrap(), Target::Any);
     assert_eq!(target("").unwrap(), Target::Any);
@@ -716,7 +796,14 @@ fn ddl_is_broadcast() {
         "DROP INDEX i",
     ] {
         let r = run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        assert_eq!(r, Route { target: Target::All, reason: Reason::Ddl }, "{sql}");
+        assert_eq!(
+            r,
+            Route {
+                target: Target::All,
+                reason: Reason::Ddl
+            },
+            "{sql}"
+        );
     }
 }
 
@@ -725,7 +812,10 @@ fn ddl_reading_sharded_data_is_refused() {
     assert_unsupported("CREATE VIEW v AS SELECT * FROM accounts");
     assert_unsupported("CREATE TABLE t AS SELECT * FROM accounts WHERE aid = 5");
     assert_unsupported("SELECT * INTO t FROM accounts WHERE aid = 5");
-    assert_eq!(target("SELECT * INTO t FROM branches").unwrap(), Target::All);
+    assert_eq!(
+        target("SELECT * INTO t FROM branches").unwrap(),
+        Target::All
+    );
 }
 
 #[test]
@@ -753,7 +843,14 @@ fn session_statements_are_any() {
         "DEALLOCATE ALL",
     ] {
         let r = run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        assert_eq!(r, Route { target: Target::Any, reason: Reason::Session }, "{sql}");
+        assert_eq!(
+            r,
+            Route {
+                target: Target::Any,
+                reason: Reason::Session
+            },
+            "{sql}"
+        );
     }
     assert_unsupported("COMMIT AND CHAIN");
 }
@@ -766,7 +863,10 @@ fn copy() {
     assert_eq!(target("COPY branches FROM STDIN").unwrap(), Target::Any);
     assert_eq!(target("COPY (SELECT 1) TO STDOUT").unwrap(), Target::Any);
     match run("COPY accounts FROM STDIN") {
-        Err(e) => assert!(e.to_string().contains("COPY of sharded table \"accounts\""), "{e}"),
+        Err(e) => assert!(
+            e.to_string().contains("COPY of sharded table \"accounts\""),
+            "{e}"
+        ),
         Ok(r) => panic!("{r:?}"),
     }
 }
@@ -774,7 +874,10 @@ fn copy() {
 #[test]
 fn sql_prepare_execute() {
     assert_unsupported("PREPARE p AS SELECT * FROM accounts WHERE aid = $1");
-    assert_eq!(target("PREPARE p AS SELECT * FROM branches").unwrap(), Target::Any);
+    assert_eq!(
+        target("PREPARE p AS SELECT * FROM branches").unwrap(),
+        Target::Any
+    );
     assert_unsupported("EXECUTE p(1)");
 }
 
@@ -789,7 +892,10 @@ fn explain_routes_like_the_statement() {
         one(5)
     );
     assert_no_key("EXPLAIN SELECT * FROM accounts", "accounts");
-    assert_eq!(target("EXPLAIN (ANALYZE, BUFFERS) SELECT 1").unwrap(), Target::Any);
+    assert_eq!(
+        target("EXPLAIN (ANALYZE, BUFFERS) SELECT 1").unwrap(),
+        Target::Any
+    );
 }
 
 #[test]
@@ -797,7 +903,9 @@ fn other_statements_on_sharded_tables_are_refused() {
     assert_unsupported("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE");
     assert_unsupported("VACUUM accounts");
     assert_unsupported("ANALYZE accounts");
-    assert_unsupported("MERGE INTO accounts a USING branches b ON a.bid = b.bid WHEN MATCHED THEN DELETE");
+    assert_unsupported(
+        "MERGE INTO accounts a USING branches b ON a.bid = b.bid WHEN MATCHED THEN DELETE",
+    );
     assert_eq!(target("VACUUM").unwrap(), Target::Any);
     assert_eq!(target("LOCK TABLE branches").unwrap(), Target::Any);
 }
@@ -869,7 +977,9 @@ fn unparsed_policy() {
         "SELECT * FROM history h FOR NO KEY UPDATE",
     ] {
         match default(sql) {
-            Err(RouteError::Unparsed { hint, .. }) => assert!(hint.contains("sharded table"), "{hint}"),
+            Err(RouteError::Unparsed { hint, .. }) => {
+                assert!(hint.contains("sharded table"), "{hint}")
+            }
             other => panic!("{sql}: {other:?}"),
         }
     }
@@ -881,9 +991,14 @@ fn unparsed_policy() {
 
 #[test]
 fn sqlstates() {
-    assert_eq!(run("SELECT * FROM accounts").unwrap_err().sqlstate(), "0A000");
     assert_eq!(
-        run("SELECT * FROM accounts WHERE aid = 'x'").unwrap_err().sqlstate(),
+        run("SELECT * FROM accounts").unwrap_err().sqlstate(),
+        "0A000"
+    );
+    assert_eq!(
+        run("SELECT * FROM accounts WHERE aid = 'x'")
+            .unwrap_err()
+            .sqlstate(),
         "22P02"
     );
     assert_eq!(RouteError::MissingParam(1).sqlstate(), "08P01");

@@ -66,7 +66,10 @@ mod tests {
         assert!(contains_word("vacuum accounts", "accounts"));
         assert!(contains_word("vacuum \"accounts\";", "accounts"));
         assert!(contains_word("vacuum public.accounts", "accounts"));
-        assert!(contains_word("do $$ update accounts set x = 1 $$", "accounts"));
+        assert!(contains_word(
+            "do $$ update accounts set x = 1 $$",
+            "accounts"
+        ));
         assert!(!contains_word("vacuum accounts_archive", "accounts"));
         assert!(!contains_word("vacuum my_accounts", "accounts"));
         assert!(!contains_word("vacuum accounts2", "accounts"));

@@ -1,8 +1,6 @@
 //! sqlparser AST → [`Statement`](super::Statement) summaries.
 
-use sqlparser::ast::{
-    ContextModifier, CopySource, Set, SetExpr, Statement as Ast, Visit,
-};
+use sqlparser::ast::{ContextModifier, CopySource, Set, SetExpr, Statement as Ast, Visit};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -67,7 +65,15 @@ fn summarise(st: &Ast) -> Statement {
                 w.limitation = None;
                 walked(K::Ddl, "SELECT INTO", w)
             } else {
-                walked(K::Select, "SELECT", w)
+                // `WITH … INSERT/UPDATE/DELETE` is a write (refused on sharded tables as a
+                // nested write); the session must not take it for a read
+                match q.body.as_ref() {
+                    SetExpr::Insert(_) => walked(K::Insert, "INSERT", w),
+                    SetExpr::Update(_) => walked(K::Update, "UPDATE", w),
+                    SetExpr::Delete(_) => walked(K::Delete, "DELETE", w),
+                    SetExpr::Merge(_) => walked(K::Other, "MERGE", w),
+                    _ => walked(K::Select, "SELECT", w),
+                }
             }
         }
         Ast::Insert(i) => {
@@ -291,8 +297,7 @@ fn ddl_reading(query: Option<&sqlparser::ast::Query>, command: &'static str) -> 
 }
 
 fn push_name(s: &mut Statement, name: &sqlparser::ast::ObjectName) {
-    let (schema, table) =
-        split_name(name).unwrap_or((None, name.to_string().to_ascii_lowercase()));
+    let (schema, table) = split_name(name).unwrap_or((None, name.to_string().to_ascii_lowercase()));
     s.tables.push(TableOccurrence {
         name: table,
         schema,

@@ -148,9 +148,9 @@ impl fmt::Display for Limitation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Limitation::InsertSelect => f.write_str("INSERT … SELECT on a sharded table"),
-            Limitation::NestedWrite => {
-                f.write_str("a data-modifying WITH or nested INSERT/UPDATE/DELETE on a sharded table")
-            }
+            Limitation::NestedWrite => f.write_str(
+                "a data-modifying WITH or nested INSERT/UPDATE/DELETE on a sharded table",
+            ),
             Limitation::Merge => f.write_str("MERGE on a sharded table"),
             Limitation::Chain => f.write_str("COMMIT/ROLLBACK AND CHAIN"),
             Limitation::SqlExecute => {

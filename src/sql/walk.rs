@@ -141,11 +141,24 @@ impl Walker {
                 self.set_expr(right);
             }
             SetExpr::Values(v) => self.subqueries(v),
-            SetExpr::Insert(st) | SetExpr::Update(st) | SetExpr::Delete(st) | SetExpr::Merge(st) => {
+            SetExpr::Insert(st)
+            | SetExpr::Update(st)
+            | SetExpr::Delete(st)
+            | SetExpr::Merge(st) => {
                 self.limit(Limitation::NestedWrite);
                 self.nested_statement(st);
             }
-            SetExpr::Table(_) => self.limit(Limitation::Opaque("TABLE <name> inside a query")),
+            SetExpr::Table(t) => {
+                // `TABLE name` scans the whole table; sqlparser's visitor does not report
+                // it as a relation, so record it here
+                self.limit(Limitation::Opaque("TABLE <name> inside a query"));
+                self.tables.push(TableOccurrence {
+                    name: t.table_name.as_ref().map_or_else(String::new, fold),
+                    schema: t.schema_name.as_ref().map(fold),
+                    equalities: Vec::new(),
+                    role: Role::Read,
+                });
+            }
         }
     }
 
