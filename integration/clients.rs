@@ -14,8 +14,8 @@ type = "integer"
 "#;
 
 fn bin(name: &str) -> std::path::PathBuf {
-    PgInstall::find()
-        .map(|i| i.bin(name))
+    PgInstall::discover()
+        .map(|i| i.tool(name))
         .unwrap_or_else(|e| panic!("Postgres binaries: {e}"))
 }
 
@@ -48,30 +48,31 @@ async fn psql_creates_inserts_and_reads_by_key() {
     );
     let proxy = Proxy::start(&toml).await;
     let url = proxy.url("app", "app");
-    let script = "CREATE TABLE accounts (aid bigint PRIMARY KEY, name text);\n\
-                  INSERT INTO accounts VALUES (1, 'one');\n\
-                  INSERT INTO accounts (name, aid) VALUES ('two', 2);\n\
-                  BEGIN;\n\
-                  UPDATE accounts SET name = 'uno' WHERE aid = 1;\n\
-                  COMMIT;\n\
-                  SELECT name FROM accounts WHERE aid = 1;\n\
-                  SELECT name FROM accounts WHERE aid = 2;\n";
-    let out = run_client(
-        "psql",
-        vec![
-            url.clone(),
-            "-X".into(),
-            "-q".into(),
-            "-t".into(),
-            "-A".into(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-c".into(),
-            script.into(),
-        ],
-        "app",
-    )
-    .await;
+    // one -c per statement: psql sends each as its own Query
+    let script = [
+        "CREATE TABLE accounts (aid bigint PRIMARY KEY, name text)",
+        "INSERT INTO accounts VALUES (1, 'one')",
+        "INSERT INTO accounts (name, aid) VALUES ('two', 2)",
+        "BEGIN",
+        "UPDATE accounts SET name = 'uno' WHERE aid = 1",
+        "COMMIT",
+        "SELECT name FROM accounts WHERE aid = 1",
+        "SELECT name FROM accounts WHERE aid = 2",
+    ];
+    let mut args: Vec<String> = vec![
+        url.clone(),
+        "-X".into(),
+        "-q".into(),
+        "-t".into(),
+        "-A".into(),
+        "-v".into(),
+        "ON_ERROR_STOP=1".into(),
+    ];
+    for stmt in script {
+        args.push("-c".into());
+        args.push(stmt.into());
+    }
+    let out = run_client("psql", args, "app").await;
     let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(lines, ["uno", "two"], "{out}");
     // without a key: refused with a message naming table and key, psql exits non-zero

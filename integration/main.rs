@@ -2,4 +2,7 @@
 
 mod harness;
 
+mod clients;
 mod cluster;
+mod hash_compat;
+mod proxy;

@@ -85,7 +85,10 @@ impl Server {
         }
         tracker.close();
         tracing::info!(sessions = tracker.len(), "shutting down: draining sessions");
-        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("drain timeout: closing remaining sessions");
         }
         Ok(())

@@ -111,28 +111,37 @@ impl BackendConn {
                         }
                         10 => {
                             let pw = password(cfg)?;
-                            let offers_scram = data
-                                .split(|&b| b == 0)
-                                .any(|m| m == b"SCRAM-SHA-256");
+                            let offers_scram =
+                                data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
                             if !offers_scram {
                                 return Err(BackendError::Login(
                                     "server offers no SCRAM-SHA-256 mechanism".into(),
                                 ));
                             }
                             let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.wbuf)?;
+                            frontend::sasl_initial_response(
+                                "SCRAM-SHA-256",
+                                s.message(),
+                                &mut self.wbuf,
+                            )?;
                             self.flush().await?;
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram.as_mut().ok_or_else(|| proto("unexpected SASLContinue"))?;
-                            s.update(data).map_err(|e| BackendError::Login(e.to_string()))?;
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| proto("unexpected SASLContinue"))?;
+                            s.update(data)
+                                .map_err(|e| BackendError::Login(e.to_string()))?;
                             frontend::sasl_response(s.message(), &mut self.wbuf)?;
                             self.flush().await?;
                         }
                         12 => {
-                            let s = scram.as_mut().ok_or_else(|| proto("unexpected SASLFinal"))?;
-                            s.finish(data).map_err(|e| BackendError::Login(e.to_string()))?;
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| proto("unexpected SASLFinal"))?;
+                            s.finish(data)
+                                .map_err(|e| BackendError::Login(e.to_string()))?;
                         }
                         other => return Err(BackendError::UnsupportedAuth(other)),
                     }
@@ -254,9 +263,9 @@ impl BackendConn {
 }
 
 fn password(cfg: &ShardConfig) -> Result<&str, BackendError> {
-    cfg.password
-        .as_deref()
-        .ok_or_else(|| BackendError::Login("server requires a password but the shard URL has none".into()))
+    cfg.password.as_deref().ok_or_else(|| {
+        BackendError::Login("server requires a password but the shard URL has none".into())
+    })
 }
 
 fn proto(what: &str) -> BackendError {

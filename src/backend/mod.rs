@@ -6,7 +6,7 @@ pub mod conn;
 pub mod pool;
 
 pub use conn::BackendConn;
-pub use pool::{Pools, PooledConn};
+pub use pool::{PooledConn, Pools};
 
 /// Why a backend connection could not be made or used.
 #[derive(Debug, thiserror::Error)]

@@ -105,7 +105,7 @@ fn render_json(e: &Explained) -> String {
         }),
         Explained::Refused(err) => serde_json::json!({
             "error": err.to_string(),
-            "sqlstate": err.sqlstate(),
+            "sqlstate": err.sqlstate().0,
         }),
     };
     v.to_string()

@@ -356,7 +356,10 @@ mod tests {
         assert_eq!(bind.param(2), Some(Param::Binary(&7i64.to_be_bytes())));
         assert_eq!(bind.param(3), None);
         assert_eq!(bind.param(0), None);
-        assert_eq!(&body[bind.rest_offset..bind.rest_offset + 2], &2i16.to_be_bytes());
+        assert_eq!(
+            &body[bind.rest_offset..bind.rest_offset + 2],
+            &2i16.to_be_bytes()
+        );
 
         let body = bind_body("p", "", &[1], &[None, Some(b"\0\0\0\x05")]);
         let bind = decode_bind(&body).unwrap();
@@ -384,7 +387,10 @@ mod tests {
         body.extend_from_slice(&1i16.to_be_bytes());
         body.extend_from_slice(&20u32.to_be_bytes());
         let p = decode_parse(&body).unwrap();
-        assert_eq!((p.name, p.sql, p.param_type_count()), ("s1", "SELECT $1", 1));
+        assert_eq!(
+            (p.name, p.sql, p.param_type_count()),
+            ("s1", "SELECT $1", 1)
+        );
         assert!(decode_parse(&body[..body.len() - 1]).is_err());
         assert_eq!(decode_query(b"SELECT 1\0").unwrap(), "SELECT 1");
         assert!(decode_query(b"SELECT 1").is_err());

@@ -26,6 +26,15 @@ pub enum TxnStatus {
 }
 
 impl TxnStatus {
+    /// The ReadyForQuery status byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            TxnStatus::Idle => b'I',
+            TxnStatus::InBlock => b'T',
+            TxnStatus::Failed => b'E',
+        }
+    }
+
     /// From the ReadyForQuery status byte.
     pub fn from_byte(b: u8) -> Option<TxnStatus> {
         match b {
@@ -173,10 +182,7 @@ pub fn backend_key_data(pid: i32, secret: i32, out: &mut BytesMut) {
 
 /// AuthenticationSASL (B) offering SCRAM-SHA-256.
 pub fn auth_sasl(out: &mut BytesMut) {
-    encode(
-        Authentication::SASL(vec!["SCRAM-SHA-256".to_owned()]),
-        out,
-    );
+    encode(Authentication::SASL(vec!["SCRAM-SHA-256".to_owned()]), out);
 }
 
 /// AuthenticationSASLContinue (B).

@@ -25,6 +25,8 @@ impl SqlState {
     pub const NO_ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25P01");
     /// 22P02 invalid_text_representation (a key literal that is not a valid value)
     pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
+    /// 22P03 invalid_binary_representation
+    pub const INVALID_BINARY_REPRESENTATION: SqlState = SqlState("22P03");
     /// 22003 numeric_value_out_of_range
     pub const NUMERIC_VALUE_OUT_OF_RANGE: SqlState = SqlState("22003");
     /// 22021 character_not_in_repertoire (SQL text that is not UTF-8)
@@ -37,8 +39,6 @@ impl SqlState {
     pub const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
     /// 57P01 admin_shutdown
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
-    /// 0LP01? no: 42601 syntax_error
-    pub const SYNTAX_ERROR: SqlState = SqlState("42601");
     /// XX000 internal_error
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
 }

@@ -11,6 +11,7 @@ mod tests;
 use std::fmt;
 
 use crate::config::{ShardMap, UnparsedPolicy};
+use crate::protocol::SqlState;
 use crate::sharding::{KeyError, ShardId};
 use crate::sql::Analysis;
 
@@ -162,14 +163,14 @@ pub enum RouteError {
 
 impl RouteError {
     /// The SQLSTATE a client should see for this error.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
             RouteError::BadKey { source, .. } => match source {
-                KeyError::InvalidText { .. } => "22P02",
-                KeyError::OutOfRange { .. } => "22003",
-                KeyError::InvalidBinary { .. } => "22P03",
+                KeyError::InvalidText { .. } => SqlState::INVALID_TEXT_REPRESENTATION,
+                KeyError::OutOfRange { .. } => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+                KeyError::InvalidBinary { .. } => SqlState::INVALID_BINARY_REPRESENTATION,
             },
-            RouteError::MissingParam(_) => "08P01",
+            RouteError::MissingParam(_) => SqlState::PROTOCOL_VIOLATION,
             RouteError::NoShardKey { .. }
             | RouteError::CrossShard { .. }
             | RouteError::InsertKey { .. }
@@ -177,7 +178,7 @@ impl RouteError {
             | RouteError::NullKey { .. }
             | RouteError::Unsupported { .. }
             | RouteError::Unparsed { .. }
-            | RouteError::KeyOrdinalUnknown { .. } => "0A000",
+            | RouteError::KeyOrdinalUnknown { .. } => SqlState::FEATURE_NOT_SUPPORTED,
         }
     }
 }
@@ -191,6 +192,12 @@ pub enum Param<'a> {
     Text(&'a [u8]),
     /// binary format bytes
     Binary(&'a [u8]),
+    /// a binary value the client declared as a type whose bytes cannot be read as a key
+    /// (e.g. float8 for a bigint key): routing it would guess, so it is refused
+    ForeignBinary {
+        /// the declared type OID
+        oid: u32,
+    },
 }
 
 /// Parameter values for `$n` (1-based).

@@ -229,6 +229,16 @@ fn locate(
                 }
             },
             Some(Param::Binary(bytes)) => rule.key_type.parse_binary(bytes).map_err(bad)?,
+            Some(Param::ForeignBinary { oid }) => {
+                return Err(RouteError::Unsupported {
+                    what: format!(
+                        "a binary parameter of type OID {oid} for shard key {}.{} (send it as {} or in text format)",
+                        occ.name,
+                        rule.key,
+                        rule.key_type.sql_name()
+                    ),
+                });
+            }
         },
     };
     Ok(map.locate(&key))

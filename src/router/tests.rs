@@ -992,14 +992,15 @@ fn unparsed_policy() {
 #[test]
 fn sqlstates() {
     assert_eq!(
-        run("SELECT * FROM accounts").unwrap_err().sqlstate(),
+        run("SELECT * FROM accounts").unwrap_err().sqlstate().0,
         "0A000"
     );
     assert_eq!(
         run("SELECT * FROM accounts WHERE aid = 'x'")
             .unwrap_err()
-            .sqlstate(),
+            .sqlstate()
+            .0,
         "22P02"
     );
-    assert_eq!(RouteError::MissingParam(1).sqlstate(), "08P01");
+    assert_eq!(RouteError::MissingParam(1).sqlstate().0, "08P01");
 }

@@ -17,15 +17,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::relay::Expect;
-use super::simple::touches_settings;
 use super::settings::UNKNOWN_SIG;
+use super::simple::touches_settings;
 use super::txn::Txn;
 use super::{ClientStmt, Session, SessionEnd};
 use crate::backend::Pools;
 use crate::protocol::frontend::{decode_bind, decode_execute, decode_parse, decode_target};
 use crate::protocol::reply::{self, ProxyError, TxnStatus};
 use crate::protocol::{Frame, SqlState};
-use crate::router::Target;
+use crate::router::{Param, ParamSource, Target};
 use crate::sharding::ShardId;
 use crate::sql::{Analysis, StatementKind};
 
@@ -37,13 +37,20 @@ enum Item {
     /// Parse of a client statement (already recorded in the session's statements)
     Parse { name: String, frame: Frame },
     /// Bind from a client statement
-    Bind { frame: Frame, stmt: String, rest_offset: usize },
+    Bind {
+        frame: Frame,
+        stmt: String,
+        rest_offset: usize,
+    },
     /// Describe of a statement
     DescribeStmt { name: String },
     /// Close of a statement: answered by the proxy
     CloseStmt,
     /// forwarded as is, with the reply it owes
-    Raw { frame: Frame, expect: Option<Expect> },
+    Raw {
+        frame: Frame,
+        expect: Option<Expect>,
+    },
 }
 
 /// The messages collected since the last Sync.
@@ -118,7 +125,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.fail_batch(ProxyError::in_failed_transaction());
                     return Ok(());
                 }
-                let route = match self.route(&stmt.sql, &stmt.analysis, &bind).await {
+                let params = DeclaredParams {
+                    bind: &bind,
+                    types: &stmt.param_types,
+                };
+                let route = match self.route(&stmt.sql, &stmt.analysis, &params).await {
                     Ok(route) => route,
                     Err(e) => {
                         self.fail_batch(e);
@@ -184,7 +195,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             b'H' => {
                 if !self.batch.items.is_empty() {
-                    self.batch.items.push(Item::Raw { frame, expect: None });
+                    self.batch.items.push(Item::Raw {
+                        frame,
+                        expect: None,
+                    });
                     return self.send_batch(false).await;
                 }
             }
@@ -215,7 +229,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Some(p) if p != wanted => Err(ProxyError::cross_shard_unsupported(format!(
                 "pgshard: statement needs shard \"{}\" but this {} is on shard \"{}\"; cross-shard transactions are not supported yet",
                 map.shard_name(wanted),
-                if self.txn.in_block() { "transaction" } else { "batch" },
+                if self.txn.in_block() {
+                    "transaction"
+                } else {
+                    "batch"
+                },
                 map.shard_name(p)
             ))),
             _ => {
@@ -252,8 +270,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if matches!(self.txn, Txn::Aborted { .. }) {
             self.fail_batch(ProxyError::in_failed_transaction());
-            return if sync { self.finish_failed_batch().await } else { Ok(()) };
+            return if sync {
+                self.finish_failed_batch().await
+            } else {
+                Ok(())
+            };
         }
+        // Describing statements (a driver's prepare) inside a transaction that has not
+        // chosen a shard yet must not choose one: serve it outside the transaction.
+        let parked = if sync
+            && !self.batch.open
+            && matches!(self.txn, Txn::Deferred { .. })
+            && !self
+                .batch
+                .items
+                .iter()
+                .any(|i| matches!(i, Item::Bind { .. }))
+        {
+            Some(std::mem::replace(&mut self.txn, Txn::Idle))
+        } else {
+            None
+        };
         let shard = match &self.txn {
             Txn::Attached { conn } => conn.shard,
             _ => self
@@ -266,7 +303,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(conn) => conn,
             Err(e) => {
                 self.fail_batch(e);
-                return if sync { self.finish_failed_batch().await } else { Ok(()) };
+                return if sync {
+                    self.finish_failed_batch().await
+                } else {
+                    Ok(())
+                };
             }
         };
         let mut unnamed_ready = false;
@@ -276,27 +317,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         for item in items {
             match item {
                 Item::Parse { name, frame } => {
-                    let Some(stmt) = self.stmts.get(&name) else { continue };
+                    let Some(stmt) = self.stmts.get(&name) else {
+                        continue;
+                    };
                     changes_settings |= touches_settings(&stmt.analysis);
                     if name.is_empty() {
                         buf.extend_from_slice(frame.as_bytes());
-                        queue.push_back(Expect::Parse { fwd: true, cache: None });
+                        queue.push_back(Expect::Parse {
+                            fwd: true,
+                            cache: None,
+                        });
                         unnamed_ready = true;
                     } else if conn.prepared.contains(&stmt.hash) {
                         queue.push_back(Expect::SynthParse);
                     } else {
-                        encode_parse(&server_name(stmt.hash), &stmt.sql, &stmt.param_types, &mut buf);
+                        encode_parse(
+                            &server_name(stmt.hash),
+                            &stmt.sql,
+                            &stmt.param_types,
+                            &mut buf,
+                        );
                         conn.prepared.insert(stmt.hash);
-                        queue.push_back(Expect::Parse { fwd: true, cache: Some(stmt.hash) });
+                        queue.push_back(Expect::Parse {
+                            fwd: true,
+                            cache: Some(stmt.hash),
+                        });
                     }
                 }
-                Item::Bind { frame, stmt, rest_offset } => {
-                    let Some(s) = self.stmts.get(&stmt) else { continue };
+                Item::Bind {
+                    frame,
+                    stmt,
+                    rest_offset,
+                } => {
+                    let Some(s) = self.stmts.get(&stmt) else {
+                        continue;
+                    };
                     changes_settings |= touches_settings(&s.analysis);
                     if stmt.is_empty() {
                         if !unnamed_ready {
                             encode_parse("", &s.sql, &s.param_types, &mut buf);
-                            queue.push_back(Expect::Parse { fwd: false, cache: None });
+                            queue.push_back(Expect::Parse {
+                                fwd: false,
+                                cache: None,
+                            });
                             unnamed_ready = true;
                         }
                         buf.extend_from_slice(frame.as_bytes());
@@ -304,18 +367,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         let name = server_name(s.hash);
                         if conn.prepared.insert(s.hash) {
                             encode_parse(&name, &s.sql, &s.param_types, &mut buf);
-                            queue.push_back(Expect::Parse { fwd: false, cache: Some(s.hash) });
+                            queue.push_back(Expect::Parse {
+                                fwd: false,
+                                cache: Some(s.hash),
+                            });
                         }
                         encode_bind_renamed(&frame, &name, rest_offset, &mut buf);
                     }
                     queue.push_back(Expect::Bind);
                 }
                 Item::DescribeStmt { name } => {
-                    let Some(s) = self.stmts.get(&name) else { continue };
+                    let Some(s) = self.stmts.get(&name) else {
+                        continue;
+                    };
                     let server = if name.is_empty() {
                         if !unnamed_ready {
                             encode_parse("", &s.sql, &s.param_types, &mut buf);
-                            queue.push_back(Expect::Parse { fwd: false, cache: None });
+                            queue.push_back(Expect::Parse {
+                                fwd: false,
+                                cache: None,
+                            });
                             unnamed_ready = true;
                         }
                         String::new()
@@ -323,7 +394,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         let server = server_name(s.hash);
                         if conn.prepared.insert(s.hash) {
                             encode_parse(&server, &s.sql, &s.param_types, &mut buf);
-                            queue.push_back(Expect::Parse { fwd: false, cache: Some(s.hash) });
+                            queue.push_back(Expect::Parse {
+                                fwd: false,
+                                cache: Some(s.hash),
+                            });
                         }
                         server
                     };
@@ -350,6 +424,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.batch.open = !sync;
         let bound = std::mem::take(&mut self.batch.bound);
         let outcome = self.exchange(conn, queue).await?;
+        if let Some(parked) = parked {
+            if matches!(self.txn, Txn::Idle) {
+                self.txn = parked;
+            }
+            // The ReadyForQuery relayed for the describe said idle; the client is in a
+            // transaction block. Patch the status byte it will read.
+            if let Some(last) = self.out.last_mut() {
+                *last = self.txn.status().byte();
+            }
+        }
         if sync {
             self.batch.close();
             if !outcome.saw_error && !self.txn.in_block() {
@@ -397,7 +481,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn is_transaction_control_batch(&self) -> bool {
         !self.batch.bound.is_empty()
             && self.batch.bound.iter().all(|(k, _)| {
-                matches!(k, StatementKind::Begin | StatementKind::Commit | StatementKind::Rollback)
+                matches!(
+                    k,
+                    StatementKind::Begin | StatementKind::Commit | StatementKind::Rollback
+                )
             })
             && self
                 .batch
@@ -444,25 +531,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn apply_transaction_control(&mut self, kind: &StatementKind, sql: &str) {
         let tag = match (kind, &self.txn) {
             (StatementKind::Begin, Txn::Idle) => {
-                self.txn = Txn::Deferred { begin: sql.to_owned() };
+                self.txn = Txn::Deferred {
+                    begin: sql.to_owned(),
+                };
                 "BEGIN"
             }
             (StatementKind::Begin, _) => {
-                ProxyError::error(SqlState::ACTIVE_SQL_TRANSACTION, "there is already a transaction in progress")
-                    .encode_warning(&mut self.out);
+                ProxyError::error(
+                    SqlState::ACTIVE_SQL_TRANSACTION,
+                    "there is already a transaction in progress",
+                )
+                .encode_warning(&mut self.out);
                 "BEGIN"
             }
             (StatementKind::Commit | StatementKind::Rollback, Txn::Idle) => {
-                ProxyError::error(SqlState::NO_ACTIVE_SQL_TRANSACTION, "there is no transaction in progress")
-                    .encode_warning(&mut self.out);
-                if matches!(kind, StatementKind::Commit) { "COMMIT" } else { "ROLLBACK" }
+                ProxyError::error(
+                    SqlState::NO_ACTIVE_SQL_TRANSACTION,
+                    "there is no transaction in progress",
+                )
+                .encode_warning(&mut self.out);
+                if matches!(kind, StatementKind::Commit) {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                }
             }
             (StatementKind::Commit, Txn::Deferred { .. }) => {
                 self.txn = Txn::Idle;
                 "COMMIT"
             }
             _ => {
-                if let Txn::Aborted { conn: Some(conn) } = std::mem::replace(&mut self.txn, Txn::Idle) {
+                if let Txn::Aborted { conn: Some(conn) } =
+                    std::mem::replace(&mut self.txn, Txn::Idle)
+                {
                     self.rollback_and_release_conn(conn).await;
                 }
                 self.txn = Txn::Idle;
@@ -478,6 +579,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else {
             self.rollback_and_release(conn).await;
         }
+    }
+}
+
+/// Bind parameters seen together with the types the client declared in Parse, so a
+/// binary value is only read as a key when its declared type has the key's layout.
+struct DeclaredParams<'a> {
+    bind: &'a crate::protocol::frontend::Bind<'a>,
+    types: &'a [u8],
+}
+
+/// Types whose binary form the key parsers read: unspecified (the server infers the
+/// column's type), int2, int4, int8, text, varchar, uuid.
+const KEY_COMPATIBLE_OIDS: &[u32] = &[0, 21, 23, 20, 25, 1043, 2950];
+
+impl ParamSource for DeclaredParams<'_> {
+    fn param(&self, n: usize) -> Option<Param<'_>> {
+        let value = self.bind.param(n)?;
+        if let Param::Binary(_) = value {
+            let oid = n
+                .checked_sub(1)
+                .and_then(|i| self.types.get(i * 4..i * 4 + 4))
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(0);
+            if !KEY_COMPATIBLE_OIDS.contains(&oid) {
+                return Some(Param::ForeignBinary { oid });
+            }
+        }
+        Some(value)
     }
 }
 
@@ -547,7 +676,8 @@ fn strip_first_error_after(out: &mut BytesMut, mark: usize, saw_error: bool) {
     }
     let mut pos = mark;
     while pos + 5 <= out.len() {
-        let len = i32::from_be_bytes([out[pos + 1], out[pos + 2], out[pos + 3], out[pos + 4]]) as usize;
+        let len =
+            i32::from_be_bytes([out[pos + 1], out[pos + 2], out[pos + 3], out[pos + 4]]) as usize;
         if out[pos] == b'E' {
             let tail = out.split_off(pos + len + 1);
             out.truncate(pos);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::backend::{BackendError, Pools, PooledConn};
+use crate::backend::{BackendError, PooledConn, Pools};
 use crate::protocol::reply::{self, ProxyError, TxnStatus};
 use crate::protocol::{Frame, SqlState};
 use crate::router::{self, ParamSource, Route, RouteError, RouteInput};
@@ -28,8 +28,8 @@ use crate::sql::{Analysis, SharedAnalysis};
 use client::{ClientError, ClientIo};
 use relay::{Expect, RelayError, RelayOutcome, relay};
 use settings::Settings;
-pub use shared::Shared;
 use shared::OrdinalSnapshot;
+pub use shared::Shared;
 use txn::Txn;
 
 /// How a session ended, for the log.
@@ -346,13 +346,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(RelayError::Backend(e)) => {
                 let name = self.shared.pools.shard_name(conn.shard).to_owned();
                 tracing::warn!(shard = %name, error = %e, "backend connection failed mid-statement");
-                let was_in_txn = conn.status != TxnStatus::Idle || matches!(self.txn, Txn::Deferred { .. });
+                let was_in_txn =
+                    conn.status != TxnStatus::Idle || matches!(self.txn, Txn::Deferred { .. });
                 conn.broken = true;
                 Pools::release(conn);
-                ProxyError::shard_unavailable(&name, format!("connection lost: {e}")).encode(&mut self.out);
-                self.txn = if was_in_txn { Txn::Aborted { conn: None } } else { Txn::Idle };
+                ProxyError::shard_unavailable(&name, format!("connection lost: {e}"))
+                    .encode(&mut self.out);
+                self.txn = if was_in_txn {
+                    Txn::Aborted { conn: None }
+                } else {
+                    Txn::Idle
+                };
                 self.batch.close();
-                if queue.iter().any(|e| matches!(e, Expect::Query { fwd: true } | Expect::Sync { fwd: true })) {
+                if queue
+                    .iter()
+                    .any(|e| matches!(e, Expect::Query { fwd: true } | Expect::Sync { fwd: true }))
+                {
                     self.ready();
                 }
                 Ok(RelayOutcome { saw_error: true })
@@ -400,15 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
 /// Map a routing refusal to the error the client sees.
 fn route_error(e: RouteError) -> ProxyError {
-    let code = match &e {
-        RouteError::BadKey { source, .. } => match source {
-            crate::sharding::KeyError::OutOfRange { .. } => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
-            _ => SqlState::INVALID_TEXT_REPRESENTATION,
-        },
-        RouteError::MissingParam(_) => SqlState::PROTOCOL_VIOLATION,
-        _ => SqlState::FEATURE_NOT_SUPPORTED,
-    };
-    ProxyError::error(code, format!("pgshard: {e}"))
+    ProxyError::error(e.sqlstate(), format!("pgshard: {e}"))
 }
 
 /// The first column of the first DataRow in a buffer of relayed messages.

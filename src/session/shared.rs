@@ -17,6 +17,9 @@ use crate::sql::PlanCache;
 /// Statements kept in the plan cache.
 const PLAN_CACHE_SIZE: usize = 10_000;
 
+/// ParameterStatus name/value pairs reported to clients at login.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
 /// Everything sessions share.
 pub struct Shared {
     /// validated configuration (server settings, users, shards)
@@ -32,7 +35,7 @@ pub struct Shared {
     /// key column positions learned from the catalog (for INSERT without column list)
     pub ordinals: RwLock<HashMap<String, usize>>,
     /// ParameterStatus values of the default shard, learned at the first login
-    pub server_params: RwLock<Option<Arc<Vec<(String, String)>>>>,
+    pub server_params: RwLock<Option<ServerParams>>,
     /// cancelled when the proxy shuts down
     pub shutdown: CancellationToken,
 }

@@ -9,7 +9,7 @@ use super::relay::{Expect, relay};
 use super::settings::UNKNOWN_SIG;
 use super::txn::Txn;
 use super::{Session, SessionEnd};
-use crate::backend::{Pools, PooledConn};
+use crate::backend::{PooledConn, Pools};
 use crate::protocol::Frame;
 use crate::protocol::SqlState;
 use crate::protocol::frontend::decode_query;
@@ -170,11 +170,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     "there is no transaction in progress",
                 )
                 .encode_warning(&mut self.out);
-                let tag = if matches!(kind, StatementKind::Commit) { "COMMIT" } else { "ROLLBACK" };
+                let tag = if matches!(kind, StatementKind::Commit) {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
                 reply::command_complete(tag, &mut self.out);
             }
             (StatementKind::Commit | StatementKind::Rollback, Txn::Aborted { .. }) => {
-                if let Txn::Aborted { conn: Some(conn) } = std::mem::replace(&mut self.txn, Txn::Idle) {
+                if let Txn::Aborted { conn: Some(conn) } =
+                    std::mem::replace(&mut self.txn, Txn::Idle)
+                {
                     self.rollback_and_release(conn).await;
                 }
                 self.txn = Txn::Idle;
@@ -197,7 +203,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut queue = VecDeque::from([Expect::Query { fwd: false }]);
         let mut scratch = BytesMut::new();
         let ok = match conn.flush().await {
-            Ok(()) => relay::<S>(&mut conn, &mut queue, &mut scratch, None).await.is_ok(),
+            Ok(()) => relay::<S>(&mut conn, &mut queue, &mut scratch, None)
+                .await
+                .is_ok(),
             Err(_) => false,
         };
         if !ok {
@@ -245,7 +253,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         for (i, (conn, queue)) in conns.iter_mut().zip(queues.iter_mut()).enumerate() {
             let mut out = BytesMut::new();
             let ok = if conn.broken {
-                ProxyError::shard_unavailable(map.shard_name(i), "connection lost").encode(&mut out);
+                ProxyError::shard_unavailable(map.shard_name(i), "connection lost")
+                    .encode(&mut out);
                 false
             } else {
                 match relay::<S>(conn, queue, &mut out, None).await {
@@ -262,7 +271,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             outputs.push(out);
         }
-        let finish = if failed.is_none() { "COMMIT" } else { "ROLLBACK" };
+        let finish = if failed.is_none() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
         let mut end = BytesMut::new();
         let _ = postgres_protocol::message::frontend::query(finish, &mut end);
         let mut commit_error: Option<BytesMut> = None;
@@ -320,7 +333,9 @@ fn append_without_ready(buf: &[u8], out: &mut BytesMut) {
     let mut rest = buf;
     while rest.len() >= 5 {
         let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        let Some(msg) = rest.get(..len + 1) else { break };
+        let Some(msg) = rest.get(..len + 1) else {
+            break;
+        };
         if msg[0] != b'Z' {
             out.extend_from_slice(msg);
         }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use pgwire::messages::Message;
 use pgwire::messages::startup::NegotiateProtocolVersion;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -71,7 +70,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(StartupPacket::Startup { major, minor, .. }) => {
                     return Err(SessionEnd::Fatal(ProxyError::fatal(
                         SqlState::PROTOCOL_VIOLATION,
-                        format!("unsupported frontend protocol {major}.{minor}: server supports 3.0"),
+                        format!(
+                            "unsupported frontend protocol {major}.{minor}: server supports 3.0"
+                        ),
                     )));
                 }
                 Err(e) => return Err(SessionEnd::Fatal(ProxyError::protocol_violation(e))),
@@ -101,7 +102,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if database != expected_db {
             return Err(SessionEnd::Fatal(ProxyError::fatal(
                 SqlState::INVALID_CATALOG_NAME,
-                format!("database \"{database}\" does not exist (pgshard serves \"{expected_db}\")"),
+                format!(
+                    "database \"{database}\" does not exist (pgshard serves \"{expected_db}\")"
+                ),
             )));
         }
         self.user = user;
@@ -187,12 +190,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 frame.tag()
             )))),
             Ok(None) | Err(super::ClientError::Io(_)) => Err(SessionEnd::ClientGone),
-            Err(super::ClientError::Frame(e)) => Err(SessionEnd::Fatal(ProxyError::protocol_violation(e))),
+            Err(super::ClientError::Frame(e)) => {
+                Err(SessionEnd::Fatal(ProxyError::protocol_violation(e)))
+            }
         }
     }
 
     /// ParameterStatus values of the default shard (learned once), or fallbacks.
-    async fn server_params(&self) -> Arc<Vec<(String, String)>> {
+    async fn server_params(&self) -> super::shared::ServerParams {
         if let Some(p) = self
             .shared
             .server_params
@@ -226,6 +231,3 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 }
-
-#[allow(dead_code)]
-fn _assert_bytes(_: &BytesMut) {}
