@@ -270,8 +270,17 @@ fn template(install: &PgInstall) -> &'static Path {
     }
 }
 
+/// Build (or find) the template under Cargo's target tmp dir; if that is not writable
+/// (a target dir shared with another user), under the system temp dir.
 fn build_template(install: &PgInstall) -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let fallback = std::env::temp_dir().join("pgshard-test-templates");
+    build_template_in(install, Path::new(env!("CARGO_TARGET_TMPDIR"))).or_else(|first| {
+        build_template_in(install, &fallback)
+            .map_err(|second| format!("{first}\nand in {}: {second}", fallback.display()))
+    })
+}
+
+fn build_template_in(install: &PgInstall, root: &Path) -> Result<PathBuf, String> {
     let tag: String = install
         .bin_dir()
         .to_string_lossy()

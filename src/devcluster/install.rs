@@ -303,6 +303,27 @@ mod tests {
     }
 
     #[test]
+    fn su_runs_one_quoted_shell_line_as_postgres() {
+        let install = PgInstall {
+            bin_dir: PathBuf::from("/opt/pg bin"),
+            run_as: RunAs::Su,
+        };
+        let cmd = install.server_command("pg_ctl", &["-D", "/data/it's"]);
+        assert_eq!(cmd.get_program(), "su");
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+        assert_eq!(
+            args,
+            [
+                "postgres",
+                "-s",
+                "/bin/sh",
+                "-c",
+                r"'/opt/pg bin/pg_ctl' '-D' '/data/it'\''s'"
+            ]
+        );
+    }
+
+    #[test]
     fn failed_command_reports_its_output() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
