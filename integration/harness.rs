@@ -53,6 +53,21 @@ impl PgServer {
         self.port
     }
 
+    /// Stop the server (fast shutdown), to test a shard going down.
+    pub async fn stop(&mut self) {
+        let cluster = &mut self.cluster;
+        tokio::task::block_in_place(|| cluster.stop())
+            .unwrap_or_else(|e| panic!("stop server on port {}: {e}", self.port));
+    }
+
+    /// Start a stopped server again on the same port.
+    pub async fn restart(&mut self) {
+        let port = self.port;
+        let cluster = &mut self.cluster;
+        tokio::task::block_in_place(|| cluster.start(port))
+            .unwrap_or_else(|e| panic!("restart server on port {port}: {e}"));
+    }
+
     /// The cluster (data directory, log file).
     pub fn cluster(&self) -> &PgCluster {
         &self.cluster
@@ -109,6 +124,11 @@ impl Cluster {
     /// Shard `i` (`s{i}` in the shard map).
     pub fn shard(&self, i: usize) -> &PgServer {
         &self.shards[i]
+    }
+
+    /// Shard `i`, to stop or restart it.
+    pub fn shard_mut(&mut self, i: usize) -> &mut PgServer {
+        &mut self.shards[i]
     }
 
     /// Connection URL of shard `i`'s `app` database, as the superuser.

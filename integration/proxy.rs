@@ -566,3 +566,75 @@ async fn client_vanishing_mid_transaction_leaves_nothing_behind() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_down_fails_fast_and_the_others_carry_on() {
+    let (mut cluster, proxy, map) = setup(2).await;
+    let client = proxy.client().await;
+    client.batch_execute(CREATE_ACCOUNTS).await.unwrap();
+    let on0: i64 = (1..).find(|k| shard_of(&map, *k) == 0).unwrap();
+    let on1: i64 = (1..).find(|k| shard_of(&map, *k) == 1).unwrap();
+    for aid in [on0, on1] {
+        client
+            .execute("INSERT INTO accounts (aid) VALUES ($1)", &[&aid])
+            .await
+            .unwrap();
+    }
+    cluster.shard_mut(1).stop().await;
+    let started = Instant::now();
+    let err = client
+        .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(&SqlState::CONNECTION_FAILURE), "{err}");
+    let msg = err.as_db_error().unwrap().message().to_owned();
+    assert!(msg.contains("\"s1\""), "error must name the shard: {msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // shard 0 keeps working, on the same client connection
+    let rows = client
+        .query("SELECT aid FROM accounts WHERE aid = $1", &[&on0])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    // the pool reconnects once the shard is back
+    cluster.shard_mut(1).restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client
+            .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
+            .await
+        {
+            Ok(rows) => {
+                assert_eq!(rows.len(), 1);
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "shard 1 never came back: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_busy_pool_times_out_with_a_clear_error() {
+    let cluster = Cluster::start(1).await;
+    let toml = cluster
+        .shardmap_toml(ACCOUNTS, 1)
+        .replace("pool_size = 1", "pool_size = 1\npool_timeout_ms = 300");
+    let proxy = Proxy::start(&toml).await;
+    let holder = proxy.client().await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap(); // holds the only connection
+    let other = proxy.client().await;
+    let started = Instant::now();
+    let err = other.simple_query("SELECT 2").await.unwrap_err();
+    assert_eq!(code(&err), Some(&SqlState::TOO_MANY_CONNECTIONS), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    holder.batch_execute("COMMIT").await.unwrap();
+    let rows = other.simple_query("SELECT 3").await.unwrap();
+    assert!(rows.len() >= 2);
+}
