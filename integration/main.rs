@@ -6,3 +6,4 @@ mod clients;
 mod cluster;
 mod hash_compat;
 mod proxy;
+mod robustness;

@@ -1,0 +1,121 @@
+//! Bad input from a client after login: malformed or oversized messages get 08P01 and a
+//! disconnect; the proxy and every other client carry on.
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{Cluster, Proxy};
+
+/// Read one backend message: (tag, body).
+async fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).await.ok()?;
+    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).await.ok()?;
+    Some((head[0], body))
+}
+
+/// A raw protocol connection logged in as app/app, positioned after ReadyForQuery.
+async fn raw_login(proxy: &Proxy) -> TcpStream {
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut buf = BytesMut::new();
+    frontend::startup_message([("user", "app"), ("database", "app")], &mut buf).unwrap();
+    s.write_all(&buf).await.unwrap();
+    let mut scram = ScramSha256::new(b"app", ChannelBinding::unsupported());
+    loop {
+        let (tag, body) = read_msg(&mut s).await.expect("login reply");
+        let auth = if tag == b'R' {
+            i32::from_be_bytes([body[0], body[1], body[2], body[3]])
+        } else {
+            -1
+        };
+        match (tag, auth) {
+            (b'R', 10) => {
+                let mut b = BytesMut::new();
+                frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut b).unwrap();
+                s.write_all(&b).await.unwrap();
+            }
+            (b'R', 11) => {
+                scram.update(&body[4..]).unwrap();
+                let mut b = BytesMut::new();
+                frontend::sasl_response(scram.message(), &mut b).unwrap();
+                s.write_all(&b).await.unwrap();
+            }
+            (b'R', 12) => scram.finish(&body[4..]).unwrap(),
+            (b'Z', _) => return s,
+            (b'E', _) => panic!("login failed: {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+    }
+}
+
+/// Everything the proxy sends until it closes the connection.
+async fn until_closed(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+    let mut msgs = Vec::new();
+    let read = async {
+        while let Some(m) = read_msg(s).await {
+            msgs.push(m);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("proxy must close the connection");
+    msgs
+}
+
+fn has_code(msgs: &[(u8, Vec<u8>)], code: &str) -> bool {
+    let field = format!("C{code}");
+    msgs.iter()
+        .any(|(t, b)| *t == b'E' && b.windows(field.len()).any(|w| w == field.as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_messages_disconnect_only_their_client() {
+    let cluster = Cluster::start(1).await;
+    let toml = cluster
+        .shardmap_toml("", 2)
+        .replace("pool_size = 2", "pool_size = 2\nmax_message_size = 4096");
+    let proxy = Proxy::start(&toml).await;
+    let bystander = proxy.client().await;
+    bystander.batch_execute("BEGIN").await.unwrap();
+
+    // a Bind truncated in the middle of a parameter
+    let mut s = raw_login(&proxy).await;
+    let mut b = BytesMut::new();
+    frontend::parse("", "SELECT $1::int", [], &mut b).unwrap();
+    let body: &[u8] = b"\0\0\0\0\0\x01\0\0\0\x08ab";
+    b.put_u8(b'B');
+    b.put_i32(4 + body.len() as i32);
+    b.put_slice(body);
+    frontend::sync(&mut b);
+    s.write_all(&b).await.unwrap();
+    let msgs = until_closed(&mut s).await;
+    assert!(has_code(&msgs, "08P01"), "{msgs:?}");
+
+    // a message larger than max_message_size: refused before it is buffered
+    let mut s = raw_login(&proxy).await;
+    let mut b = BytesMut::new();
+    b.put_u8(b'Q');
+    b.put_i32(1 << 20);
+    s.write_all(&b).await.unwrap();
+    let msgs = until_closed(&mut s).await;
+    assert!(has_code(&msgs, "08P01"), "{msgs:?}");
+
+    // an unknown message type
+    let mut s = raw_login(&proxy).await;
+    s.write_all(b"~\0\0\0\x04").await.unwrap();
+    let msgs = until_closed(&mut s).await;
+    assert!(has_code(&msgs, "08P01"), "{msgs:?}");
+
+    // the other client's transaction is untouched, and new clients are served
+    let v: i32 = bystander.query_one("SELECT 7", &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    bystander.batch_execute("COMMIT").await.unwrap();
+    let fresh = proxy.client().await;
+    let v: i32 = fresh.query_one("SELECT 8", &[]).await.unwrap().get(0);
+    assert_eq!(v, 8);
+}
