@@ -638,3 +638,56 @@ async fn waiting_for_a_busy_pool_times_out_with_a_clear_error() {
     let rows = other.simple_query("SELECT 3").await.unwrap();
     assert!(rows.len() >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_follow_their_client_and_never_leak() {
+    // one shard, one backend connection: both clients must share it
+    let cluster = Cluster::start(1).await;
+    let proxy = Proxy::start(&cluster.shardmap_toml(ACCOUNTS, 1)).await;
+    let a = proxy.client().await;
+    let b = proxy.client().await;
+    a.batch_execute("SET statement_timeout = '4711ms'")
+        .await
+        .unwrap();
+    a.batch_execute("SET application_name = 'client-a'")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let mine: String = a
+            .query_one("SHOW statement_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mine, "4711ms");
+        let theirs: String = b
+            .query_one("SHOW statement_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(theirs, "0", "a SET leaked to another client");
+        let name: String = b
+            .query_one("SHOW application_name", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_ne!(name, "client-a");
+    }
+    a.batch_execute("RESET ALL").await.unwrap();
+    let mine: String = a
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mine, "0");
+    // DISCARD ALL drops server-side statements: prepared statements keep working
+    let stmt = b.prepare("SELECT $1::int + 1").await.unwrap();
+    assert_eq!(
+        b.query_one(&stmt, &[&1i32]).await.unwrap().get::<_, i32>(0),
+        2
+    );
+    a.batch_execute("DISCARD ALL").await.unwrap();
+    assert_eq!(
+        b.query_one(&stmt, &[&2i32]).await.unwrap().get::<_, i32>(0),
+        3
+    );
+}

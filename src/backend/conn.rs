@@ -33,6 +33,9 @@ pub struct BackendConn {
     pub status: TxnStatus,
     /// set when the connection must not be reused (I/O error, protocol desync)
     pub broken: bool,
+    /// set when a statement may have left session state pgshard does not track
+    /// (DISCARD, DEALLOCATE, LISTEN, temporary tables…): closed instead of pooled
+    pub retire: bool,
     /// ParameterStatus values received at login
     pub server_params: Vec<(String, String)>,
     /// process id and secret key of the server process (for cancel)
@@ -66,6 +69,7 @@ impl BackendConn {
             shard,
             status: TxnStatus::Idle,
             broken: false,
+            retire: false,
             server_params: Vec::new(),
             key: (0, 0),
             prepared: HashSet::new(),
@@ -246,7 +250,7 @@ impl BackendConn {
     /// Whether this connection can be handed to another client: last ReadyForQuery said
     /// idle, nothing unread, no error seen, and the server has not closed it meanwhile.
     pub fn is_reusable(&self) -> bool {
-        if self.broken || self.status != TxnStatus::Idle || !self.rbuf.is_empty() {
+        if self.broken || self.retire || self.status != TxnStatus::Idle || !self.rbuf.is_empty() {
             return false;
         }
         // An idle server only speaks up to say goodbye (admin shutdown, idle timeout):

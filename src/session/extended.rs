@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::relay::Expect;
 use super::settings::UNKNOWN_SIG;
-use super::simple::touches_settings;
+use super::simple::{leaves_untracked_state, touches_settings};
 use super::txn::Txn;
 use super::{ClientStmt, Session, SessionEnd};
 use crate::backend::Pools;
@@ -314,6 +314,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut buf = BytesMut::with_capacity(256);
         let items = std::mem::take(&mut self.batch.items);
         let mut changes_settings = false;
+        let mut untracked = false;
         for item in items {
             match item {
                 Item::Parse { name, frame } => {
@@ -353,6 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         continue;
                     };
                     changes_settings |= touches_settings(&s.analysis);
+                    untracked |= leaves_untracked_state(&s.analysis);
                     if stmt.is_empty() {
                         if !unnamed_ready {
                             encode_parse("", &s.sql, &s.param_types, &mut buf);
@@ -419,6 +421,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if changes_settings {
             conn.settings_sig = UNKNOWN_SIG;
+        }
+        if untracked {
+            conn.retire = true;
         }
         conn.queue(&buf);
         self.batch.open = !sync;

@@ -109,6 +109,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // connection starts from a reset.
             conn.settings_sig = UNKNOWN_SIG;
         }
+        if leaves_untracked_state(&analysis) || matches!(route.target, Target::All) {
+            conn.retire = true;
+        }
         conn.queue(frame.as_bytes());
         queue.push_back(Expect::Query { fwd: true });
         let outcome = self.exchange(conn, queue).await?;
@@ -238,6 +241,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut outputs = Vec::with_capacity(conns.len());
         let mut queues = Vec::with_capacity(conns.len());
         for conn in conns.iter_mut() {
+            // DDL may create temporary objects that live in the session.
+            conn.retire = true;
             let mut queue = VecDeque::new();
             self.prepare_conn(conn, &mut queue);
             conn.queue(&begin);
@@ -322,6 +327,21 @@ pub(super) fn touches_settings(analysis: &Analysis) -> bool {
             matches!(
                 s.kind,
                 StatementKind::Set { local: false } | StatementKind::Other
+            )
+        }),
+        Analysis::Unparsed { .. } => true,
+    }
+}
+
+/// Whether a query string may leave session state that a settings reset does not undo
+/// (DISCARD/DEALLOCATE dropping server-side statements, LISTEN, temporary objects
+/// created by DDL, or anything pgshard cannot parse): its connection is not pooled again.
+pub(super) fn leaves_untracked_state(analysis: &Analysis) -> bool {
+    match analysis {
+        Analysis::Parsed(stmts) => stmts.iter().any(|s| {
+            matches!(
+                s.kind,
+                StatementKind::Other | StatementKind::SqlPrepared | StatementKind::Ddl
             )
         }),
         Analysis::Unparsed { .. } => true,
