@@ -32,6 +32,18 @@ fn shard_of(map: &ShardMap, aid: i64) -> usize {
     map.locate(&KeyValue::Int(aid)).1
 }
 
+/// A single bigint from a query run directly on shard `i`.
+async fn scalar(cluster: &Cluster, i: usize, sql: &str) -> i64 {
+    cluster
+        .shard(i)
+        .client("app")
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn code(e: &tokio_postgres::Error) -> Option<&SqlState> {
     e.code()
 }
@@ -43,17 +55,12 @@ async fn rows_land_on_the_shard_that_owns_their_slot() {
     client.batch_execute(CREATE_ACCOUNTS).await.unwrap();
     // DDL reached every shard.
     for i in 0..2 {
-        let n: i64 = cluster
-            .shard(i)
-            .client("app")
-            .await
-            .query_one(
-                "SELECT count(*) FROM pg_tables WHERE tablename = 'accounts'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = scalar(
+            &cluster,
+            i,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'accounts'",
+        )
+        .await;
         assert_eq!(n, 1, "table missing on shard {i}");
     }
     let keys: Vec<i64> = (-50..150).chain([i64::MIN, i64::MAX]).collect();
@@ -339,17 +346,12 @@ async fn ddl_runs_everywhere_or_nowhere() {
         .unwrap_err();
     assert_eq!(code(&err), Some(&SqlState::DUPLICATE_TABLE), "{err}");
     for i in 0..2 {
-        let n: i64 = cluster
-            .shard(i)
-            .client("app")
-            .await
-            .query_one(
-                "SELECT count(*) FROM pg_tables WHERE tablename = 'fresh'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = scalar(
+            &cluster,
+            i,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'fresh'",
+        )
+        .await;
         assert_eq!(n, 0, "DDL half-applied on shard {i}");
     }
     client
@@ -357,17 +359,12 @@ async fn ddl_runs_everywhere_or_nowhere() {
         .await
         .unwrap();
     for i in 0..2 {
-        let n: i64 = cluster
-            .shard(i)
-            .client("app")
-            .await
-            .query_one(
-                "SELECT count(*) FROM pg_indexes WHERE indexname = 'fresh_id'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = scalar(
+            &cluster,
+            i,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'fresh_id'",
+        )
+        .await;
         assert_eq!(n, 1, "index missing on shard {i}");
     }
     // DDL inside a transaction block cannot span shards
@@ -500,14 +497,7 @@ async fn fifty_clients_share_a_pool_of_five() {
     }
     let mut total = 0i64;
     for i in 0..2 {
-        let n: i64 = cluster
-            .shard(i)
-            .client("app")
-            .await
-            .query_one("SELECT count(*) FROM accounts", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = scalar(&cluster, i, "SELECT count(*) FROM accounts").await;
         total += n;
     }
     assert_eq!(total, 1000);

@@ -355,25 +355,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     };
                     changes_settings |= touches_settings(&s.analysis);
                     untracked |= leaves_untracked_state(&s.analysis);
+                    let name = ensure_prepared(
+                        &mut conn,
+                        &stmt,
+                        s,
+                        &mut unnamed_ready,
+                        &mut buf,
+                        &mut queue,
+                    );
                     if stmt.is_empty() {
-                        if !unnamed_ready {
-                            encode_parse("", &s.sql, &s.param_types, &mut buf);
-                            queue.push_back(Expect::Parse {
-                                fwd: false,
-                                cache: None,
-                            });
-                            unnamed_ready = true;
-                        }
                         buf.extend_from_slice(frame.as_bytes());
                     } else {
-                        let name = server_name(s.hash);
-                        if conn.prepared.insert(s.hash) {
-                            encode_parse(&name, &s.sql, &s.param_types, &mut buf);
-                            queue.push_back(Expect::Parse {
-                                fwd: false,
-                                cache: Some(s.hash),
-                            });
-                        }
                         encode_bind_renamed(&frame, &name, rest_offset, &mut buf);
                     }
                     queue.push_back(Expect::Bind);
@@ -382,27 +374,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let Some(s) = self.stmts.get(&name) else {
                         continue;
                     };
-                    let server = if name.is_empty() {
-                        if !unnamed_ready {
-                            encode_parse("", &s.sql, &s.param_types, &mut buf);
-                            queue.push_back(Expect::Parse {
-                                fwd: false,
-                                cache: None,
-                            });
-                            unnamed_ready = true;
-                        }
-                        String::new()
-                    } else {
-                        let server = server_name(s.hash);
-                        if conn.prepared.insert(s.hash) {
-                            encode_parse(&server, &s.sql, &s.param_types, &mut buf);
-                            queue.push_back(Expect::Parse {
-                                fwd: false,
-                                cache: Some(s.hash),
-                            });
-                        }
-                        server
-                    };
+                    let server = ensure_prepared(
+                        &mut conn,
+                        &name,
+                        s,
+                        &mut unnamed_ready,
+                        &mut buf,
+                        &mut queue,
+                    );
                     encode_describe_statement(&server, &mut buf);
                     queue.push_back(Expect::Describe);
                 }
@@ -621,6 +600,40 @@ fn single_kind(analysis: &Analysis) -> Option<StatementKind> {
         Analysis::Parsed(stmts) if stmts.len() == 1 => Some(stmts[0].kind.clone()),
         _ => None,
     }
+}
+
+/// Make sure the connection has the client's statement `name` before a Bind or Describe
+/// uses it, queueing a Parse whose reply is swallowed if not; returns the server-side
+/// name. The unnamed statement is re-parsed once per batch, since another client may have
+/// replaced it on this connection.
+fn ensure_prepared(
+    conn: &mut crate::backend::PooledConn,
+    name: &str,
+    stmt: &ClientStmt,
+    unnamed_ready: &mut bool,
+    buf: &mut BytesMut,
+    queue: &mut VecDeque<Expect>,
+) -> String {
+    if name.is_empty() {
+        if !*unnamed_ready {
+            encode_parse("", &stmt.sql, &stmt.param_types, buf);
+            queue.push_back(Expect::Parse {
+                fwd: false,
+                cache: None,
+            });
+            *unnamed_ready = true;
+        }
+        return String::new();
+    }
+    let server = server_name(stmt.hash);
+    if conn.prepared.insert(stmt.hash) {
+        encode_parse(&server, &stmt.sql, &stmt.param_types, buf);
+        queue.push_back(Expect::Parse {
+            fwd: false,
+            cache: Some(stmt.hash),
+        });
+    }
+    server
 }
 
 /// Identity of a prepared statement: its text and declared parameter types.
