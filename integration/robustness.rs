@@ -119,3 +119,155 @@ async fn malformed_and_oversized_messages_disconnect_only_their_client() {
     let v: i32 = fresh.query_one("SELECT 8", &[]).await.unwrap().get(0);
     assert_eq!(v, 8);
 }
+
+/// Send raw messages and collect replies up to and including ReadyForQuery.
+async fn exchange(s: &mut TcpStream, msgs: &BytesMut) -> Vec<(u8, Vec<u8>)> {
+    s.write_all(msgs).await.unwrap();
+    let mut out = Vec::new();
+    let read = async {
+        while let Some(m) = read_msg(s).await {
+            let done = m.0 == b'Z';
+            out.push(m);
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("no ReadyForQuery: the proxy hangs");
+    out
+}
+
+fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
+    msgs.iter().map(|(t, _)| char::from(*t)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_edge_cases() {
+    let cluster = Cluster::start(1).await;
+    // one backend connection, so every client reuses the same one
+    let proxy = Proxy::start(&cluster.shardmap_toml("", 1)).await;
+    proxy
+        .client()
+        .await
+        .batch_execute("CREATE TABLE notes (id int, body text)")
+        .await
+        .unwrap();
+
+    // An error in a batch that ends with Flush: the proxy, like the server, skips to Sync.
+    let mut s = raw_login(&proxy).await;
+    let mut b = BytesMut::new();
+    frontend::parse("", "SELEC 1", [], &mut b).unwrap();
+    frontend::bind(
+        "",
+        "",
+        [],
+        [],
+        |_: (), _| Ok(postgres_protocol::IsNull::No),
+        [],
+        &mut b,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::flush(&mut b);
+    s.write_all(&b).await.unwrap();
+    let (tag, _) = read_msg(&mut s).await.unwrap();
+    assert_eq!(tag, b'E');
+    let mut b = BytesMut::new();
+    frontend::parse("", "SELECT 2", [], &mut b).unwrap();
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::flush(&mut b);
+    frontend::sync(&mut b);
+    let replies = exchange(&mut s, &b).await;
+    assert_eq!(tags(&replies), "Z", "{replies:?}");
+    let mut b = BytesMut::new();
+    frontend::query("SELECT 3", &mut b).unwrap();
+    let replies = exchange(&mut s, &b).await;
+    assert_eq!(tags(&replies), "TDCZ", "{replies:?}");
+
+    // BEGIN / COMMIT through the extended protocol, answered by the proxy.
+    let mut b = BytesMut::new();
+    frontend::parse("", "BEGIN", [], &mut b).unwrap();
+    frontend::bind(
+        "",
+        "",
+        [],
+        [],
+        |_: (), _| Ok(postgres_protocol::IsNull::No),
+        [],
+        &mut b,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::sync(&mut b);
+    let replies = exchange(&mut s, &b).await;
+    assert_eq!(tags(&replies), "12CZ", "{replies:?}");
+    assert_eq!(replies.last().unwrap().1, b"T");
+
+    // A client that vanishes between Flush and Sync: its write must not be committed by
+    // the next user of the connection.
+    let mut b = BytesMut::new();
+    frontend::query("COMMIT", &mut b).unwrap();
+    exchange(&mut s, &b).await;
+    let mut b = BytesMut::new();
+    frontend::parse("", "INSERT INTO notes VALUES (1, 'lost')", [], &mut b).unwrap();
+    frontend::bind(
+        "",
+        "",
+        [],
+        [],
+        |_: (), _| Ok(postgres_protocol::IsNull::No),
+        [],
+        &mut b,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::flush(&mut b);
+    s.write_all(&b).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(m) = read_msg(&mut s).await {
+        let done = m.0 == b'C';
+        seen.push(m.0);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(seen, b"12C");
+    drop(s);
+    let client = proxy.client().await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "an unsynced batch of a vanished client was committed");
+
+    // COPY FROM STDIN through the extended protocol (tokio-postgres copy_in).
+    use futures_util::SinkExt;
+    let sink = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.copy_in::<_, bytes::Bytes>("COPY notes FROM STDIN"),
+    )
+    .await
+    .expect("copy_in hangs")
+    .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\tone\n2\ttwo\n"))
+        .await
+        .unwrap();
+    let rows = tokio::time::timeout(std::time::Duration::from_secs(10), sink.finish())
+        .await
+        .expect("COPY through the extended protocol hangs")
+        .unwrap();
+    assert_eq!(rows, 2);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}

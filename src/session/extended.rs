@@ -29,21 +29,30 @@ use crate::router::{Param, ParamSource, Target};
 use crate::sharding::ShardId;
 use crate::sql::{Analysis, StatementKind};
 
-/// Portal name used to make a backend fail the current batch on purpose.
-const ABORT_PORTAL: &str = "pgshard_abort_batch";
+/// Text of a statement that fails to parse: sent to make a backend fail the current
+/// batch on purpose (its error is swallowed), so the batch's implicit transaction rolls
+/// back as it would have in Postgres.
+const ABORT_STATEMENT: &str = "pgshard: abort batch";
 
-/// One collected client message.
+/// One collected client message. Statements are captured when the message arrives, so
+/// a later Close or re-Parse in the same batch cannot change what an earlier message
+/// refers to.
 enum Item {
     /// Parse of a client statement (already recorded in the session's statements)
-    Parse { name: String, frame: Frame },
+    Parse {
+        name: String,
+        stmt: ClientStmt,
+        frame: Frame,
+    },
     /// Bind from a client statement
     Bind {
         frame: Frame,
-        stmt: String,
+        name: String,
+        stmt: ClientStmt,
         rest_offset: usize,
     },
     /// Describe of a statement
-    DescribeStmt { name: String },
+    DescribeStmt { name: String, stmt: ClientStmt },
     /// Close of a statement: answered by the proxy
     CloseStmt,
     /// forwarded as is, with the reply it owes
@@ -53,14 +62,28 @@ enum Item {
     },
 }
 
+impl Item {
+    /// The statement kind this message is about, if it names a statement.
+    fn statement_kind(&self) -> Option<Option<StatementKind>> {
+        match self {
+            Item::Parse { stmt, .. }
+            | Item::Bind { stmt, .. }
+            | Item::DescribeStmt { stmt, .. } => Some(single_kind(&stmt.analysis)),
+            _ => None,
+        }
+    }
+}
+
 /// The messages collected since the last Sync.
 #[derive(Default)]
 pub(super) struct Batch {
     items: Vec<Item>,
     /// shard required by the Binds so far
     shard: Option<ShardId>,
-    /// a refusal: skip to Sync
+    /// an error was reported: the client's messages are dropped until Sync
     failed: bool,
+    /// the attached backend itself hit an error and skips to Sync (no need to abort it)
+    backend_skipping: bool,
     /// part of the batch was already flushed to the attached backend
     open: bool,
     /// kinds of the statements bound, in order (for transaction control and SET)
@@ -73,9 +96,20 @@ impl Batch {
         self.open
     }
 
+    /// True while the client's messages are being dropped until Sync.
+    pub(super) fn is_failed(&self) -> bool {
+        self.failed
+    }
+
     /// Forget everything (after Sync, or when the backend is lost).
     pub(super) fn close(&mut self) {
         *self = Batch::default();
+    }
+
+    /// Drop the client's messages until Sync.
+    pub(super) fn fail(&mut self) {
+        self.items.clear();
+        self.failed = true;
     }
 }
 
@@ -106,8 +140,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     param_types: Bytes::copy_from_slice(parse.param_types),
                 };
                 let name = parse.name.to_owned();
-                self.stmts.insert(name.clone(), stmt);
-                self.batch.items.push(Item::Parse { name, frame });
+                self.stmts.insert(name.clone(), stmt.clone());
+                self.batch.items.push(Item::Parse { name, stmt, frame });
             }
             b'B' => {
                 let bind = decode_bind(frame.body()).map_err(bad)?;
@@ -143,27 +177,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Some(kind) = kind {
                     self.batch.bound.push((kind, stmt.sql.clone()));
                 }
-                let stmt_name = bind.statement.to_owned();
+                let name = bind.statement.to_owned();
                 let rest_offset = bind.rest_offset;
                 self.batch.items.push(Item::Bind {
                     frame,
-                    stmt: stmt_name,
+                    name,
+                    stmt,
                     rest_offset,
                 });
             }
             b'D' => {
                 let target = decode_target(frame.body(), "Describe").map_err(bad)?;
                 if target.kind == b'S' {
-                    if !self.stmts.contains_key(target.name) {
+                    let Some(stmt) = self.stmts.get(target.name).cloned() else {
                         let name = target.name.to_owned();
                         self.fail_batch(ProxyError::error(
                             SqlState::INVALID_SQL_STATEMENT_NAME,
                             format!("prepared statement \"{name}\" does not exist"),
                         ));
                         return Ok(());
-                    }
+                    };
                     let name = target.name.to_owned();
-                    self.batch.items.push(Item::DescribeStmt { name });
+                    self.batch.items.push(Item::DescribeStmt { name, stmt });
                 } else {
                     self.batch.items.push(Item::Raw {
                         frame,
@@ -194,7 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             b'H' => {
-                if !self.batch.items.is_empty() {
+                if !self.batch.items.is_empty() && !self.batch.failed {
                     self.batch.items.push(Item::Raw {
                         frame,
                         expect: None,
@@ -247,25 +282,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sync is skipped.
     fn fail_batch(&mut self, err: ProxyError) {
         tracing::debug!(code = err.code.0, message = %err.message, "extended-protocol message refused");
-        // Replies the client is owed for messages before the refused one.
+        // Parse messages before the refused one are answered: the statements exist.
         for item in &self.batch.items {
             if matches!(item, Item::Parse { .. }) {
                 reply::parse_complete(&mut self.out);
             }
         }
         err.encode(&mut self.out);
-        self.batch.failed = true;
-        self.batch.items.clear();
+        self.batch.fail();
     }
 
     /// Flush (`sync = false`) or Sync (`sync = true`) the batch.
     async fn send_batch(&mut self, sync: bool) -> Result<(), SessionEnd> {
         if self.batch.failed {
-            return self.finish_failed_batch().await;
+            return if sync {
+                self.finish_failed_batch().await
+            } else {
+                Ok(())
+            };
         }
         let attached = matches!(self.txn, Txn::Attached { .. });
+        if !attached && self.batch.items.is_empty() && !self.batch.open {
+            // Nothing for a backend (a lone Sync, or the end of a batch the proxy
+            // answered itself).
+            if sync {
+                self.batch.close();
+                self.ready();
+            }
+            return Ok(());
+        }
         if !attached && self.is_transaction_control_batch() {
-            self.answer_transaction_control().await;
+            self.answer_transaction_control(sync).await;
             return Ok(());
         }
         if matches!(self.txn, Txn::Aborted { .. }) {
@@ -302,6 +349,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut conn = match self.attach(shard, &mut queue).await {
             Ok(conn) => conn,
             Err(e) => {
+                if let Some(parked) = parked {
+                    self.txn = parked;
+                }
                 self.fail_batch(e);
                 return if sync {
                     self.finish_failed_batch().await
@@ -317,20 +367,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut untracked = false;
         for item in items {
             match item {
-                Item::Parse { name, frame } => {
-                    let Some(stmt) = self.stmts.get(&name) else {
-                        continue;
-                    };
+                Item::Parse { name, stmt, frame } => {
                     changes_settings |= touches_settings(&stmt.analysis);
+                    let client = Some(name.clone());
                     if name.is_empty() {
                         buf.extend_from_slice(frame.as_bytes());
                         queue.push_back(Expect::Parse {
                             fwd: true,
                             cache: None,
+                            client,
                         });
                         unnamed_ready = true;
                     } else if conn.prepared.contains(&stmt.hash) {
-                        queue.push_back(Expect::SynthParse);
+                        queue.push_back(Expect::SynthParse { client });
                     } else {
                         encode_parse(
                             &server_name(stmt.hash),
@@ -342,42 +391,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         queue.push_back(Expect::Parse {
                             fwd: true,
                             cache: Some(stmt.hash),
+                            client,
                         });
                     }
                 }
                 Item::Bind {
                     frame,
+                    name,
                     stmt,
                     rest_offset,
                 } => {
-                    let Some(s) = self.stmts.get(&stmt) else {
-                        continue;
-                    };
-                    changes_settings |= touches_settings(&s.analysis);
-                    untracked |= leaves_untracked_state(&s.analysis);
-                    let name = ensure_prepared(
+                    changes_settings |= touches_settings(&stmt.analysis);
+                    untracked |= leaves_untracked_state(&stmt.analysis)
+                        || touches_settings(&stmt.analysis)
+                            && super::settings::sets_sticky_state(&stmt.sql.to_ascii_lowercase());
+                    let server = ensure_prepared(
                         &mut conn,
+                        &name,
                         &stmt,
-                        s,
                         &mut unnamed_ready,
                         &mut buf,
                         &mut queue,
                     );
-                    if stmt.is_empty() {
+                    if name.is_empty() {
                         buf.extend_from_slice(frame.as_bytes());
                     } else {
-                        encode_bind_renamed(&frame, &name, rest_offset, &mut buf);
+                        encode_bind_renamed(&frame, &server, rest_offset, &mut buf);
                     }
                     queue.push_back(Expect::Bind);
                 }
-                Item::DescribeStmt { name } => {
-                    let Some(s) = self.stmts.get(&name) else {
-                        continue;
-                    };
+                Item::DescribeStmt { name, stmt } => {
                     let server = ensure_prepared(
                         &mut conn,
                         &name,
-                        s,
+                        &stmt,
                         &mut unnamed_ready,
                         &mut buf,
                         &mut queue,
@@ -408,10 +455,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.batch.open = !sync;
         let bound = std::mem::take(&mut self.batch.bound);
         let outcome = self.exchange(conn, queue).await?;
+        for name in &outcome.failed_parses {
+            self.stmts.remove(name);
+        }
         if let Some(parked) = parked {
-            if matches!(self.txn, Txn::Idle) {
-                self.txn = parked;
-            }
+            self.txn = match (&self.txn, outcome.saw_error) {
+                // A failed prepare inside the transaction aborts it, as in Postgres.
+                (Txn::Idle, true) => Txn::Aborted { conn: None },
+                (Txn::Idle, false) => parked,
+                _ => std::mem::replace(&mut self.txn, Txn::Idle),
+            };
             // The ReadyForQuery relayed for the describe said idle; the client is in a
             // transaction block. Patch the status byte it will read.
             if let Some(last) = self.out.last_mut() {
@@ -429,27 +482,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         } else {
             self.batch.bound = bound;
+            if outcome.skipping {
+                // The backend now ignores everything until Sync; so does the proxy.
+                self.batch.fail();
+                self.batch.backend_skipping = true;
+            }
         }
         Ok(())
     }
 
-    /// Sync after a refusal: make the backend (if any part of the batch reached one)
+    /// Sync after an error: make the backend (if any part of the batch reached one)
     /// fail too, so the batch's implicit transaction rolls back as Postgres would, then
     /// end with ReadyForQuery.
     async fn finish_failed_batch(&mut self) -> Result<(), SessionEnd> {
+        let backend_skipping = self.batch.backend_skipping;
         self.batch.close();
         match std::mem::replace(&mut self.txn, Txn::Idle) {
             Txn::Attached { mut conn } => {
                 let mut buf = BytesMut::new();
-                let _ = postgres_protocol::message::frontend::execute(ABORT_PORTAL, 0, &mut buf);
+                let mut queue = VecDeque::new();
+                if !backend_skipping {
+                    encode_parse("", ABORT_STATEMENT, &[], &mut buf);
+                    queue.push_back(Expect::Abort);
+                }
                 buf.extend_from_slice(b"S\0\0\0\x04");
+                queue.push_back(Expect::Sync { fwd: true });
                 conn.queue(&buf);
-                let queue = VecDeque::from([Expect::Execute, Expect::Sync { fwd: true }]);
-                // The backend's "portal does not exist" error is the proxy's own doing:
-                // drop it from the output, keep everything else.
-                let mark = self.out.len();
-                let outcome = self.exchange(conn, queue).await?;
-                strip_first_error_after(&mut self.out, mark, outcome.saw_error);
+                self.exchange(conn, queue).await?;
             }
             other => {
                 self.txn = other;
@@ -460,26 +519,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// A batch whose bound statements are all BEGIN/COMMIT/ROLLBACK, with no backend
-    /// attached: pgshard answers it itself, as for the simple protocol.
+    /// A batch about BEGIN/COMMIT/ROLLBACK only, with no backend attached: pgshard
+    /// answers it itself, as for the simple protocol. Every statement the batch names
+    /// must be transaction control, or the answers would describe the wrong statement.
     fn is_transaction_control_batch(&self) -> bool {
-        !self.batch.bound.is_empty()
-            && self.batch.bound.iter().all(|(k, _)| {
-                matches!(
-                    k,
-                    StatementKind::Begin | StatementKind::Commit | StatementKind::Rollback
-                )
-            })
-            && self
-                .batch
-                .items
-                .iter()
-                .filter(|i| matches!(i, Item::Bind { .. }))
-                .count()
-                == self.batch.bound.len()
+        let mut named = 0;
+        for item in &self.batch.items {
+            match item.statement_kind() {
+                Some(Some(
+                    StatementKind::Begin | StatementKind::Commit | StatementKind::Rollback,
+                )) => named += 1,
+                Some(_) => return false,
+                None => {}
+            }
+        }
+        named > 0 && !self.batch.bound.is_empty()
     }
 
-    async fn answer_transaction_control(&mut self) {
+    async fn answer_transaction_control(&mut self, sync: bool) {
         let items = std::mem::take(&mut self.batch.items);
         let mut bound = std::mem::take(&mut self.batch.bound).into_iter();
         let mut current: Option<(StatementKind, Arc<str>)> = None;
@@ -507,8 +564,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 },
             }
         }
-        self.batch.close();
-        self.ready();
+        if sync {
+            self.batch.close();
+            self.ready();
+        }
     }
 
     /// The effect and CommandComplete of BEGIN/COMMIT/ROLLBACK without a backend.
@@ -620,6 +679,7 @@ fn ensure_prepared(
             queue.push_back(Expect::Parse {
                 fwd: false,
                 cache: None,
+                client: None,
             });
             *unnamed_ready = true;
         }
@@ -631,6 +691,7 @@ fn ensure_prepared(
         queue.push_back(Expect::Parse {
             fwd: false,
             cache: Some(stmt.hash),
+            client: None,
         });
     }
     server
@@ -685,23 +746,4 @@ fn encode_describe_statement(name: &str, buf: &mut BytesMut) {
     buf.put_u8(b'S');
     buf.put_slice(name.as_bytes());
     buf.put_u8(0);
-}
-
-/// Remove the first ErrorResponse written at or after `mark` (the deliberate abort).
-fn strip_first_error_after(out: &mut BytesMut, mark: usize, saw_error: bool) {
-    if !saw_error {
-        return;
-    }
-    let mut pos = mark;
-    while pos + 5 <= out.len() {
-        let len =
-            i32::from_be_bytes([out[pos + 1], out[pos + 2], out[pos + 3], out[pos + 4]]) as usize;
-        if out[pos] == b'E' {
-            let tail = out.split_off(pos + len + 1);
-            out.truncate(pos);
-            out.unsplit(tail);
-            return;
-        }
-        pos += len + 1;
-    }
 }

@@ -61,6 +61,9 @@ pub struct Session<S> {
     batch: extended::Batch,
     settings: Settings,
     user: String,
+    /// a deferred BEGIN was sent with the statement being relayed: if the backend fails
+    /// now, the client was inside a transaction
+    begin_in_flight: bool,
 }
 
 /// Serve one client connection to the end.
@@ -75,6 +78,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         batch: extended::Batch::default(),
         settings: Settings::default(),
         user: String::new(),
+        begin_in_flight: false,
     };
     let end = match session.startup().await {
         Ok(()) => session.serve().await,
@@ -112,6 +116,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(ClientError::Io(_)) => return SessionEnd::ClientGone,
             };
             let result = match frame.tag() {
+                // After an error in the extended protocol everything up to Sync is
+                // dropped, simple queries included, as Postgres does.
+                b'Q' | b'F' if self.batch.is_failed() => Ok(()),
                 b'Q' => self.on_query(frame).await,
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => self.on_extended(frame).await,
                 b'F' => self.on_function_call(frame).await,
@@ -138,7 +145,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// not reusable and is closed by [`Pools::release`], which rolls it back server-side.
     fn finish(&mut self) {
         match std::mem::replace(&mut self.txn, Txn::Idle) {
-            Txn::Attached { conn } | Txn::Aborted { conn: Some(conn) } => Pools::release(conn),
+            Txn::Attached { mut conn }
+            | Txn::Aborted {
+                conn: Some(mut conn),
+            } => {
+                if self.batch.is_open() {
+                    // The backend is inside the batch's implicit transaction (or skipping
+                    // to Sync) even though its last ReadyForQuery said idle.
+                    conn.broken = true;
+                }
+                Pools::release(conn)
+            }
             _ => {}
         }
     }
@@ -270,6 +287,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Queue what a connection needs before serving this client: its settings.
     fn prepare_conn(&self, conn: &mut PooledConn, queue: &mut VecDeque<Expect>) {
+        if self.settings.is_sticky() {
+            // role / session authorization survive RESET ALL: never pool this one again
+            conn.retire = true;
+        }
         if conn.settings_sig == self.settings.sig() {
             return;
         }
@@ -308,6 +329,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let _ = postgres_protocol::message::frontend::query(&begin, &mut buf);
                 conn.queue(&buf);
                 queue.push_back(Expect::Query { fwd: false });
+                self.begin_in_flight = true;
                 Ok(conn)
             }
             Txn::Idle => {
@@ -335,10 +357,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         match result {
             Ok(outcome) => {
+                self.begin_in_flight = false;
                 self.settle(conn);
                 Ok(outcome)
             }
             Err(RelayError::Client(_)) => {
+                self.begin_in_flight = false;
                 conn.broken = true;
                 Pools::release(conn);
                 Err(SessionEnd::ClientGone)
@@ -346,8 +370,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(RelayError::Backend(e)) => {
                 let name = self.shared.pools.shard_name(conn.shard).to_owned();
                 tracing::warn!(shard = %name, error = %e, "backend connection failed mid-statement");
-                let was_in_txn =
-                    conn.status != TxnStatus::Idle || matches!(self.txn, Txn::Deferred { .. });
+                let was_in_txn = conn.status != TxnStatus::Idle || self.begin_in_flight;
+                self.begin_in_flight = false;
                 conn.broken = true;
                 Pools::release(conn);
                 ProxyError::shard_unavailable(&name, format!("connection lost: {e}"))
@@ -363,8 +387,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .any(|e| matches!(e, Expect::Query { fwd: true } | Expect::Sync { fwd: true }))
                 {
                     self.ready();
+                } else {
+                    // A flushed batch: the client's messages up to its Sync are dropped.
+                    self.batch.fail();
                 }
-                Ok(RelayOutcome { saw_error: true })
+                Ok(RelayOutcome {
+                    saw_error: true,
+                    ..RelayOutcome::default()
+                })
             }
         }
     }

@@ -34,6 +34,8 @@ pub enum Expect {
         fwd: bool,
         /// statement hash to remember on this connection
         cache: Option<u64>,
+        /// the client statement this Parse creates: forgotten again if it fails
+        client: Option<String>,
     },
     /// BindComplete
     Bind,
@@ -51,8 +53,15 @@ pub enum Expect {
         /// forward to the client
         fwd: bool,
     },
-    /// the proxy answers ParseComplete itself, in order
-    SynthParse,
+    /// the proxy answers ParseComplete itself, in order (unless an earlier error makes
+    /// the backend skip the batch: then the client statement is forgotten)
+    SynthParse {
+        /// the client statement the Parse created
+        client: Option<String>,
+    },
+    /// a message the proxy sent to fail the batch on purpose: its ErrorResponse is
+    /// swallowed
+    Abort,
     /// the proxy answers CloseComplete itself, in order
     SynthClose,
 }
@@ -68,10 +77,15 @@ impl Expect {
 }
 
 /// How a relay ended.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RelayOutcome {
     /// an ErrorResponse was relayed
     pub saw_error: bool,
+    /// after an extended-protocol error the backend skips to the next Sync, and no Sync
+    /// was sent yet (the batch ended with Flush)
+    pub skipping: bool,
+    /// client statements whose Parse failed or was skipped by the backend
+    pub failed_parses: Vec<String>,
 }
 
 /// Why a relay stopped early.
@@ -98,7 +112,7 @@ pub async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         while let Some(front) = queue.front() {
             match front {
-                Expect::SynthParse => reply::parse_complete(out),
+                Expect::SynthParse { .. } => reply::parse_complete(out),
                 Expect::SynthClose => reply::close_complete(out),
                 _ => break,
             }
@@ -117,18 +131,31 @@ pub async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         let fwd = queue.front().is_some_and(Expect::forwards);
         match frame.tag() {
             b'E' => {
-                outcome.saw_error = true;
-                out.extend_from_slice(frame.as_bytes());
+                let deliberate = matches!(queue.front(), Some(Expect::Abort));
+                if !deliberate {
+                    outcome.saw_error = true;
+                    out.extend_from_slice(frame.as_bytes());
+                }
                 if !matches!(queue.front(), Some(Expect::Query { .. })) {
                     // The backend now ignores everything up to the next Sync.
+                    outcome.skipping = true;
                     while let Some(front) = queue.front() {
                         if matches!(front, Expect::Sync { .. }) {
+                            outcome.skipping = false;
                             break;
                         }
-                        if let Expect::Parse { cache: Some(h), .. } = front {
-                            conn.prepared.remove(h);
+                        match queue.pop_front() {
+                            Some(Expect::Parse { cache, client, .. }) => {
+                                if let Some(h) = cache {
+                                    conn.prepared.remove(&h);
+                                }
+                                outcome.failed_parses.extend(client);
+                            }
+                            Some(Expect::SynthParse { client }) => {
+                                outcome.failed_parses.extend(client)
+                            }
+                            _ => {}
                         }
-                        queue.pop_front();
                     }
                 }
             }
@@ -149,7 +176,7 @@ pub async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             b'1' => match queue.pop_front() {
-                Some(Expect::Parse { fwd, cache }) => {
+                Some(Expect::Parse { fwd, cache, .. }) => {
                     if let Some(h) = cache {
                         conn.prepared.insert(h);
                     }
@@ -191,10 +218,13 @@ pub async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
             }
             b'G' => {
                 out.extend_from_slice(frame.as_bytes());
+                // In the extended protocol the batch's Sync reached the backend during
+                // COPY and was ignored; the client sends another after CopyDone.
+                let extended = matches!(queue.front(), Some(Expect::Execute));
                 match client.as_deref_mut() {
                     Some(client) => {
                         client.send(out).await.map_err(ClientError::Io)?;
-                        copy_in(conn, client).await?;
+                        copy_in(conn, client, extended).await?;
                     }
                     None => {
                         // Broadcast statements never COPY; abort it on the backend.
@@ -222,11 +252,14 @@ pub async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// COPY FROM STDIN: pass the client's CopyData through until CopyDone or CopyFail.
+/// COPY FROM STDIN: pass the client's CopyData through until CopyDone or CopyFail (and,
+/// for a COPY started by the extended protocol, the Sync that follows it).
 async fn copy_in<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn,
     client: &mut ClientIo<S>,
+    extended: bool,
 ) -> Result<(), RelayError> {
+    let mut done = false;
     loop {
         let frame = match client.read_frame().await {
             Ok(Some(frame)) => frame,
@@ -244,19 +277,24 @@ async fn copy_in<S: AsyncRead + AsyncWrite + Unpin>(
         };
         conn.queue(frame.as_bytes());
         match frame.tag() {
-            b'c' | b'f' => {
+            b'c' | b'f' if !extended => {
                 conn.flush().await?;
                 return Ok(());
             }
-            b'd' | b'H' | b'S' => {
-                if !client.has_buffered_frame() {
-                    conn.flush().await?;
-                }
+            b'c' | b'f' => done = true,
+            b'S' if done => {
+                conn.flush().await?;
+                return Ok(());
             }
+            b'd' | b'H' | b'S' => {}
+            _ if done => {}
             _ => {
                 conn.flush().await?;
                 return Ok(());
             }
+        }
+        if !client.has_buffered_frame() {
+            conn.flush().await?;
         }
     }
 }

@@ -21,27 +21,72 @@ const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 pub struct Settings {
     statements: Vec<String>,
     sig: u64,
+    /// some statement sets what `RESET ALL` does not undo (role, session
+    /// authorization): connections that ran them must never serve another client
+    sticky: bool,
+}
+
+/// Why a startup packet's `options` cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported startup option \"{0}\": pgshard accepts only -c name=value and --name=value")]
+pub struct OptionsError(pub String);
+
+/// `name=value` pairs from the `options` startup parameter (`-c a=b --c=d`).
+pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, OptionsError> {
+    let mut out = Vec::new();
+    let mut words = options.split_whitespace();
+    while let Some(word) = words.next() {
+        let pair = if word == "-c" {
+            words.next().ok_or_else(|| OptionsError(word.to_owned()))?
+        } else if let Some(rest) = word.strip_prefix("-c").or_else(|| word.strip_prefix("--")) {
+            rest
+        } else {
+            return Err(OptionsError(word.to_owned()));
+        };
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| OptionsError(word.to_owned()))?;
+        out.push((name.replace('-', "_"), value.to_owned()));
+    }
+    Ok(out)
 }
 
 impl Settings {
-    /// Settings from the startup packet (application_name, DateStyle, TimeZone…).
-    pub fn from_startup(params: &[(String, String)]) -> Settings {
+    /// Settings from the startup packet (application_name, DateStyle, TimeZone…, and
+    /// `-c name=value` pairs of `options`). Values are applied with `set_config`, which
+    /// reads them exactly as the startup packet would (lists such as `search_path`
+    /// included).
+    pub fn from_startup(params: &[(String, String)]) -> Result<Settings, OptionsError> {
         let mut s = Settings::default();
+        let mut pairs: Vec<(String, String)> = Vec::new();
         for (name, value) in params {
+            if name == "options" {
+                pairs.extend(parse_options(value)?);
+                continue;
+            }
             if NOT_SETTINGS.contains(&name.as_str()) || name.starts_with("_pq_.") {
                 continue;
             }
             if name == "client_encoding" && value.eq_ignore_ascii_case("utf8") {
                 continue; // every backend connection already uses UTF8
             }
+            pairs.push((name.clone(), value.clone()));
+        }
+        for (name, value) in pairs {
+            s.sticky |= is_sticky_name(&name);
             s.statements.push(format!(
-                "SET {} = {}",
-                quote_ident(name),
-                quote_literal(value)
+                "SELECT pg_catalog.set_config({}, {}, false)",
+                quote_literal(&name),
+                quote_literal(&value)
             ));
         }
         s.recompute();
-        s
+        Ok(s)
+    }
+
+    /// True when a connection that applied these settings must be closed after use.
+    pub fn is_sticky(&self) -> bool {
+        self.sticky
     }
 
     /// Record a session-level SET/RESET that succeeded outside a transaction block.
@@ -50,6 +95,7 @@ impl Settings {
         if lowered == "reset all" || lowered.starts_with("discard all") {
             self.statements.clear();
         } else {
+            self.sticky |= sets_sticky_state(&lowered);
             self.statements.push(sql.to_owned());
         }
         self.recompute();
@@ -77,6 +123,17 @@ impl Settings {
     }
 }
 
+/// Settings `RESET ALL` leaves alone.
+fn is_sticky_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "role" || name == "session_authorization"
+}
+
+/// Whether a (lower-cased) SET statement changes role or session authorization.
+pub fn sets_sticky_state(lowered_sql: &str) -> bool {
+    lowered_sql.contains("role") || lowered_sql.contains("authorization")
+}
+
 /// Quote an identifier for SQL.
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -92,15 +149,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn startup_params_become_set_statements() {
+    fn startup_params_become_set_config_calls() {
         let s = Settings::from_startup(&[
             ("user".into(), "app".into()),
             ("application_name".into(), "it's".into()),
             ("client_encoding".into(), "UTF8".into()),
-        ]);
-        assert_eq!(s.statements(), ["SET \"application_name\" = 'it''s'"]);
+            (
+                "options".into(),
+                "-c search_path=a,public --statement-timeout=5s".into(),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.statements(),
+            [
+                "SELECT pg_catalog.set_config('application_name', 'it''s', false)",
+                "SELECT pg_catalog.set_config('search_path', 'a,public', false)",
+                "SELECT pg_catalog.set_config('statement_timeout', '5s', false)",
+            ]
+        );
         assert_ne!(s.sig(), 0);
-        assert_eq!(Settings::from_startup(&[]).sig(), 0);
+        assert!(!s.is_sticky());
+        assert_eq!(Settings::from_startup(&[]).unwrap().sig(), 0);
+        assert!(Settings::from_startup(&[("options".into(), "-d 5".into())]).is_err());
+        assert!(
+            Settings::from_startup(&[("options".into(), "-c role=x".into())])
+                .unwrap()
+                .is_sticky()
+        );
+    }
+
+    #[test]
+    fn set_role_is_sticky() {
+        let mut s = Settings::default();
+        s.record("SET ROLE reporting");
+        assert!(s.is_sticky());
     }
 
     #[test]

@@ -109,7 +109,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // connection starts from a reset.
             conn.settings_sig = UNKNOWN_SIG;
         }
-        if leaves_untracked_state(&analysis) || matches!(route.target, Target::All) {
+        if leaves_untracked_state(&analysis)
+            || matches!(route.target, Target::All)
+            || super::settings::sets_sticky_state(&sql.to_ascii_lowercase())
+                && touches_settings(&analysis)
+        {
             conn.retire = true;
         }
         conn.queue(frame.as_bytes());

@@ -108,7 +108,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             )));
         }
         self.user = user;
-        self.settings = Settings::from_startup(&params);
+        self.settings = Settings::from_startup(&params).map_err(|e| {
+            SessionEnd::Fatal(ProxyError::fatal(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                e.to_string(),
+            ))
+        })?;
         reply::auth_ok(&mut self.out);
         let server_params = self.server_params().await;
         for (name, value) in server_params.iter() {
