@@ -247,10 +247,16 @@ impl BackendConn {
         len >= 4 && self.rbuf.len() > len as usize
     }
 
-    /// Whether this connection can be handed to another client: last ReadyForQuery said
-    /// idle, nothing unread, no error seen, and the server has not closed it meanwhile.
+    /// Whether this connection may go back to the pool: the last ReadyForQuery said
+    /// idle, nothing is left unread, and nothing marked it broken or retired.
+    pub fn is_clean(&self) -> bool {
+        !self.broken && !self.retire && self.status == TxnStatus::Idle && self.rbuf.is_empty()
+    }
+
+    /// [`is_clean`](Self::is_clean), and the server has not closed it meanwhile: checked
+    /// when a pooled connection is handed out again.
     pub fn is_reusable(&self) -> bool {
-        if self.broken || self.retire || self.status != TxnStatus::Idle || !self.rbuf.is_empty() {
+        if !self.is_clean() {
             return false;
         }
         // An idle server only speaks up to say goodbye (admin shutdown, idle timeout):

@@ -1,7 +1,7 @@
 //! Per-shard pools of [`BackendConn`] on deadpool's managed pool.
 //!
 //! deadpool only runs `recycle` on checkout, so the session decides at release time:
-//! a connection goes back only when [`BackendConn::is_reusable`]; otherwise it is taken
+//! a connection goes back only when [`BackendConn::is_clean`]; otherwise it is taken
 //! out of the pool and dropped (closing the socket), freeing its slot for a fresh one.
 
 use std::sync::Arc;
@@ -96,7 +96,7 @@ impl Pools {
 
     /// Give a connection back: into the pool when reusable, otherwise closed.
     pub fn release(conn: PooledConn) {
-        if !conn.is_reusable() {
+        if !conn.is_clean() {
             let conn = Object::take(conn);
             tracing::debug!(shard = conn.shard, status = ?conn.status, broken = conn.broken,
                 "discarding backend connection that is not clean");

@@ -237,12 +237,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         );
         let shard = self.shared.map.load().default_shard;
         let mut conn = self.checkout(shard).await?;
+        // The client's settings (search_path above all) decide which table the name means.
+        let mut queue = VecDeque::new();
+        self.prepare_conn(&mut conn, &mut queue);
         let mut q = BytesMut::new();
         postgres_protocol::message::frontend::query(&sql, &mut q)
             .map_err(|e| ProxyError::error(SqlState::INTERNAL_ERROR, e.to_string()))?;
         conn.queue(&q);
         let mut scratch = BytesMut::new();
-        let mut queue = VecDeque::from([Expect::Query { fwd: true }]);
+        queue.push_back(Expect::Query { fwd: true });
         let result = async {
             conn.flush().await?;
             relay::<S>(&mut conn, &mut queue, &mut scratch, None).await
