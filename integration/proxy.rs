@@ -681,3 +681,40 @@ async fn session_settings_follow_their_client_and_never_leak() {
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_to_savepoint_recovers_from_a_refused_statement() {
+    let (cluster, proxy, map) = setup(2).await;
+    let client = proxy.client().await;
+    client.batch_execute(CREATE_ACCOUNTS).await.unwrap();
+    let on0: Vec<i64> = (1..).filter(|k| shard_of(&map, *k) == 0).take(2).collect();
+    let on1: i64 = (1..).find(|k| shard_of(&map, *k) == 1).unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute("INSERT INTO accounts (aid) VALUES ($1)", &[&on0[0]])
+        .await
+        .unwrap();
+    client.batch_execute("SAVEPOINT sp").await.unwrap();
+    let err = client
+        .execute("INSERT INTO accounts (aid) VALUES ($1)", &[&on1])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+    client
+        .batch_execute("ROLLBACK TO SAVEPOINT sp")
+        .await
+        .unwrap();
+    client
+        .execute("INSERT INTO accounts (aid) VALUES ($1)", &[&on0[1]])
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        scalar(&cluster, 0, "SELECT count(*) FROM accounts").await,
+        2
+    );
+    assert_eq!(
+        scalar(&cluster, 1, "SELECT count(*) FROM accounts").await,
+        0
+    );
+}

@@ -94,6 +94,9 @@ impl Settings {
         let lowered = sql.trim().trim_end_matches(';').trim().to_ascii_lowercase();
         if lowered == "reset all" || lowered.starts_with("discard all") {
             self.statements.clear();
+            self.sticky = false;
+        } else if lowered.starts_with("discard") {
+            // DISCARD PLANS / TEMP / SEQUENCES: nothing to replay
         } else {
             self.sticky |= sets_sticky_state(&lowered);
             self.statements.push(sql.to_owned());

@@ -119,7 +119,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         conn.queue(frame.as_bytes());
         queue.push_back(Expect::Query { fwd: true });
         let outcome = self.exchange(conn, queue).await?;
-        if matches!(kind, Some(StatementKind::Set { local: false }))
+        let resets_session = matches!(kind, Some(StatementKind::Other))
+            && sql
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("discard all");
+        if (matches!(kind, Some(StatementKind::Set { local: false })) || resets_session)
             && !outcome.saw_error
             && !self.txn.in_block()
         {
@@ -192,6 +197,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 self.txn = Txn::Idle;
                 reply::command_complete("ROLLBACK", &mut self.out);
+            }
+            (StatementKind::Savepoint, Txn::Aborted { conn: Some(_) })
+                if sql
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("rollback") =>
+            {
+                // pgshard refused a statement, the backend's transaction is intact:
+                // ROLLBACK TO SAVEPOINT recovers it there, as it would in Postgres.
+                if let Txn::Aborted { conn: Some(conn) } =
+                    std::mem::replace(&mut self.txn, Txn::Idle)
+                {
+                    self.txn = Txn::Attached { conn };
+                }
+                return Ok(false);
             }
             (_, Txn::Aborted { .. }) => {
                 self.refuse(ProxyError::in_failed_transaction());
