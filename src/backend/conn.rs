@@ -80,6 +80,9 @@ impl BackendConn {
             ("database", cfg.dbname.as_str()),
             ("application_name", "pgshard"),
             ("client_encoding", "UTF8"),
+            // pgshard parses string literals with this on; a role or database default
+            // of off must not apply to its connections
+            ("standard_conforming_strings", "on"),
         ];
         frontend::startup_message(params.iter().copied(), &mut conn.wbuf)?;
         conn.flush().await?;

@@ -41,6 +41,11 @@ pub enum Reason {
     },
     /// no sharded table is named
     NoShardedTable,
+    /// an unsharded table is named: its rows live on the default shard
+    UnshardedTable {
+        /// the table
+        table: String,
+    },
     /// schema change: runs on every shard
     Ddl,
     /// transaction control or session statement
@@ -58,6 +63,12 @@ impl fmt::Display for Reason {
                 slot,
             } => write!(f, "{table}.{column} = value in slot {slot}"),
             Reason::NoShardedTable => f.write_str("no sharded table"),
+            Reason::UnshardedTable { table } => {
+                write!(
+                    f,
+                    "table \"{table}\" is not sharded: it lives on the default shard"
+                )
+            }
             Reason::Ddl => f.write_str("DDL: broadcast to all shards"),
             Reason::Session => f.write_str("transaction or session statement"),
             Reason::UnparsedNoShardedTable => {
@@ -192,18 +203,18 @@ pub enum Param<'a> {
     Text(&'a [u8]),
     /// binary format bytes
     Binary(&'a [u8]),
-    /// a binary value the client declared as a type whose bytes cannot be read as a key
-    /// (e.g. float8 for a bigint key): routing it would guess, so it is refused
-    ForeignBinary {
-        /// the declared type OID
-        oid: u32,
-    },
 }
 
 /// Parameter values for `$n` (1-based).
 pub trait ParamSource {
     /// the value of `$n`, or None if not supplied
     fn param(&self, n: usize) -> Option<Param<'_>>;
+
+    /// the type OID the client declared for `$n` in Parse (0 = unspecified, the server
+    /// infers it from the statement)
+    fn param_type(&self, _n: usize) -> u32 {
+        0
+    }
 }
 
 /// No parameters (simple query protocol).
@@ -251,6 +262,16 @@ pub fn route(
     map: &ShardMap,
     unparsed: UnparsedPolicy,
 ) -> Result<Route, RouteError> {
+    if changes_string_syntax(input.sql) {
+        return Err(RouteError::Unsupported {
+            what: "changing standard_conforming_strings (pgshard reads string literals with it on, as every shard does)".to_owned(),
+        });
+    }
+    if changes_encoding(input.sql) {
+        return Err(RouteError::Unsupported {
+            what: "a client_encoding other than UTF8 or SQL_ASCII (pgshard hashes keys as the bytes the shards store)".to_owned(),
+        });
+    }
     let statements = match input.analysis {
         Analysis::Parsed(statements) => statements,
         Analysis::Unparsed { error } => return unparsed::route(input.sql, error, map, unparsed),
@@ -270,6 +291,36 @@ pub fn route(
 }
 
 /// Two statements of one query string: where can both run?
+/// Whether a statement may turn `standard_conforming_strings` off: with it off, a
+/// backslash in a string literal escapes the quote, and the text would no longer mean
+/// what pgshard's parser read. Anything but SHOW that mentions it is refused.
+fn changes_string_syntax(sql: &str) -> bool {
+    const NAME: &[u8] = b"standard_conforming_strings";
+    let bytes = sql.as_bytes();
+    if bytes.len() < NAME.len()
+        || !bytes
+            .windows(NAME.len())
+            .any(|w| w.eq_ignore_ascii_case(NAME))
+    {
+        return false;
+    }
+    !sql.trim_start()
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("show"))
+}
+
+/// Whether a statement sets a client encoding other than UTF8/SQL_ASCII: with another
+/// encoding the server converts text before storing it, so the key bytes pgshard hashes
+/// would differ from the stored ones.
+fn changes_encoding(sql: &str) -> bool {
+    let lowered = sql.trim_start().to_ascii_lowercase();
+    let sets = lowered.contains("client_encoding") || lowered.starts_with("set names");
+    sets && !lowered.starts_with("show")
+        && !["utf8", "utf-8", "unicode", "sql_ascii"]
+            .iter()
+            .any(|ok| lowered.contains(ok))
+}
+
 fn combine(prev: Route, next: Route, map: &ShardMap) -> Result<Route, RouteError> {
     match (prev.target, next.target) {
         (_, Target::Any) => Ok(prev),

@@ -1,8 +1,8 @@
 //! Routing of one analysed statement.
 
 use crate::config::{ShardMap, TableRule};
-use crate::sharding::{KeyError, KeyValue, ShardId};
-use crate::sql::{Role, Statement, StatementKind, TableOccurrence, ValueExpr};
+use crate::sharding::{KeyError, KeyType, KeyValue, ShardId};
+use crate::sql::{Role, Statement, StatementKind, TableOccurrence, ValueExpr, ValueType};
 
 use super::{Param, Reason, Route, RouteError, RouteInput, Target};
 
@@ -35,7 +35,10 @@ pub(super) fn route(
                 "COPY of sharded table \"{}\" (yet)",
                 t.name
             ))),
-            None => Ok(route_to(Target::Any, Reason::NoShardedTable)),
+            None => Ok(match unsharded_table(st, map) {
+                Some(table) => on_default_shard(table, map),
+                None => route_to(Target::Any, Reason::NoShardedTable),
+            }),
         },
         StatementKind::SqlPrepared => match sharded() {
             Some(t) => Err(unsupported(format!(
@@ -50,7 +53,10 @@ pub(super) fn route(
                 None => format!("{} on sharded table \"{}\"", st.command, t.name),
             })),
             None if st.tables.is_empty() => Ok(route_to(Target::Any, Reason::Session)),
-            None => Ok(route_to(Target::Any, Reason::NoShardedTable)),
+            None => Ok(match unsharded_table(st, map) {
+                Some(table) => on_default_shard(table, map),
+                None => route_to(Target::Any, Reason::NoShardedTable),
+            }),
         },
         StatementKind::Select
         | StatementKind::Insert
@@ -108,8 +114,21 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
             }
         }
     }
-    Ok(match chosen {
-        Some(p) => route_to(
+    let unsharded = unsharded_table(st, map);
+    Ok(match (chosen, unsharded) {
+        (Some(p), Some(table)) if p.shard != map.default_shard => {
+            return Err(RouteError::CrossShard {
+                detail: format!(
+                    "{}.{} in slot {} is on shard {}, but table \"{table}\" is not sharded and lives on the default shard {}",
+                    p.table,
+                    p.column,
+                    p.slot,
+                    map.shard_name(p.shard),
+                    map.shard_name(map.default_shard)
+                ),
+            });
+        }
+        (Some(p), _) => route_to(
             Target::One(p.shard),
             Reason::ShardKey {
                 table: p.table.to_owned(),
@@ -117,8 +136,40 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
                 slot: p.slot,
             },
         ),
-        None => route_to(Target::Any, Reason::NoShardedTable),
+        (None, Some(table)) => on_default_shard(table, map),
+        (None, None) => route_to(Target::Any, Reason::NoShardedTable),
     })
+}
+
+/// The first table the statement uses that is neither sharded nor a system catalog:
+/// its rows live on the default shard only (DDL creates it everywhere, data goes to the
+/// default shard).
+fn unsharded_table<'s>(st: &'s Statement, map: &ShardMap) -> Option<&'s str> {
+    st.tables
+        .iter()
+        .find(|t| {
+            map.table(&t.name).is_none()
+                && !st.cte_names.contains(&t.name)
+                && !is_catalog(t.schema.as_deref(), &t.name)
+        })
+        .map(|t| t.name.as_str())
+}
+
+/// System catalogs and views: the same on every shard, any shard may answer.
+fn is_catalog(schema: Option<&str>, name: &str) -> bool {
+    match schema {
+        Some(s) => s == "pg_catalog" || s == "information_schema",
+        None => name.starts_with("pg_"),
+    }
+}
+
+fn on_default_shard(table: &str, map: &ShardMap) -> Route {
+    route_to(
+        Target::One(map.default_shard),
+        Reason::UnshardedTable {
+            table: table.to_owned(),
+        },
+    )
 }
 
 /// Pin by the key of every INSERT row.
@@ -213,33 +264,71 @@ fn locate(
         table: occ.name.clone(),
         column: rule.key.clone(),
     };
+    let incompatible = |what: String| {
+        unsupported(format!(
+            "{what} as the value of shard key {}.{} ({}): its conversion may differ from the key's; write the value as a plain literal or parameter",
+            occ.name,
+            rule.key,
+            rule.key_type.sql_name()
+        ))
+    };
     let key: KeyValue = match value {
-        ValueExpr::Literal(text) => rule.key_type.parse_text(text).map_err(bad)?,
-        ValueExpr::Null => return Err(null()),
-        ValueExpr::Param(n) => match input.params.param(*n) {
-            None => return Err(RouteError::MissingParam(*n)),
-            Some(Param::Null) => return Err(null()),
-            Some(Param::Text(bytes)) => match std::str::from_utf8(bytes) {
-                Ok(text) => rule.key_type.parse_text(text).map_err(bad)?,
-                Err(_) => {
-                    return Err(bad(KeyError::InvalidText {
-                        ty: rule.key_type.sql_name(),
-                        value: String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned(),
-                    }));
-                }
-            },
-            Some(Param::Binary(bytes)) => rule.key_type.parse_binary(bytes).map_err(bad)?,
-            Some(Param::ForeignBinary { oid }) => {
-                return Err(RouteError::Unsupported {
-                    what: format!(
-                        "a binary parameter of type OID {oid} for shard key {}.{} (send it as {} or in text format)",
-                        occ.name,
-                        rule.key,
-                        rule.key_type.sql_name()
-                    ),
-                });
+        ValueExpr::Literal(text, ty) => {
+            if !type_fits(*ty, rule.key_type) {
+                return Err(incompatible(format!("a {ty:?} literal")));
             }
-        },
+            rule.key_type.parse_text(text).map_err(bad)?
+        }
+        ValueExpr::Null => return Err(null()),
+        ValueExpr::Param(n, ty) => {
+            if !type_fits(*ty, rule.key_type) {
+                return Err(incompatible(format!("${n} cast to {ty:?}")));
+            }
+            let oid = input.params.param_type(*n);
+            if !oid_fits(oid, rule.key_type) {
+                return Err(incompatible(format!("${n} declared as type OID {oid}")));
+            }
+            match input.params.param(*n) {
+                None => return Err(RouteError::MissingParam(*n)),
+                Some(Param::Null) => return Err(null()),
+                Some(Param::Text(bytes)) => match std::str::from_utf8(bytes) {
+                    Ok(text) => rule.key_type.parse_text(text).map_err(bad)?,
+                    Err(_) => {
+                        return Err(bad(KeyError::InvalidText {
+                            ty: rule.key_type.sql_name(),
+                            value: String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+                                .into_owned(),
+                        }));
+                    }
+                },
+                Some(Param::Binary(bytes)) => rule.key_type.parse_binary(bytes).map_err(bad)?,
+            }
+        }
     };
     Ok(map.locate(&key))
+}
+
+/// Whether a value of this syntactic type reaches the key column through the key type's
+/// own input function (an uncast string takes the column's type; a cast must be to the
+/// key's own type family).
+fn type_fits(ty: ValueType, key: KeyType) -> bool {
+    match ty {
+        ValueType::Unknown => true,
+        ValueType::Integer => matches!(key, KeyType::SmallInt | KeyType::Integer | KeyType::BigInt),
+        ValueType::Text => key == KeyType::Text,
+        ValueType::Uuid => key == KeyType::Uuid,
+    }
+}
+
+/// Whether a parameter declared with this type OID is read by the key parsers as
+/// Postgres would read it: unspecified (0) and `unknown` (705) take the column's type;
+/// otherwise the declared type must be of the key's family.
+fn oid_fits(oid: u32, key: KeyType) -> bool {
+    match oid {
+        0 | 705 => true,
+        20 | 21 | 23 => matches!(key, KeyType::SmallInt | KeyType::Integer | KeyType::BigInt),
+        25 | 1043 => key == KeyType::Text,
+        2950 => key == KeyType::Uuid,
+        _ => false,
+    }
 }

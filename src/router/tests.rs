@@ -28,7 +28,7 @@ fn map() -> ShardMap {
             },
         );
     }
-    ShardMap {
+    let mut map = ShardMap {
         epoch: 1,
         slots: SLOTS,
         shard_names: vec!["s0".into(), "s1".into(), "s2".into()],
@@ -36,7 +36,16 @@ fn map() -> ShardMap {
         tables,
         default_shard: 0,
         vnodes: 1,
-    }
+    };
+    // Key 5 lives on the default shard, so the joins of keyed rows with unsharded tables
+    // below are single-shard.
+    map.default_shard = map.locate(&KeyValue::Int(5)).1;
+    map
+}
+
+/// Where unsharded tables live.
+fn default() -> Target {
+    Target::One(map().default_shard)
 }
 
 fn shard_of(key: KeyValue) -> ShardId {
@@ -245,13 +254,13 @@ fn identifier_folding() {
         assert_eq!(target(sql).unwrap(), one(5), "{sql}");
     }
     // quoted names keep their case: "ACCOUNTS" is another (unsharded) table
-    assert_eq!(target("SELECT * FROM \"ACCOUNTS\"").unwrap(), Target::Any);
+    assert_eq!(target("SELECT * FROM \"ACCOUNTS\"").unwrap(), default());
     // a table whose map name is mixed case matches only when quoted
     assert_eq!(
         target("SELECT * FROM \"Quoted\" WHERE \"Key\" = 5").unwrap(),
         one(5)
     );
-    assert_eq!(target("SELECT * FROM Quoted").unwrap(), Target::Any);
+    assert_eq!(target("SELECT * FROM Quoted").unwrap(), default());
     // unquoted key column folds to "key", not the map's "Key"
     assert_no_key("SELECT * FROM \"Quoted\" WHERE Key = 5", "Quoted");
 }
@@ -290,7 +299,7 @@ fn pgbench_statements() {
             &p
         )
         .unwrap(),
-        Target::Any
+        default()
     );
 }
 
@@ -656,11 +665,11 @@ fn insert_select_and_writing_ctes_are_refused() {
     // writes to unsharded tables only: nothing to refuse
     assert_eq!(
         target("WITH d AS (DELETE FROM log RETURNING *) SELECT * FROM d").unwrap(),
-        Target::Any
+        default()
     );
     assert_eq!(
         target("INSERT INTO log SELECT * FROM log_old").unwrap(),
-        Target::Any
+        default()
     );
 }
 
@@ -668,10 +677,7 @@ fn insert_select_and_writing_ctes_are_refused() {
 fn table_command_inside_a_query_is_seen() {
     assert_unsupported("SELECT * FROM branches UNION TABLE accounts");
     assert_unsupported("SELECT * FROM accounts WHERE aid = 5 UNION ALL TABLE public.accounts");
-    assert_eq!(
-        target("SELECT 1 UNION TABLE branches").unwrap(),
-        Target::Any
-    );
+    assert_eq!(target("SELECT 1 UNION TABLE branches").unwrap(), default());
 }
 
 #[test]
@@ -760,15 +766,49 @@ fn bad_null_and_missing_keys() {
 // ---------------------------------------------------------------- statement kinds
 
 #[test]
-fn no_sharded_table_is_any() {
+fn no_table_is_any_and_unsharded_tables_are_on_the_default_shard() {
     let r = run("SELECT * FROM branches WHERE bid = 1").unwrap();
     assert_eq!(
         r,
         Route {
-            target: Target::Any,
-            reason: Reason::NoShardedTable
+            target: default(),
+            reason: Reason::UnshardedTable {
+                table: "branches".into()
+            }
         }
     );
+    // system catalogs are the same everywhere
+    assert_eq!(
+        target("SELECT * FROM pg_catalog.pg_class").unwrap(),
+        Target::Any
+    );
+    assert_eq!(target("SELECT * FROM pg_type").unwrap(), Target::Any);
+    assert_eq!(
+        target("SELECT * FROM information_schema.tables").unwrap(),
+        Target::Any
+    );
+    // CTE names are not tables
+    assert_eq!(
+        target("WITH x AS (SELECT 1) SELECT * FROM x").unwrap(),
+        Target::Any
+    );
+    // a keyed row on another shard joined with an unsharded table: refused, never
+    // answered from the empty copy of the table on that shard
+    let elsewhere = (1..1000)
+        .find(|k| one(*k) != default())
+        .expect("a key off the default shard");
+    assert!(matches!(
+        run(&format!(
+            "SELECT * FROM accounts a JOIN branches b ON b.bid = a.bid WHERE a.aid = {elsewhere}"
+        )),
+        Err(RouteError::CrossShard { .. })
+    ));
+    assert!(matches!(
+        run(&format!(
+            "UPDATE accounts SET abalance = 1 WHERE aid = {elsewhere}; INSERT INTO log VALUES (1)"
+        )),
+        Err(RouteError::CrossShard { .. })
+    ));
     assert_eq!(target("SELECT 1").unwrap(), Target::Any);
     assert_eq!(target("SELECT now()").unwrap(), Target::Any);
     assert_eq!(target("").unwrap(), Target::Any);
@@ -860,7 +900,7 @@ fn copy() {
     assert_unsupported("COPY accounts FROM STDIN");
     assert_unsupported("COPY accounts (aid) TO STDOUT WITH (FORMAT binary)");
     assert_unsupported("COPY (SELECT * FROM accounts WHERE aid = 5) TO STDOUT");
-    assert_eq!(target("COPY branches FROM STDIN").unwrap(), Target::Any);
+    assert_eq!(target("COPY branches FROM STDIN").unwrap(), default());
     assert_eq!(target("COPY (SELECT 1) TO STDOUT").unwrap(), Target::Any);
     match run("COPY accounts FROM STDIN") {
         Err(e) => assert!(
@@ -907,7 +947,7 @@ fn other_statements_on_sharded_tables_are_refused() {
         "MERGE INTO accounts a USING branches b ON a.bid = b.bid WHEN MATCHED THEN DELETE",
     );
     assert_eq!(target("VACUUM").unwrap(), Target::Any);
-    assert_eq!(target("LOCK TABLE branches").unwrap(), Target::Any);
+    assert_eq!(target("LOCK TABLE branches").unwrap(), default());
 }
 
 #[test]
@@ -961,31 +1001,38 @@ fn unparsed_policy() {
             "{sql}"
         );
     }
-    let default = |sql: &str| route_with(sql, &NoParams, &NoOrdinals, UnparsedPolicy::DefaultShard);
+    let on_default =
+        |sql: &str| route_with(sql, &NoParams, &NoOrdinals, UnparsedPolicy::DefaultShard);
     assert_eq!(
-        default("CHECKPOINT").unwrap(),
+        on_default("CHECKPOINT").unwrap(),
         Route {
-            target: Target::Any,
+            target: default(),
             reason: Reason::UnparsedNoShardedTable
         }
     );
-    assert_eq!(default("TABLE branches").unwrap().target, Target::Any);
+    assert_eq!(on_default("TABLE branches").unwrap().target, default());
+    assert!(on_default("DO $$ BEGIN EXECUTE 'TRUNCATE acc' || 'ounts'; END $$").is_err());
     for sql in [
         "TABLE accounts",
         "VACUUM ANALYZE public.\"accounts\"",
         "DO $$ BEGIN DELETE FROM Accounts; END $$",
         "SELECT * FROM history h FOR NO KEY UPDATE",
     ] {
-        match default(sql) {
+        match on_default(sql) {
             Err(RouteError::Unparsed { hint, .. }) => {
-                assert!(hint.contains("sharded table"), "{hint}")
+                assert!(
+                    hint.contains("sharded table") || hint.contains("DO block"),
+                    "{hint}"
+                )
             }
             other => panic!("{sql}: {other:?}"),
         }
     }
     assert_eq!(
-        default("VACUUM ANALYZE accounts_archive").unwrap().target,
-        Target::Any
+        on_default("VACUUM ANALYZE accounts_archive")
+            .unwrap()
+            .target,
+        default()
     );
 }
 
@@ -1003,4 +1050,105 @@ fn sqlstates() {
         "22P02"
     );
     assert_eq!(RouteError::MissingParam(1).sqlstate().0, "08P01");
+}
+
+#[test]
+fn values_whose_conversion_differs_from_the_key_type_are_refused() {
+    // a text key (users.email in the test map) given integer or uuid syntax
+    for sql in [
+        "INSERT INTO users (email) VALUES (05)",
+        "INSERT INTO users (email) VALUES ('05'::int)",
+        "SELECT * FROM users WHERE email = 5",
+        "INSERT INTO users (email) VALUES ('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'::uuid)",
+        "INSERT INTO users (email) VALUES ($1::int)",
+    ] {
+        assert!(
+            matches!(run(sql), Err(RouteError::Unsupported { .. })),
+            "{sql} → {:?}",
+            run(sql)
+        );
+    }
+    // an integer cast to text is canonical decimal, as in Postgres
+    assert_eq!(
+        run("SELECT * FROM users WHERE email = 05::text").map(|r| r.target),
+        run("SELECT * FROM users WHERE email = '5'").map(|r| r.target)
+    );
+    // integer keys accept integer syntax, quoted strings and integer casts
+    for sql in [
+        "SELECT * FROM accounts WHERE aid = '05'::int",
+        "SELECT * FROM accounts WHERE aid = ' 5'",
+        "SELECT * FROM accounts WHERE aid = 5::bigint",
+    ] {
+        assert_eq!(
+            run(sql).map(|r| r.target),
+            run("SELECT * FROM accounts WHERE aid = 5").map(|r| r.target),
+            "{sql}"
+        );
+    }
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid = '5'::text"),
+        Err(RouteError::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn declared_parameter_types_must_convert_like_the_key() {
+    struct Declared<'a>(Param<'a>, u32);
+    impl ParamSource for Declared<'_> {
+        fn param(&self, n: usize) -> Option<Param<'_>> {
+            (n == 1).then_some(self.0)
+        }
+        fn param_type(&self, n: usize) -> u32 {
+            if n == 1 { self.1 } else { 0 }
+        }
+    }
+    let sql = "SELECT * FROM accounts WHERE aid = $1";
+    let go = |p: Param<'_>, oid: u32| {
+        route_with(sql, &Declared(p, oid), &NoOrdinals, UnparsedPolicy::Refuse)
+    };
+    // text bytes declared as text, in binary: Postgres casts '42' to 42; reading the
+    // bytes as a big-endian integer would pick another shard
+    assert!(matches!(
+        go(Param::Binary(b"42"), 25),
+        Err(RouteError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        go(Param::Text(b"42"), 1700),
+        Err(RouteError::Unsupported { .. })
+    ));
+    let expected = target("SELECT * FROM accounts WHERE aid = 42").unwrap();
+    for (p, oid) in [
+        (Param::Binary(&42i64.to_be_bytes()[..]), 20),
+        (Param::Binary(&42i32.to_be_bytes()[..]), 23),
+        (Param::Binary(&42i64.to_be_bytes()[..]), 0),
+        (Param::Text(b"42"), 0),
+        (Param::Text(b"42"), 705),
+        (Param::Text(b"42"), 23),
+    ] {
+        assert_eq!(go(p, oid).unwrap().target, expected, "{p:?} as OID {oid}");
+    }
+}
+
+#[test]
+fn settings_that_change_how_text_is_read_are_refused() {
+    for sql in [
+        "SET standard_conforming_strings = off",
+        "set Standard_Conforming_Strings to 'off'",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "SET client_encoding = 'LATIN1'",
+        "SET NAMES 'WIN1252'",
+    ] {
+        assert!(
+            matches!(run(sql), Err(RouteError::Unsupported { .. })),
+            "{sql}"
+        );
+    }
+    for sql in [
+        "SHOW standard_conforming_strings",
+        "SET client_encoding = 'UTF8'",
+        "SET NAMES 'utf8'",
+        "SHOW client_encoding",
+    ] {
+        assert!(run(sql).is_ok(), "{sql}");
+    }
 }

@@ -17,18 +17,42 @@ pub(super) fn route(
             error: error.to_owned(),
             hint: String::new(),
         }),
-        UnparsedPolicy::DefaultShard => match named_sharded_table(sql, map) {
-            Some(table) => Err(RouteError::Unparsed {
-                error: error.to_owned(),
-                hint: format!(
-                    "; it names sharded table \"{table}\", so it cannot be sent to the default shard"
-                ),
-            }),
-            None => Ok(Route {
-                target: Target::Any,
-                reason: Reason::UnparsedNoShardedTable,
-            }),
-        },
+        UnparsedPolicy::DefaultShard => {
+            if let Some(why) = opaque(sql) {
+                return Err(RouteError::Unparsed {
+                    error: error.to_owned(),
+                    hint: format!("; it {why}, so pgshard cannot tell which tables it uses"),
+                });
+            }
+            match named_sharded_table(sql, map) {
+                Some(table) => Err(RouteError::Unparsed {
+                    error: error.to_owned(),
+                    hint: format!(
+                        "; it names sharded table \"{table}\", so it cannot be sent to the default shard"
+                    ),
+                }),
+                // It may use unsharded tables, whose rows live on the default shard.
+                None => Ok(Route {
+                    target: Target::One(map.default_shard),
+                    reason: Reason::UnparsedNoShardedTable,
+                }),
+            }
+        }
+    }
+}
+
+/// Text whose table names a scan cannot see: Unicode-escaped identifiers (`U&"…"`),
+/// procedural blocks (`DO`), dynamic SQL (`EXECUTE`).
+fn opaque(sql: &str) -> Option<&'static str> {
+    let text = sql.to_ascii_lowercase();
+    if text.contains("u&\"") {
+        Some("uses a Unicode-escaped identifier")
+    } else if text.trim_start().starts_with("do") && contains_word(&text, "do") {
+        Some("is a DO block")
+    } else if contains_word(&text, "execute") {
+        Some("runs dynamic SQL")
+    } else {
+        None
     }
 }
 
@@ -59,7 +83,16 @@ fn contains_word(text: &str, word: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::contains_word;
+    use super::{contains_word, opaque};
+
+    #[test]
+    fn opaque_text_is_recognised() {
+        assert!(opaque("SELECT * FROM U&\"\\0061ccounts\" WHERE aid = 5").is_some());
+        assert!(opaque("DO $$ BEGIN EXECUTE 'DELETE FROM acc' || 'ounts'; END $$").is_some());
+        assert!(opaque("do language plpgsql $$ begin perform 1; end $$").is_some());
+        assert!(opaque("VACUUM ANALYZE config").is_none());
+        assert!(opaque("CHECKPOINT").is_none());
+    }
 
     #[test]
     fn whole_words_only() {

@@ -626,30 +626,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 /// Bind parameters seen together with the types the client declared in Parse, so a
-/// binary value is only read as a key when its declared type has the key's layout.
+/// value is only read as a key when its declared type converts like the key's.
 struct DeclaredParams<'a> {
     bind: &'a crate::protocol::frontend::Bind<'a>,
     types: &'a [u8],
 }
 
-/// Types whose binary form the key parsers read: unspecified (the server infers the
-/// column's type), int2, int4, int8, text, varchar, uuid.
-const KEY_COMPATIBLE_OIDS: &[u32] = &[0, 21, 23, 20, 25, 1043, 2950];
-
 impl ParamSource for DeclaredParams<'_> {
     fn param(&self, n: usize) -> Option<Param<'_>> {
-        let value = self.bind.param(n)?;
-        if let Param::Binary(_) = value {
-            let oid = n
-                .checked_sub(1)
-                .and_then(|i| self.types.get(i * 4..i * 4 + 4))
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                .unwrap_or(0);
-            if !KEY_COMPATIBLE_OIDS.contains(&oid) {
-                return Some(Param::ForeignBinary { oid });
-            }
-        }
-        Some(value)
+        self.bind.param(n)
+    }
+
+    fn param_type(&self, n: usize) -> u32 {
+        n.checked_sub(1)
+            .and_then(|i| self.types.get(i * 4..i * 4 + 4))
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
     }
 }
 

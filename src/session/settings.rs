@@ -28,7 +28,9 @@ pub struct Settings {
 
 /// Why a startup packet's `options` cannot be honoured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported startup option \"{0}\": pgshard accepts only -c name=value and --name=value")]
+#[error(
+    "unsupported startup option \"{0}\": pgshard accepts -c name=value and --name=value options, client_encoding UTF8 or SQL_ASCII, and standard_conforming_strings on"
+)]
 pub struct OptionsError(pub String);
 
 /// `name=value` pairs from the `options` startup parameter (`-c a=b --c=d`).
@@ -67,12 +69,25 @@ impl Settings {
             if NOT_SETTINGS.contains(&name.as_str()) || name.starts_with("_pq_.") {
                 continue;
             }
-            if name == "client_encoding" && value.eq_ignore_ascii_case("utf8") {
-                continue; // every backend connection already uses UTF8
-            }
             pairs.push((name.clone(), value.clone()));
         }
+        let mut accepted = Vec::with_capacity(pairs.len());
         for (name, value) in pairs {
+            let v = value.to_ascii_lowercase();
+            match name.to_ascii_lowercase().as_str() {
+                "client_encoding" if v == "utf8" || v == "unicode" || v == "utf-8" => {
+                    continue; // every backend connection already uses UTF8
+                }
+                "client_encoding" if v != "sql_ascii" => {
+                    return Err(OptionsError(format!("client_encoding={value}")));
+                }
+                "standard_conforming_strings" if v != "on" => {
+                    return Err(OptionsError(format!("standard_conforming_strings={value}")));
+                }
+                _ => accepted.push((name, value)),
+            }
+        }
+        for (name, value) in accepted {
             s.sticky |= is_sticky_name(&name);
             s.statements.push(format!(
                 "SELECT pg_catalog.set_config({}, {}, false)",

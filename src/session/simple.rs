@@ -330,6 +330,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         conns.into_iter().for_each(Pools::release);
+        // Again after the commit: a concurrent INSERT may have learned the old column
+        // order while the DDL was in flight.
+        self.shared.forget_ordinals();
         match (failed, commit_error) {
             (Some(i), _) => append_without_ready(&outputs[i], &mut self.out),
             (None, Some(e)) => {

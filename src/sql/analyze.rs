@@ -28,6 +28,7 @@ fn plain(kind: StatementKind, command: &'static str) -> Statement {
         insert: None,
         assigned_columns: Vec::new(),
         limitation: None,
+        cte_names: Vec::new(),
     }
 }
 
@@ -41,6 +42,7 @@ fn walked(kind: StatementKind, command: &'static str, w: Walker) -> Statement {
         insert: w.insert,
         assigned_columns: w.assigned,
         limitation: w.limitation,
+        cte_names: w.ctes,
     }
 }
 

@@ -5,7 +5,7 @@ use sqlparser::ast::{
     BinaryOperator, CastKind, DataType, Expr, Ident, InTarget, ObjectName, UnaryOperator, Value,
 };
 
-use super::ValueExpr;
+use super::{ValueExpr, ValueType};
 
 /// Fold an identifier like Postgres: unquoted → ASCII lower case, quoted → as written.
 pub(crate) fn fold(ident: &Ident) -> String {
@@ -120,12 +120,32 @@ pub(crate) fn value(expr: &Expr) -> Option<ValueExpr> {
             data_type,
             format: None,
             ..
-        } if key_compatible(data_type) => bare_value(expr),
-        Expr::TypedString(ts) if key_compatible(&ts.data_type) => match &ts.value.value {
-            Value::SingleQuotedString(s) => string_literal(s),
+        } => cast(bare_value(expr)?, key_type_of(data_type)?),
+        Expr::TypedString(ts) => match &ts.value.value {
+            Value::SingleQuotedString(s) => cast(string_literal(s)?, key_type_of(&ts.data_type)?),
             _ => None,
         },
         other => bare_value(other),
+    }
+}
+
+/// Apply a cast to a bare value. An integer literal cast to text becomes its canonical
+/// decimal text (`05::text` is `'5'` in Postgres); other cross-type casts are refused.
+fn cast(v: ValueExpr, to: ValueType) -> Option<ValueExpr> {
+    match v {
+        ValueExpr::Literal(text, ValueType::Unknown) => Some(ValueExpr::Literal(text, to)),
+        ValueExpr::Literal(text, ValueType::Integer) => match to {
+            ValueType::Integer => Some(ValueExpr::Literal(text, to)),
+            ValueType::Text => {
+                let n: i64 = text.parse().ok()?;
+                Some(ValueExpr::Literal(n.to_string(), to))
+            }
+            _ => None,
+        },
+        ValueExpr::Literal(..) => None,
+        ValueExpr::Param(n, ValueType::Unknown) => Some(ValueExpr::Param(n, to)),
+        ValueExpr::Param(..) => None,
+        ValueExpr::Null => Some(ValueExpr::Null),
     }
 }
 
@@ -134,10 +154,14 @@ fn bare_value(expr: &Expr) -> Option<ValueExpr> {
     match expr {
         Expr::Nested(inner) => bare_value(inner),
         Expr::Value(v) => match &v.value {
-            Value::Number(n, false) if is_integer(n) => Some(ValueExpr::Literal(n.clone())),
+            Value::Number(n, false) if is_integer(n) => {
+                Some(ValueExpr::Literal(n.clone(), ValueType::Integer))
+            }
             Value::SingleQuotedString(s) => string_literal(s),
             Value::Null => Some(ValueExpr::Null),
-            Value::Placeholder(p) => param_number(p).map(ValueExpr::Param),
+            Value::Placeholder(p) => {
+                param_number(p).map(|n| ValueExpr::Param(n, ValueType::Unknown))
+            }
             _ => None,
         },
         Expr::UnaryOp {
@@ -146,7 +170,7 @@ fn bare_value(expr: &Expr) -> Option<ValueExpr> {
         } => match expr.as_ref() {
             Expr::Value(v) => match &v.value {
                 Value::Number(n, false) if is_integer(n) => {
-                    Some(ValueExpr::Literal(format!("-{n}")))
+                    Some(ValueExpr::Literal(format!("-{n}"), ValueType::Integer))
                 }
                 _ => None,
             },
@@ -162,7 +186,7 @@ fn string_literal(s: &str) -> Option<ValueExpr> {
     if s.contains('\\') {
         None
     } else {
-        Some(ValueExpr::Literal(s.to_owned()))
+        Some(ValueExpr::Literal(s.to_owned(), ValueType::Unknown))
     }
 }
 
@@ -183,19 +207,19 @@ fn param_number(p: &str) -> Option<usize> {
 
 /// Cast targets that leave the literal's text as the key's input: integer types, text,
 /// unbounded varchar, uuid. Bounded character types truncate or pad, so they are refused.
-fn key_compatible(ty: &DataType) -> bool {
-    matches!(
-        ty,
+fn key_type_of(ty: &DataType) -> Option<ValueType> {
+    match ty {
         DataType::SmallInt(None)
-            | DataType::Int2(None)
-            | DataType::Int(None)
-            | DataType::Integer(None)
-            | DataType::Int4(None)
-            | DataType::BigInt(None)
-            | DataType::Int8(None)
-            | DataType::Text
-            | DataType::Varchar(None)
-            | DataType::CharacterVarying(None)
-            | DataType::Uuid
-    )
+        | DataType::Int2(None)
+        | DataType::Int(None)
+        | DataType::Integer(None)
+        | DataType::Int4(None)
+        | DataType::BigInt(None)
+        | DataType::Int8(None) => Some(ValueType::Integer),
+        DataType::Text | DataType::Varchar(None) | DataType::CharacterVarying(None) => {
+            Some(ValueType::Text)
+        }
+        DataType::Uuid => Some(ValueType::Uuid),
+        _ => None,
+    }
 }

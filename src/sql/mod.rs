@@ -70,16 +70,31 @@ pub enum StatementKind {
     Other,
 }
 
+/// The type a value has by its syntax or its cast, which decides how Postgres converts
+/// it to the key column's type: the router only accepts values whose conversion is the
+/// key type's own input function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    /// an uncast quoted string or parameter: takes the column's type
+    Unknown,
+    /// an integer literal, or cast to smallint/integer/bigint
+    Integer,
+    /// cast to text / unbounded varchar
+    Text,
+    /// cast to uuid
+    Uuid,
+}
+
 /// A value appearing as the right-hand side of a key equality or in INSERT VALUES.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueExpr {
     /// a literal, in its text form with a single cast stripped (`'5'::bigint` → `5`,
-    /// `-3` → `-3`, `'abc'` → `abc`)
-    Literal(String),
+    /// `-3` → `-3`, `'abc'` → `abc`), and the type its syntax or cast gives it
+    Literal(String, ValueType),
     /// NULL
     Null,
-    /// `$n` (1-based)
-    Param(usize),
+    /// `$n` (1-based), and the type of a cast around it
+    Param(usize, ValueType),
 }
 
 /// How a table occurrence is used.
@@ -180,6 +195,8 @@ pub struct Statement {
     pub assigned_columns: Vec<String>,
     /// set when the statement uses a construct the router must not route by key
     pub limitation: Option<Limitation>,
+    /// names defined by WITH in this statement (their references are not tables)
+    pub cte_names: Vec<String>,
 }
 
 /// The analysis of one query string: its statements, or why it could not be parsed.

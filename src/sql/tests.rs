@@ -13,8 +13,19 @@ fn kind(sql: &str) -> StatementKind {
     one(sql).kind
 }
 
+/// A literal as the analysis records it: digits are integer literals, anything else a
+/// quoted string.
 fn lit(s: &str) -> ValueExpr {
-    ValueExpr::Literal(s.to_owned())
+    let ty = if s
+        .trim_start_matches('-')
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+    {
+        crate::sql::ValueType::Integer
+    } else {
+        crate::sql::ValueType::Unknown
+    };
+    ValueExpr::Literal(s.to_owned(), ty)
 }
 
 /// What sqlparser 0.64 (Postgres dialect) cannot parse, as measured. If an upgrade makes
@@ -129,13 +140,25 @@ fn occurrences_and_equalities() {
     assert_eq!(s.tables[0].schema.as_deref(), Some("public"));
     assert_eq!(
         s.tables[0].equalities,
-        vec![("aid".into(), lit("5")), ("x".into(), lit("-3"))]
+        vec![
+            (
+                "aid".into(),
+                ValueExpr::Literal("5".into(), crate::sql::ValueType::Unknown)
+            ),
+            ("x".into(), lit("-3"))
+        ]
     );
     assert_eq!(s.tables[1].name, "History");
     // the ON conjunct is h's; unqualified x (WHERE) may be either table's
     assert_eq!(
         s.tables[1].equalities,
-        vec![("aid".into(), ValueExpr::Param(1)), ("x".into(), lit("-3"))]
+        vec![
+            (
+                "aid".into(),
+                ValueExpr::Param(1, crate::sql::ValueType::Unknown)
+            ),
+            ("x".into(), lit("-3"))
+        ]
     );
 }
 
@@ -170,7 +193,11 @@ fn insert_summary() {
     assert_eq!(
         ins.rows,
         vec![
-            vec![Some(lit("1")), Some(lit("x")), Some(ValueExpr::Param(2))],
+            vec![
+                Some(lit("1")),
+                Some(lit("x")),
+                Some(ValueExpr::Param(2, crate::sql::ValueType::Unknown))
+            ],
             vec![None, None, Some(ValueExpr::Null)],
         ]
     );
@@ -189,4 +216,10 @@ fn plan_cache_returns_the_same_analysis() {
     let b = cache.get("SELECT 1");
     assert!(Arc::ptr_eq(&a, &b));
     assert!(matches!(a.as_ref(), Analysis::Parsed(_)));
+}
+
+#[test]
+fn cte_names_are_recorded() {
+    let s = one("WITH t AS (SELECT * FROM accounts WHERE aid = 5) SELECT * FROM t");
+    assert_eq!(s.cte_names, vec!["t".to_string()]);
 }

@@ -32,6 +32,8 @@ pub(crate) struct Walker {
     pub assigned: Vec<String>,
     /// first construct that must not be routed by key
     pub limitation: Option<Limitation>,
+    /// names defined by WITH: references to them are not tables
+    pub ctes: Vec<String>,
 }
 
 /// A name visible in a block's FROM clause.
@@ -123,6 +125,7 @@ impl Walker {
     pub(crate) fn query(&mut self, q: &Query) {
         if let Some(with) = &q.with {
             for cte in &with.cte_tables {
+                self.ctes.push(fold(&cte.alias.name));
                 self.query(&cte.query);
             }
         }
