@@ -718,3 +718,36 @@ async fn rollback_to_savepoint_recovers_from_a_refused_statement() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_stops_only_the_clients_own_query() {
+    let (_cluster, proxy, _map) = setup(2).await;
+    let victim = proxy.client().await;
+    let bystander = proxy.client().await;
+    let token = victim.cancel_token();
+    let bystander_sleep = tokio::spawn(async move {
+        bystander
+            .query_one("SELECT pg_sleep(1.5)::text", &[])
+            .await
+            .map(|_| ())
+    });
+    let started = Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = victim
+        .query_one("SELECT pg_sleep(30)::text", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(&SqlState::QUERY_CANCELED), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    canceller.await.unwrap().unwrap();
+    bystander_sleep
+        .await
+        .unwrap()
+        .expect("another client's query was cancelled");
+    // the cancelled client carries on
+    let v: i32 = victim.query_one("SELECT 5", &[]).await.unwrap().get(0);
+    assert_eq!(v, 5);
+}

@@ -4,6 +4,7 @@
 //! relayed by an expected-reply queue ([`relay`]).
 
 pub mod auth;
+pub mod cancel;
 pub mod client;
 mod extended;
 pub mod relay;
@@ -64,11 +65,15 @@ pub struct Session<S> {
     /// a deferred BEGIN was sent with the statement being relayed: if the backend fails
     /// now, the client was inside a transaction
     begin_in_flight: bool,
+    /// this client's cancel key and the backend process running its statement
+    cancel_key: (i32, i32),
+    running: cancel::CancelSlot,
 }
 
 /// Serve one client connection to the end.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Shared>) -> SessionEnd {
     let max = shared.config.server.max_message_size;
+    let (cancel_key, running) = shared.cancels.register();
     let mut session = Session {
         client: ClientIo::new(stream, max),
         shared,
@@ -79,6 +84,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         settings: Settings::default(),
         user: String::new(),
         begin_in_flight: false,
+        cancel_key,
+        running,
     };
     let end = match session.startup().await {
         Ok(()) => session.serve().await,
@@ -89,6 +96,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         let _ = session.client.send(&mut session.out).await;
     }
     session.finish();
+    session.shared.cancels.unregister(session.cancel_key);
     end
 }
 
@@ -354,10 +362,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         mut conn: PooledConn,
         mut queue: VecDeque<Expect>,
     ) -> Result<RelayOutcome, SessionEnd> {
+        *self.running.lock().await = Some((conn.shard, conn.key.0, conn.key.1));
         let result = match conn.flush().await {
             Ok(()) => relay(&mut conn, &mut queue, &mut self.out, Some(&mut self.client)).await,
             Err(e) => Err(RelayError::Backend(e)),
         };
+        // Waits for a cancel being delivered right now, so it cannot reach the
+        // connection's next user.
+        *self.running.lock().await = None;
         match result {
             Ok(outcome) => {
                 self.begin_in_flight = false;

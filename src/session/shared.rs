@@ -38,6 +38,8 @@ pub struct Shared {
     pub server_params: RwLock<Option<ServerParams>>,
     /// cancelled when the proxy shuts down
     pub shutdown: CancellationToken,
+    /// client cancel keys → the backend process running their statement
+    pub cancels: super::cancel::CancelRegistry,
 }
 
 impl Shared {
@@ -56,6 +58,7 @@ impl Shared {
             ordinals: RwLock::new(HashMap::new()),
             server_params: RwLock::new(None),
             shutdown,
+            cancels: Default::default(),
             config,
         }
     }

@@ -53,8 +53,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .await
                         .map_err(|_| SessionEnd::ClientGone)?;
                 }
-                Ok(StartupPacket::Cancel { pid, .. }) => {
-                    tracing::debug!(pid, "cancel request ignored (not supported yet)");
+                Ok(StartupPacket::Cancel { pid, secret }) => {
+                    let server = &self.shared.config.server;
+                    self.shared
+                        .cancels
+                        .cancel(
+                            (pid, secret),
+                            &self.shared.config.shards,
+                            server.connect_timeout,
+                        )
+                        .await;
                     return Err(SessionEnd::ClientGone);
                 }
                 Ok(StartupPacket::Startup {
@@ -124,8 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .unwrap_or_else(|| value.clone());
             reply::parameter_status(name, &value, &mut self.out);
         }
-        let pid = rand::random::<i32>() & i32::MAX;
-        reply::backend_key_data(pid, rand::random(), &mut self.out);
+        reply::backend_key_data(self.cancel_key.0, self.cancel_key.1, &mut self.out);
         self.ready();
         self.client
             .send(&mut self.out)
