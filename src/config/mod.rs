@@ -3,6 +3,7 @@
 //! line; it is never a warning.
 
 pub mod raw;
+pub mod url;
 pub mod validate;
 
 use std::collections::HashMap;

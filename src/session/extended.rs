@@ -10,20 +10,22 @@
 //! is aborted on the backend.
 
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::relay::Expect;
 use super::settings::UNKNOWN_SIG;
 use super::simple::{leaves_untracked_state, touches_settings};
+use super::statements::{
+    encode_bind_renamed, encode_describe_statement, encode_parse, ensure_prepared, server_name,
+    statement_hash,
+};
 use super::txn::Txn;
 use super::{ClientStmt, Session, SessionEnd};
-use crate::backend::Pools;
 use crate::protocol::frontend::{decode_bind, decode_execute, decode_parse, decode_target};
-use crate::protocol::reply::{self, ProxyError, TxnStatus};
+use crate::protocol::reply::{self, ProxyError};
 use crate::protocol::{Frame, SqlState};
 use crate::router::{Param, ParamSource, Target};
 use crate::sharding::ShardId;
@@ -557,7 +559,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     b'C' => reply::close_complete(&mut self.out),
                     b'E' => {
                         if let Some((kind, sql)) = &current {
-                            self.apply_transaction_control(kind, sql).await;
+                            self.transaction_control_locally(kind, sql).await;
                         }
                     }
                     _ => {}
@@ -567,60 +569,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if sync {
             self.batch.close();
             self.ready();
-        }
-    }
-
-    /// The effect and CommandComplete of BEGIN/COMMIT/ROLLBACK without a backend.
-    async fn apply_transaction_control(&mut self, kind: &StatementKind, sql: &str) {
-        let tag = match (kind, &self.txn) {
-            (StatementKind::Begin, Txn::Idle) => {
-                self.txn = Txn::Deferred {
-                    begin: sql.to_owned(),
-                };
-                "BEGIN"
-            }
-            (StatementKind::Begin, _) => {
-                ProxyError::error(
-                    SqlState::ACTIVE_SQL_TRANSACTION,
-                    "there is already a transaction in progress",
-                )
-                .encode_warning(&mut self.out);
-                "BEGIN"
-            }
-            (StatementKind::Commit | StatementKind::Rollback, Txn::Idle) => {
-                ProxyError::error(
-                    SqlState::NO_ACTIVE_SQL_TRANSACTION,
-                    "there is no transaction in progress",
-                )
-                .encode_warning(&mut self.out);
-                if matches!(kind, StatementKind::Commit) {
-                    "COMMIT"
-                } else {
-                    "ROLLBACK"
-                }
-            }
-            (StatementKind::Commit, Txn::Deferred { .. }) => {
-                self.txn = Txn::Idle;
-                "COMMIT"
-            }
-            _ => {
-                if let Txn::Aborted { conn: Some(conn) } =
-                    std::mem::replace(&mut self.txn, Txn::Idle)
-                {
-                    self.rollback_and_release_conn(conn).await;
-                }
-                self.txn = Txn::Idle;
-                "ROLLBACK"
-            }
-        };
-        reply::command_complete(tag, &mut self.out);
-    }
-
-    async fn rollback_and_release_conn(&mut self, conn: crate::backend::PooledConn) {
-        if conn.status == TxnStatus::Idle {
-            Pools::release(conn);
-        } else {
-            self.rollback_and_release(conn).await;
         }
     }
 }
@@ -651,91 +599,4 @@ fn single_kind(analysis: &Analysis) -> Option<StatementKind> {
         Analysis::Parsed(stmts) if stmts.len() == 1 => Some(stmts[0].kind.clone()),
         _ => None,
     }
-}
-
-/// Make sure the connection has the client's statement `name` before a Bind or Describe
-/// uses it, queueing a Parse whose reply is swallowed if not; returns the server-side
-/// name. The unnamed statement is re-parsed once per batch, since another client may have
-/// replaced it on this connection.
-fn ensure_prepared(
-    conn: &mut crate::backend::PooledConn,
-    name: &str,
-    stmt: &ClientStmt,
-    unnamed_ready: &mut bool,
-    buf: &mut BytesMut,
-    queue: &mut VecDeque<Expect>,
-) -> String {
-    if name.is_empty() {
-        if !*unnamed_ready {
-            encode_parse("", &stmt.sql, &stmt.param_types, buf);
-            queue.push_back(Expect::Parse {
-                fwd: false,
-                cache: None,
-                client: None,
-            });
-            *unnamed_ready = true;
-        }
-        return String::new();
-    }
-    let server = server_name(stmt.hash);
-    if conn.prepared.insert(stmt.hash) {
-        encode_parse(&server, &stmt.sql, &stmt.param_types, buf);
-        queue.push_back(Expect::Parse {
-            fwd: false,
-            cache: Some(stmt.hash),
-            client: None,
-        });
-    }
-    server
-}
-
-/// Identity of a prepared statement: its text and declared parameter types.
-fn statement_hash(sql: &str, param_types: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    sql.hash(&mut h);
-    param_types.hash(&mut h);
-    h.finish()
-}
-
-/// Server-side name of a statement, shared by every client that prepares the same text.
-fn server_name(hash: u64) -> String {
-    format!("pgshard_{hash:016x}")
-}
-
-/// Parse (F).
-fn encode_parse(name: &str, sql: &str, param_types: &[u8], buf: &mut BytesMut) {
-    let len = 4 + name.len() + 1 + sql.len() + 1 + 2 + param_types.len();
-    buf.put_u8(b'P');
-    buf.put_i32(len as i32);
-    buf.put_slice(name.as_bytes());
-    buf.put_u8(0);
-    buf.put_slice(sql.as_bytes());
-    buf.put_u8(0);
-    buf.put_i16((param_types.len() / 4) as i16);
-    buf.put_slice(param_types);
-}
-
-/// Bind (F) with the statement name replaced, everything after it copied verbatim.
-fn encode_bind_renamed(frame: &Frame, name: &str, rest_offset: usize, buf: &mut BytesMut) {
-    let body = frame.body();
-    let portal_end = body.iter().position(|&b| b == 0).unwrap_or(0);
-    let portal = &body[..portal_end];
-    let rest = &body[rest_offset..];
-    let len = 4 + portal.len() + 1 + name.len() + 1 + rest.len();
-    buf.put_u8(b'B');
-    buf.put_i32(len as i32);
-    buf.put_slice(portal);
-    buf.put_u8(0);
-    buf.put_slice(name.as_bytes());
-    buf.put_u8(0);
-    buf.put_slice(rest);
-}
-
-/// Describe (F) of a statement.
-fn encode_describe_statement(name: &str, buf: &mut BytesMut) {
-    buf.put_u8(b'D');
-    buf.put_i32((4 + 1 + name.len() + 1) as i32);
-    buf.put_u8(b'S');
-    buf.put_slice(name.as_bytes());
-    buf.put_u8(0);
 }

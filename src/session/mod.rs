@@ -7,11 +7,13 @@ pub mod auth;
 pub mod cancel;
 pub mod client;
 mod extended;
+mod local_txn;
 pub mod relay;
 pub mod settings;
 pub mod shared;
 mod simple;
 mod startup;
+mod statements;
 pub mod txn;
 
 use std::collections::{HashMap, VecDeque};

@@ -9,11 +9,11 @@ use super::relay::{Expect, relay};
 use super::settings::UNKNOWN_SIG;
 use super::txn::Txn;
 use super::{Session, SessionEnd};
-use crate::backend::{PooledConn, Pools};
+use crate::backend::Pools;
 use crate::protocol::Frame;
 use crate::protocol::SqlState;
 use crate::protocol::frontend::decode_query;
-use crate::protocol::reply::{self, ProxyError};
+use crate::protocol::reply::ProxyError;
 use crate::router::{NoParams, Target};
 use crate::sql::{Analysis, StatementKind};
 
@@ -152,51 +152,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(false);
         };
         match (kind, &self.txn) {
-            (StatementKind::Begin, Txn::Idle) => {
-                // The client's own text (isolation level, READ ONLY…) is replayed on
-                // the shard the first statement chooses.
-                self.txn = Txn::Deferred {
-                    begin: sql.to_owned(),
-                };
-                reply::command_complete("BEGIN", &mut self.out);
-            }
-            (StatementKind::Begin, Txn::Deferred { .. }) => {
-                ProxyError::error(
-                    SqlState::ACTIVE_SQL_TRANSACTION,
-                    "there is already a transaction in progress",
-                )
-                .encode_warning(&mut self.out);
-                reply::command_complete("BEGIN", &mut self.out);
-            }
-            (StatementKind::Commit, Txn::Deferred { .. }) => {
-                self.txn = Txn::Idle;
-                reply::command_complete("COMMIT", &mut self.out);
-            }
-            (StatementKind::Rollback, Txn::Deferred { .. }) => {
-                self.txn = Txn::Idle;
-                reply::command_complete("ROLLBACK", &mut self.out);
-            }
-            (StatementKind::Commit | StatementKind::Rollback, Txn::Idle) => {
-                ProxyError::error(
-                    SqlState::NO_ACTIVE_SQL_TRANSACTION,
-                    "there is no transaction in progress",
-                )
-                .encode_warning(&mut self.out);
-                let tag = if matches!(kind, StatementKind::Commit) {
-                    "COMMIT"
-                } else {
-                    "ROLLBACK"
-                };
-                reply::command_complete(tag, &mut self.out);
-            }
-            (StatementKind::Commit | StatementKind::Rollback, Txn::Aborted { .. }) => {
-                if let Txn::Aborted { conn: Some(conn) } =
-                    std::mem::replace(&mut self.txn, Txn::Idle)
-                {
-                    self.rollback_and_release(conn).await;
-                }
-                self.txn = Txn::Idle;
-                reply::command_complete("ROLLBACK", &mut self.out);
+            (
+                StatementKind::Begin | StatementKind::Commit | StatementKind::Rollback,
+                Txn::Idle | Txn::Deferred { .. } | Txn::Aborted { .. },
+            ) if !(matches!(kind, StatementKind::Begin)
+                && matches!(self.txn, Txn::Aborted { .. })) =>
+            {
+                self.transaction_control_locally(kind, sql).await;
             }
             (StatementKind::Savepoint, Txn::Aborted { conn: Some(_) })
                 if sql
@@ -220,25 +182,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.ready();
         Ok(true)
-    }
-
-    /// Roll back a connection's transaction (swallowing the reply) and release it.
-    pub(super) async fn rollback_and_release(&mut self, mut conn: PooledConn) {
-        let mut buf = BytesMut::new();
-        let _ = postgres_protocol::message::frontend::query("ROLLBACK", &mut buf);
-        conn.queue(&buf);
-        let mut queue = VecDeque::from([Expect::Query { fwd: false }]);
-        let mut scratch = BytesMut::new();
-        let ok = match conn.flush().await {
-            Ok(()) => relay::<S>(&mut conn, &mut queue, &mut scratch, None)
-                .await
-                .is_ok(),
-            Err(_) => false,
-        };
-        if !ok {
-            conn.broken = true;
-        }
-        Pools::release(conn);
     }
 
     /// DDL outside a transaction: run on every shard inside a transaction each, commit
