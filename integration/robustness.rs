@@ -120,6 +120,21 @@ async fn malformed_and_oversized_messages_disconnect_only_their_client() {
     assert_eq!(v, 8);
 }
 
+/// Bind (F) of the unnamed statement to the unnamed portal, without parameters.
+fn bind_unnamed(b: &mut BytesMut) {
+    frontend::bind(
+        "",
+        "",
+        [],
+        [],
+        |_: (), _| Ok(postgres_protocol::IsNull::No),
+        [],
+        b,
+    )
+    .map_err(|_| ())
+    .unwrap();
+}
+
 /// Send raw messages and collect replies up to and including ReadyForQuery.
 async fn exchange(s: &mut TcpStream, msgs: &BytesMut) -> Vec<(u8, Vec<u8>)> {
     s.write_all(msgs).await.unwrap();
@@ -159,17 +174,7 @@ async fn extended_protocol_edge_cases() {
     let mut s = raw_login(&proxy).await;
     let mut b = BytesMut::new();
     frontend::parse("", "SELEC 1", [], &mut b).unwrap();
-    frontend::bind(
-        "",
-        "",
-        [],
-        [],
-        |_: (), _| Ok(postgres_protocol::IsNull::No),
-        [],
-        &mut b,
-    )
-    .map_err(|_| ())
-    .unwrap();
+    bind_unnamed(&mut b);
     frontend::execute("", 0, &mut b).unwrap();
     frontend::flush(&mut b);
     s.write_all(&b).await.unwrap();
@@ -190,17 +195,7 @@ async fn extended_protocol_edge_cases() {
     // BEGIN / COMMIT through the extended protocol, answered by the proxy.
     let mut b = BytesMut::new();
     frontend::parse("", "BEGIN", [], &mut b).unwrap();
-    frontend::bind(
-        "",
-        "",
-        [],
-        [],
-        |_: (), _| Ok(postgres_protocol::IsNull::No),
-        [],
-        &mut b,
-    )
-    .map_err(|_| ())
-    .unwrap();
+    bind_unnamed(&mut b);
     frontend::execute("", 0, &mut b).unwrap();
     frontend::sync(&mut b);
     let replies = exchange(&mut s, &b).await;
@@ -214,17 +209,7 @@ async fn extended_protocol_edge_cases() {
     exchange(&mut s, &b).await;
     let mut b = BytesMut::new();
     frontend::parse("", "INSERT INTO notes VALUES (1, 'lost')", [], &mut b).unwrap();
-    frontend::bind(
-        "",
-        "",
-        [],
-        [],
-        |_: (), _| Ok(postgres_protocol::IsNull::No),
-        [],
-        &mut b,
-    )
-    .map_err(|_| ())
-    .unwrap();
+    bind_unnamed(&mut b);
     frontend::execute("", 0, &mut b).unwrap();
     frontend::flush(&mut b);
     s.write_all(&b).await.unwrap();

@@ -249,18 +249,7 @@ impl ShardMap {
     /// The slots a shard owns, as maximal inclusive ranges in ascending order (the
     /// `[slot_map]` spelling). Empty for a shard without slots or an unknown id.
     pub fn ranges_of(&self, shard: ShardId) -> Vec<(u32, u32)> {
-        let mut out: Vec<(u32, u32)> = Vec::new();
-        for (slot, &owner) in self.slot_owner.iter().enumerate() {
-            if owner != shard {
-                continue;
-            }
-            let slot = slot as u32;
-            match out.last_mut() {
-                Some((_, hi)) if *hi + 1 == slot => *hi = slot,
-                _ => out.push((slot, slot)),
-            }
-        }
-        out
+        slot_runs(self.slot_owner.iter().map(|&owner| owner == shard))
     }
 
     /// Number of slots each shard owns, index = ShardId.
@@ -285,4 +274,20 @@ impl ShardMap {
 /// Read and validate a shard map file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     load(path)
+}
+
+/// Inclusive runs of consecutive slots for which `selected` yields true, in order.
+pub fn slot_runs(selected: impl Iterator<Item = bool>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for (slot, hit) in selected.enumerate() {
+        if !hit {
+            continue;
+        }
+        let slot = slot as u32;
+        match out.last_mut() {
+            Some((_, hi)) if *hi + 1 == slot => *hi = slot,
+            _ => out.push((slot, slot)),
+        }
+    }
+    out
 }

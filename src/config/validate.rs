@@ -542,18 +542,7 @@ fn parse_range(s: &str, slots: u32) -> Result<(u32, u32), String> {
 
 /// Maximal runs of unassigned slots.
 fn missing_ranges(owner: &[Option<(ShardId, usize)>]) -> Vec<(u32, u32)> {
-    let mut out: Vec<(u32, u32)> = Vec::new();
-    for (slot, o) in owner.iter().enumerate() {
-        if o.is_some() {
-            continue;
-        }
-        let slot = slot as u32;
-        match out.last_mut() {
-            Some((_, hi)) if *hi + 1 == slot => *hi = slot,
-            _ => out.push((slot, slot)),
-        }
-    }
-    out
+    super::slot_runs(owner.iter().map(Option::is_none))
 }
 
 /// `"a-b"`, or `"a"` for a single slot: the `[slot_map]` spelling.

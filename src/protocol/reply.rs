@@ -104,6 +104,14 @@ impl ProxyError {
         ProxyError::fatal(SqlState::PROTOCOL_VIOLATION, format!("{detail}"))
     }
 
+    /// A Bind or Describe names a prepared statement the client never prepared.
+    pub fn unknown_statement(name: &str) -> ProxyError {
+        ProxyError::error(
+            SqlState::INVALID_SQL_STATEMENT_NAME,
+            format!("prepared statement \"{name}\" does not exist"),
+        )
+    }
+
     /// Statements in an aborted transaction.
     pub fn in_failed_transaction() -> ProxyError {
         ProxyError::error(

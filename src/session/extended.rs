@@ -148,11 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             b'B' => {
                 let bind = decode_bind(frame.body()).map_err(bad)?;
                 let Some(stmt) = self.stmts.get(bind.statement).cloned() else {
-                    let name = bind.statement.to_owned();
-                    self.fail_batch(ProxyError::error(
-                        SqlState::INVALID_SQL_STATEMENT_NAME,
-                        format!("prepared statement \"{name}\" does not exist"),
-                    ));
+                    self.fail_batch(ProxyError::unknown_statement(bind.statement));
                     return Ok(());
                 };
                 let kind = single_kind(&stmt.analysis);
@@ -192,11 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let target = decode_target(frame.body(), "Describe").map_err(bad)?;
                 if target.kind == b'S' {
                     let Some(stmt) = self.stmts.get(target.name).cloned() else {
-                        let name = target.name.to_owned();
-                        self.fail_batch(ProxyError::error(
-                            SqlState::INVALID_SQL_STATEMENT_NAME,
-                            format!("prepared statement \"{name}\" does not exist"),
-                        ));
+                        self.fail_batch(ProxyError::unknown_statement(target.name));
                         return Ok(());
                     };
                     let name = target.name.to_owned();
