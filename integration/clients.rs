@@ -188,3 +188,73 @@ async fn pgbench_select_only_over_two_shards() {
         eprintln!("pgbench -S -M {mode} through pgshard (2 shards): {tps}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgshard_dev_prints_a_working_psql_line_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = pgshard::devcluster::free_port().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgshard"))
+        .args(["dev", "--shards", "2", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--dir")
+        .arg(dir.path().join("dev"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("connect:") {
+                let url = rest
+                    .trim()
+                    .trim_start_matches("psql")
+                    .trim()
+                    .trim_matches('"');
+                return url.to_owned();
+            }
+        }
+        panic!("pgshard dev exited without printing the psql line");
+    })
+    .await
+    .unwrap();
+    let out = run_client(
+        "psql",
+        vec![
+            url.clone(),
+            "-X".into(),
+            "-t".into(),
+            "-A".into(),
+            "-c".into(),
+            "SELECT aid, name FROM accounts WHERE aid = 42".into(),
+        ],
+        "app",
+    )
+    .await;
+    assert_eq!(out.trim(), "42|account 42", "{out}");
+    // Ctrl-C: proxy and shards stop, exit status 0
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "pgshard dev exited with {status}");
+    for shard in ["shard0", "shard1"] {
+        let pidfile = dir
+            .path()
+            .join("dev")
+            .join(shard)
+            .join("data/postmaster.pid");
+        assert!(!pidfile.exists(), "{shard} still running after Ctrl-C");
+    }
+}

@@ -1,6 +1,16 @@
 //! `pgshard dev`: the local playground. Starts N Postgres shards under one directory,
 //! writes a shard map for them, runs the proxy in-process, loads a demo table through it,
 //! and serves until Ctrl-C / SIGTERM; then stops the proxy and the shards.
+
+/// Print a line to stdout, ignoring errors: the banner must not kill the playground when
+/// its reader goes away (`pgshard dev | head`, a test that stopped reading).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -160,7 +170,7 @@ fn start_shards(
     for i in 0..shards {
         let shard_dir = shard_dir(dir, i);
         if !shard_dir.join("data/PG_VERSION").is_file() {
-            println!(
+            say!(
                 "pgshard dev: initialising {} in {}",
                 shard_name(i),
                 shard_dir.display()
@@ -325,16 +335,16 @@ fn print_banner(
         })
         .collect();
     let plural = if clusters.len() == 1 { "" } else { "s" };
-    println!(
+    say!(
         "pgshard dev: {} shard{plural} up ({}), proxy on {proxy}",
         clusters.len(),
         shards.join(", ")
     );
-    println!("demo data: accounts, {inserted} rows inserted, {present} already present");
-    println!("shard map: {}", map_path.display());
-    println!("connect:   psql \"postgres://{USER}:{USER}@{proxy}/{DB}\"");
-    println!("try:       SELECT * FROM accounts WHERE aid = 42;");
-    println!("Ctrl-C stops the proxy and the shards.");
+    say!("demo data: accounts, {inserted} rows inserted, {present} already present");
+    say!("shard map: {}", map_path.display());
+    say!("connect:   psql \"postgres://{USER}:{USER}@{proxy}/{DB}\"");
+    say!("try:       SELECT * FROM accounts WHERE aid = 42;");
+    say!("Ctrl-C stops the proxy and the shards.");
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM, watched from the moment this is created, so a signal
@@ -361,7 +371,7 @@ impl StopSignals {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
-        println!("pgshard dev: stopping");
+        say!("pgshard dev: stopping");
     }
 }
 
