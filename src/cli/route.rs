@@ -62,6 +62,10 @@ pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Expl
                 Target::One(id) => vec![map.shard_name(id).to_owned()],
                 Target::Any => vec![map.shard_name(map.default_shard).to_owned()],
                 Target::All => map.shard_names.clone(),
+                Target::Scatter(set) => set
+                    .iter()
+                    .map(|id| map.shard_name(*id).to_owned())
+                    .collect(),
             };
             Explained::Routed {
                 shards,

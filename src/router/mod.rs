@@ -15,13 +15,18 @@ use crate::protocol::SqlState;
 use crate::sharding::{KeyError, ShardId};
 use crate::sql::Analysis;
 
+/// A set of shards, sorted and without duplicates.
+pub type ShardSet = Vec<ShardId>;
+
 /// Where a statement runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// exactly this shard
     One(ShardId),
     /// every shard (DDL broadcast)
     All,
+    /// a read on these shards (sorted, at least two), results merged by the session
+    Scatter(ShardSet),
     /// touches no sharded table: any shard gives the same answer; the session uses the
     /// transaction's shard, or the default shard
     Any,
@@ -322,7 +327,7 @@ fn changes_encoding(sql: &str) -> bool {
 }
 
 fn combine(prev: Route, next: Route, map: &ShardMap) -> Result<Route, RouteError> {
-    match (prev.target, next.target) {
+    match (&prev.target, &next.target) {
         (_, Target::Any) => Ok(prev),
         (Target::Any, _) => Ok(next),
         (Target::One(a), Target::One(b)) if a == b => Ok(prev),
@@ -338,10 +343,17 @@ fn combine(prev: Route, next: Route, map: &ShardMap) -> Result<Route, RouteError
 }
 
 /// A target in words, for error details.
-fn describe(target: Target, map: &ShardMap) -> String {
+fn describe(target: &Target, map: &ShardMap) -> String {
     match target {
-        Target::One(id) => format!("shard {}", map.shard_name(id)),
+        Target::One(id) => format!("shard {}", map.shard_name(*id)),
         Target::All => "all shards".to_owned(),
         Target::Any => "any shard".to_owned(),
+        Target::Scatter(set) => format!(
+            "shards {}",
+            set.iter()
+                .map(|id| map.shard_name(*id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }

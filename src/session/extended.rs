@@ -245,6 +245,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ => self.batch.shard,
         };
         let wanted = match target {
+            Target::Scatter(_) => {
+                return Err(ProxyError::cross_shard_unsupported(
+                    "pgshard: statements across shards are not supported in the extended protocol yet",
+                ));
+            }
             Target::Any => return Ok(()),
             Target::One(s) => s,
             Target::All if map.shard_count() == 1 => 0,

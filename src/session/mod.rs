@@ -9,6 +9,7 @@ pub mod client;
 mod extended;
 mod local_txn;
 pub mod relay;
+mod scatter;
 pub mod settings;
 pub mod shared;
 mod simple;

@@ -55,7 +55,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         tracing::trace!(target = ?route.target, reason = %route.reason, "routed");
         let map = self.shared.map.load_full();
-        let shard = match (route.target, &self.txn) {
+        if let Target::Scatter(shards) = &route.target {
+            return self.scatter_query(&frame, shards.clone()).await;
+        }
+        let shard = match (route.target.clone(), &self.txn) {
             (_, Txn::Attached { conn }) => {
                 let pinned = conn.shard;
                 match route.target {
@@ -91,6 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
             (Target::All, _) => 0,
+            (Target::Scatter(_), _) => unreachable!("handled above"),
         };
         if matches!(route.target, Target::All) {
             self.shared.forget_ordinals();
