@@ -26,6 +26,7 @@ pub mod config;
 pub mod devcluster;
 pub mod protocol;
 pub mod router;
+pub mod scatter;
 pub mod server;
 pub mod session;
 pub mod sharding;

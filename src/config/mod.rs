@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// statements the parser cannot read: refuse, or send to the default shard when they
     /// mention no sharded table
     pub unparsed: UnparsedPolicy,
+    /// most bytes a statement on several shards may buffer while its replies are
+    /// merged; more → the statement fails with 54000 instead of exhausting memory
+    pub merge_memory: usize,
 }
 
 /// What to do with a statement sqlparser cannot parse.

@@ -53,6 +53,8 @@ pub struct RawServer {
     pub max_message_size: Option<Spanned<i64>>,
     /// `"default_shard"` or `"refuse"`
     pub unparsed: Option<Spanned<String>>,
+    /// most bytes a cross-shard merge may buffer (MiB)
+    pub merge_memory_mb: Option<Spanned<i64>>,
 }
 
 /// `[[users]]`

@@ -217,6 +217,12 @@ impl Cx<'_> {
                 }
             },
         };
+        let merge_memory = match &r.merge_memory_mb {
+            Some(v) => self
+                .positive(v, "merge_memory_mb")?
+                .saturating_mul(1024 * 1024),
+            None => 64 * 1024 * 1024,
+        };
         Ok(ServerConfig {
             listen,
             pool_size,
@@ -225,6 +231,7 @@ impl Cx<'_> {
             max_clients,
             max_message_size,
             unparsed,
+            merge_memory,
         })
     }
 

@@ -37,6 +37,8 @@ impl SqlState {
     pub const DUPLICATE_PREPARED_STATEMENT: SqlState = SqlState("42P05");
     /// 53300 too_many_connections (no backend connection free within the pool timeout)
     pub const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
+    /// 54000 program_limit_exceeded (a cross-shard merge outgrew its memory cap)
+    pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     /// 57P01 admin_shutdown
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
     /// XX000 internal_error

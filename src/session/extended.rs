@@ -24,10 +24,11 @@ use super::statements::{
 };
 use super::txn::Txn;
 use super::{ClientStmt, Session, SessionEnd};
+use crate::backend::PooledConn;
 use crate::protocol::frontend::{decode_bind, decode_execute, decode_parse, decode_target};
 use crate::protocol::reply::{self, ProxyError};
 use crate::protocol::{Frame, SqlState};
-use crate::router::{Param, ParamSource, Target};
+use crate::router::{Param, ParamSource, ShardSet, Target};
 use crate::sharding::ShardId;
 use crate::sql::{Analysis, StatementKind};
 
@@ -39,6 +40,7 @@ const ABORT_STATEMENT: &str = "pgshard: abort batch";
 /// One collected client message. Statements are captured when the message arrives, so
 /// a later Close or re-Parse in the same batch cannot change what an earlier message
 /// refers to.
+#[derive(Clone)]
 enum Item {
     /// Parse of a client statement (already recorded in the session's statements)
     Parse {
@@ -90,6 +92,8 @@ pub(super) struct Batch {
     open: bool,
     /// kinds of the statements bound, in order (for transaction control and SET)
     bound: Vec<(StatementKind, Arc<str>)>,
+    /// the batch's one Bind needs several shards: run it on each and merge at Sync
+    scatter: Option<ShardSet>,
 }
 
 impl Batch {
@@ -201,7 +205,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             b'E' => {
-                decode_execute(frame.body()).map_err(bad)?;
+                let (_, max_rows) = decode_execute(frame.body()).map_err(bad)?;
+                if max_rows != 0 && self.batch.scatter.is_some() {
+                    self.fail_batch(ProxyError::cross_shard_unsupported(
+                        "pgshard: fetching a statement on several shards in portions (Execute with a row limit) is not supported yet",
+                    ));
+                    return Ok(());
+                }
                 self.batch.items.push(Item::Raw {
                     frame,
                     expect: Some(Expect::Execute),
@@ -221,6 +231,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         expect: Some(Expect::Close { fwd: true }),
                     });
                 }
+            }
+            b'H' if self.batch.scatter.is_some() && !self.batch.failed => {
+                // The merged answer exists only once every shard replied, at Sync.
+                self.fail_batch(ProxyError::cross_shard_unsupported(
+                    "pgshard: Flush inside a batch with a statement on several shards is not supported yet; send Sync",
+                ));
             }
             b'H' => {
                 if !self.batch.items.is_empty() && !self.batch.failed {
@@ -244,11 +260,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Txn::Attached { conn } => Some(conn.shard),
             _ => self.batch.shard,
         };
+        if self.batch.scatter.is_some() {
+            return Err(ProxyError::cross_shard_unsupported(
+                "pgshard: a batch with a statement on several shards cannot hold other statements; send a Sync after it",
+            ));
+        }
         let wanted = match target {
-            Target::Scatter(_) => {
-                return Err(ProxyError::cross_shard_unsupported(
-                    "pgshard: statements across shards are not supported in the extended protocol yet",
-                ));
+            Target::Scatter(shards) => {
+                let alone = matches!(self.txn, Txn::Idle)
+                    && self.batch.shard.is_none()
+                    && !self.batch.open
+                    && !self
+                        .batch
+                        .items
+                        .iter()
+                        .any(|i| matches!(i, Item::Bind { .. }));
+                if !alone {
+                    return Err(ProxyError::cross_shard_unsupported(
+                        "pgshard: a statement on several shards must run alone, outside a transaction block (its own Sync)",
+                    ));
+                }
+                self.batch.scatter = Some(shards);
+                return Ok(());
             }
             Target::Any => return Ok(()),
             Target::One(s) => s,
@@ -299,6 +332,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             } else {
                 Ok(())
             };
+        }
+        if let Some(shards) = self.batch.scatter.take() {
+            let items = std::mem::take(&mut self.batch.items);
+            self.batch.close();
+            let replies = self
+                .gather(&shards, |conn, queue| translate(conn, &items, true, queue))
+                .await;
+            self.answer_merged(replies);
+            self.ready();
+            return Ok(());
         }
         let attached = matches!(self.txn, Txn::Attached { .. });
         if !attached && self.batch.items.is_empty() && !self.batch.open {
@@ -359,98 +402,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 };
             }
         };
-        let mut unnamed_ready = false;
-        let mut buf = BytesMut::with_capacity(256);
         let items = std::mem::take(&mut self.batch.items);
-        let mut changes_settings = false;
-        let mut untracked = false;
-        for item in items {
-            match item {
-                Item::Parse { name, stmt, frame } => {
-                    changes_settings |= touches_settings(&stmt.analysis);
-                    let client = Some(name.clone());
-                    if name.is_empty() {
-                        buf.extend_from_slice(frame.as_bytes());
-                        queue.push_back(Expect::Parse {
-                            fwd: true,
-                            cache: None,
-                            client,
-                        });
-                        unnamed_ready = true;
-                    } else if conn.prepared.contains(&stmt.hash) {
-                        queue.push_back(Expect::SynthParse { client });
-                    } else {
-                        encode_parse(
-                            &server_name(stmt.hash),
-                            &stmt.sql,
-                            &stmt.param_types,
-                            &mut buf,
-                        );
-                        conn.prepared.insert(stmt.hash);
-                        queue.push_back(Expect::Parse {
-                            fwd: true,
-                            cache: Some(stmt.hash),
-                            client,
-                        });
-                    }
-                }
-                Item::Bind {
-                    frame,
-                    name,
-                    stmt,
-                    rest_offset,
-                } => {
-                    changes_settings |= touches_settings(&stmt.analysis);
-                    untracked |= leaves_untracked_state(&stmt.analysis)
-                        || touches_settings(&stmt.analysis)
-                            && super::settings::sets_sticky_state(&stmt.sql.to_ascii_lowercase());
-                    let server = ensure_prepared(
-                        &mut conn,
-                        &name,
-                        &stmt,
-                        &mut unnamed_ready,
-                        &mut buf,
-                        &mut queue,
-                    );
-                    if name.is_empty() {
-                        buf.extend_from_slice(frame.as_bytes());
-                    } else {
-                        encode_bind_renamed(&frame, &server, rest_offset, &mut buf);
-                    }
-                    queue.push_back(Expect::Bind);
-                }
-                Item::DescribeStmt { name, stmt } => {
-                    let server = ensure_prepared(
-                        &mut conn,
-                        &name,
-                        &stmt,
-                        &mut unnamed_ready,
-                        &mut buf,
-                        &mut queue,
-                    );
-                    encode_describe_statement(&server, &mut buf);
-                    queue.push_back(Expect::Describe);
-                }
-                Item::CloseStmt => queue.push_back(Expect::SynthClose),
-                Item::Raw { frame, expect } => {
-                    buf.extend_from_slice(frame.as_bytes());
-                    if let Some(e) = expect {
-                        queue.push_back(e);
-                    }
-                }
-            }
-        }
-        if sync {
-            buf.extend_from_slice(b"S\0\0\0\x04");
-            queue.push_back(Expect::Sync { fwd: true });
-        }
-        if changes_settings {
-            conn.settings_sig = UNKNOWN_SIG;
-        }
-        if untracked {
-            conn.retire = true;
-        }
-        conn.queue(&buf);
+        translate(&mut conn, &items, sync, &mut queue);
         self.batch.open = !sync;
         let bound = std::mem::take(&mut self.batch.bound);
         let outcome = self.exchange(conn, queue).await?;
@@ -568,6 +521,92 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.ready();
         }
     }
+}
+
+/// Translate a batch's messages for one connection: client statement names become
+/// server names, statements the connection lacks are prepared first, and the replies
+/// owed are pushed to `queue`. The bytes are queued on the connection; with `sync`, a
+/// Sync ends them.
+fn translate(conn: &mut PooledConn, items: &[Item], sync: bool, queue: &mut VecDeque<Expect>) {
+    let mut unnamed_ready = false;
+    let mut buf = BytesMut::with_capacity(256);
+    let mut changes_settings = false;
+    let mut untracked = false;
+    for item in items {
+        match item.clone() {
+            Item::Parse { name, stmt, frame } => {
+                changes_settings |= touches_settings(&stmt.analysis);
+                let client = Some(name.clone());
+                if name.is_empty() {
+                    buf.extend_from_slice(frame.as_bytes());
+                    queue.push_back(Expect::Parse {
+                        fwd: true,
+                        cache: None,
+                        client,
+                    });
+                    unnamed_ready = true;
+                } else if conn.prepared.contains(&stmt.hash) {
+                    queue.push_back(Expect::SynthParse { client });
+                } else {
+                    encode_parse(
+                        &server_name(stmt.hash),
+                        &stmt.sql,
+                        &stmt.param_types,
+                        &mut buf,
+                    );
+                    conn.prepared.insert(stmt.hash);
+                    queue.push_back(Expect::Parse {
+                        fwd: true,
+                        cache: Some(stmt.hash),
+                        client,
+                    });
+                }
+            }
+            Item::Bind {
+                frame,
+                name,
+                stmt,
+                rest_offset,
+            } => {
+                changes_settings |= touches_settings(&stmt.analysis);
+                untracked |= leaves_untracked_state(&stmt.analysis)
+                    || touches_settings(&stmt.analysis)
+                        && super::settings::sets_sticky_state(&stmt.sql.to_ascii_lowercase());
+                let server =
+                    ensure_prepared(conn, &name, &stmt, &mut unnamed_ready, &mut buf, queue);
+                if name.is_empty() {
+                    buf.extend_from_slice(frame.as_bytes());
+                } else {
+                    encode_bind_renamed(&frame, &server, rest_offset, &mut buf);
+                }
+                queue.push_back(Expect::Bind);
+            }
+            Item::DescribeStmt { name, stmt } => {
+                let server =
+                    ensure_prepared(conn, &name, &stmt, &mut unnamed_ready, &mut buf, queue);
+                encode_describe_statement(&server, &mut buf);
+                queue.push_back(Expect::Describe);
+            }
+            Item::CloseStmt => queue.push_back(Expect::SynthClose),
+            Item::Raw { frame, expect } => {
+                buf.extend_from_slice(frame.as_bytes());
+                if let Some(e) = expect {
+                    queue.push_back(e);
+                }
+            }
+        }
+    }
+    if sync {
+        buf.extend_from_slice(b"S\0\0\0\x04");
+        queue.push_back(Expect::Sync { fwd: true });
+    }
+    if changes_settings {
+        conn.settings_sig = UNKNOWN_SIG;
+    }
+    if untracked {
+        conn.retire = true;
+    }
+    conn.queue(&buf);
 }
 
 /// Bind parameters seen together with the types the client declared in Parse, so a

@@ -379,7 +379,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.settle(conn);
                 Ok(outcome)
             }
-            Err(RelayError::Client(_)) => {
+            Err(RelayError::Client(_)) | Err(RelayError::TooLarge(_)) => {
+                // (no cap is set when relaying to the client)
                 self.begin_in_flight = false;
                 conn.broken = true;
                 Pools::release(conn);

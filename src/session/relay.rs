@@ -97,6 +97,9 @@ pub enum RelayError {
     /// the client went away mid-relay (e.g. during COPY FROM STDIN)
     #[error("client: {0}")]
     Client(#[from] ClientError),
+    /// a collected reply outgrew its memory cap
+    #[error("the result is larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 /// Relay replies for everything in `queue` into `out`, writing `out` to `client`
@@ -106,10 +109,27 @@ pub async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn,
     queue: &mut VecDeque<Expect>,
     out: &mut BytesMut,
+    client: Option<&mut ClientIo<S>>,
+) -> Result<RelayOutcome, RelayError> {
+    relay_capped(conn, queue, out, client, usize::MAX).await
+}
+
+/// [`relay`] that fails with [`RelayError::TooLarge`] once `out` holds more than `cap`
+/// bytes (for replies collected in memory to be merged; the connection is then marked
+/// broken, as its reply was not read to the end).
+pub async fn relay_capped<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BackendConn,
+    queue: &mut VecDeque<Expect>,
+    out: &mut BytesMut,
     mut client: Option<&mut ClientIo<S>>,
+    cap: usize,
 ) -> Result<RelayOutcome, RelayError> {
     let mut outcome = RelayOutcome::default();
     loop {
+        if out.len() > cap {
+            conn.broken = true;
+            return Err(RelayError::TooLarge(cap));
+        }
         while let Some(front) = queue.front() {
             match front {
                 Expect::SynthParse { .. } => reply::parse_complete(out),

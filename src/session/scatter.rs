@@ -1,24 +1,127 @@
-//! Statements on several shards (scatter-gather): send to every target shard, merge the
-//! replies (`crate::scatter`), answer the client once.
+//! Statements on several shards (scatter-gather): send to every target shard at once,
+//! collect each shard's reply (bounded by `[server] merge_memory_mb`), merge them
+//! (`crate::scatter`), answer the client once.
+//!
+//! Only outside a transaction for now: a read inside a transaction that spans shards
+//! would need every shard's transaction, which the spine's single-shard transactions do
+//! not have.
 
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::relay::{Expect, RelayError, relay_capped};
+use super::txn::Txn;
 use super::{Session, SessionEnd};
-use crate::protocol::Frame;
+use crate::backend::{PooledConn, Pools};
 use crate::protocol::reply::ProxyError;
+use crate::protocol::{Frame, SqlState};
 use crate::router::ShardSet;
+use crate::scatter::{self, merge::Merged};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A simple Query on several shards.
     pub(super) async fn scatter_query(
         &mut self,
-        _frame: &Frame,
-        _shards: ShardSet,
+        frame: &Frame,
+        shards: ShardSet,
     ) -> Result<(), SessionEnd> {
-        self.refuse(ProxyError::cross_shard_unsupported(
-            "pgshard: statements across shards are not supported yet",
-        ));
+        if !matches!(self.txn, Txn::Idle) {
+            self.refuse(ProxyError::cross_shard_unsupported(
+                "pgshard: a statement on several shards cannot run inside a transaction block yet; run it outside BEGIN/COMMIT",
+            ));
+            self.ready();
+            return Ok(());
+        }
+        let replies = self
+            .gather(&shards, |conn, queue| {
+                conn.queue(frame.as_bytes());
+                queue.push_back(Expect::Query { fwd: true });
+            })
+            .await;
+        self.answer_merged(replies);
         self.ready();
         Ok(())
+    }
+
+    /// Send the same request to every shard in `shards` (checked out in shard order, so
+    /// two scatters cannot deadlock on pools), then collect each reply in memory. Returns
+    /// the replies, or the error to report.
+    pub(super) async fn gather(
+        &mut self,
+        shards: &ShardSet,
+        mut request: impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
+    ) -> Result<Vec<BytesMut>, ProxyError> {
+        let mut conns = Vec::with_capacity(shards.len());
+        for &shard in shards {
+            match self.checkout(shard).await {
+                Ok(conn) => conns.push(conn),
+                Err(e) => {
+                    conns.into_iter().for_each(Pools::release);
+                    return Err(e);
+                }
+            }
+        }
+        let mut queues = Vec::with_capacity(conns.len());
+        for conn in conns.iter_mut() {
+            let mut queue = VecDeque::new();
+            self.prepare_conn(conn, &mut queue);
+            request(conn, &mut queue);
+            if conn.flush().await.is_err() {
+                conn.broken = true;
+            }
+            queues.push(queue);
+        }
+        let mut budget = self.shared.config.server.merge_memory;
+        let mut replies = Vec::with_capacity(conns.len());
+        let mut failure: Option<ProxyError> = None;
+        for (conn, queue) in conns.iter_mut().zip(queues.iter_mut()) {
+            let name = self.shared.pools.shard_name(conn.shard).to_owned();
+            let mut reply = BytesMut::new();
+            if failure.is_some() {
+                // The statement failed already: close the other connections rather than
+                // wait for results nobody will read.
+                conn.broken = true;
+                continue;
+            }
+            match relay_capped::<S>(conn, queue, &mut reply, None, budget).await {
+                Ok(_) => {
+                    budget = budget.saturating_sub(reply.len());
+                    replies.push(reply);
+                }
+                Err(RelayError::TooLarge(cap)) => {
+                    failure = Some(ProxyError::error(
+                        SqlState::PROGRAM_LIMIT_EXCEEDED,
+                        format!(
+                            "pgshard: the results of this statement from several shards exceed merge_memory_mb ({} MiB)",
+                            self.shared.config.server.merge_memory.max(cap) >> 20
+                        ),
+                    )
+                    .with_hint("add a shard key condition, or raise [server] merge_memory_mb"));
+                }
+                Err(e) => failure = Some(ProxyError::shard_unavailable(&name, e)),
+            }
+        }
+        conns.into_iter().for_each(Pools::release);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(replies),
+        }
+    }
+
+    /// Write the merged answer (or the failure) for gathered replies.
+    pub(super) fn answer_merged(&mut self, replies: Result<Vec<BytesMut>, ProxyError>) {
+        let replies = match replies {
+            Ok(replies) => replies,
+            Err(e) => return self.refuse(e),
+        };
+        match scatter::concatenate(&replies, &mut self.out) {
+            Ok(Merged::Rows) | Ok(Merged::Error) => {}
+            Err(e) => self.refuse(ProxyError::error(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!("pgshard: {e}"),
+            )),
+        }
     }
 }

@@ -1,0 +1,183 @@
+//! Statements on several shards: plain reads without a key or with a key IN list are
+//! answered from every shard that can hold matching rows, exactly as one Postgres would.
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::error::SqlState;
+
+use crate::harness::{Cluster, Proxy};
+
+const ACCOUNTS: &str = r#"
+[[tables]]
+name = "accounts"
+key = "aid"
+type = "bigint"
+"#;
+
+/// Three shards, 300 accounts loaded through the proxy; balance = aid % 7.
+async fn setup(extra_server: &str) -> (Cluster, Proxy) {
+    let cluster = Cluster::start(3).await;
+    let toml = cluster
+        .shardmap_toml(ACCOUNTS, 4)
+        .replace("pool_size = 4", &format!("pool_size = 4\n{extra_server}"));
+    let proxy = Proxy::start(&toml).await;
+    let client = proxy.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (aid bigint PRIMARY KEY, balance int NOT NULL, note text)",
+        )
+        .await
+        .unwrap();
+    let insert = client
+        .prepare("INSERT INTO accounts (aid, balance, note) VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+    for aid in 1..=300i64 {
+        client
+            .execute(&insert, &[&aid, &((aid % 7) as i32), &format!("n{aid}")])
+            .await
+            .unwrap();
+    }
+    (cluster, proxy)
+}
+
+/// The aids of rows matching `filter`, read from every shard directly.
+async fn direct_aids(cluster: &Cluster, filter: &str) -> BTreeSet<i64> {
+    let mut all = BTreeSet::new();
+    for i in 0..cluster.len() {
+        for row in cluster
+            .shard(i)
+            .client("app")
+            .await
+            .query(&format!("SELECT aid FROM accounts WHERE {filter}"), &[])
+            .await
+            .unwrap()
+        {
+            assert!(all.insert(row.get(0)), "a row is on two shards");
+        }
+    }
+    all
+}
+
+fn simple_rows(msgs: &[SimpleQueryMessage]) -> (Vec<i64>, Option<u64>) {
+    let mut rows = Vec::new();
+    let mut tag = None;
+    for m in msgs {
+        match m {
+            SimpleQueryMessage::Row(r) => rows.push(r.get(0).unwrap().parse().unwrap()),
+            SimpleQueryMessage::CommandComplete(n) => tag = Some(*n),
+            _ => {}
+        }
+    }
+    (rows, tag)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_without_a_key_or_with_key_lists_see_every_matching_row() {
+    let (cluster, proxy) = setup("").await;
+    let client = proxy.client().await;
+    for filter in [
+        "balance = 3",
+        "note LIKE 'n1%'",
+        "true",
+        "aid IN (1, 2, 3, 250, 299, 1000)",
+    ] {
+        let expected = direct_aids(&cluster, filter).await;
+        assert!(!expected.is_empty());
+        // simple protocol
+        let (rows, tag) = simple_rows(
+            &client
+                .simple_query(&format!("SELECT aid FROM accounts WHERE {filter}"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            rows.iter().copied().collect::<BTreeSet<_>>(),
+            expected,
+            "{filter}"
+        );
+        assert_eq!(rows.len(), expected.len(), "{filter}: duplicated rows");
+        assert_eq!(tag, Some(expected.len() as u64), "{filter}: command tag");
+        // extended protocol
+        let rows = client
+            .query(&format!("SELECT aid FROM accounts WHERE {filter}"), &[])
+            .await
+            .unwrap();
+        let got: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(got, expected, "{filter} (extended)");
+        assert_eq!(rows.len(), expected.len());
+    }
+    // key lists as parameters
+    let rows = client
+        .query(
+            "SELECT aid, note FROM accounts WHERE aid IN ($1, $2, $3)",
+            &[&7i64, &77i64, &177i64],
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(7, "n7".into()), (77, "n77".into()), (177, "n177".into())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_be_merged_is_refused_and_errors_arrive_once() {
+    let (_cluster, proxy) = setup("").await;
+    let client = proxy.client().await;
+    for (sql, construct) in [
+        ("SELECT aid FROM accounts ORDER BY aid", "ORDER BY"),
+        ("SELECT count(*) FROM accounts", "count"),
+        ("SELECT aid FROM accounts LIMIT 5", "LIMIT"),
+        ("SELECT DISTINCT balance FROM accounts", "DISTINCT"),
+    ] {
+        let err = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::FEATURE_NOT_SUPPORTED),
+            "{sql}: {err}"
+        );
+        let msg = err.as_db_error().unwrap().message().to_owned();
+        assert!(msg.contains(construct), "{sql}: {msg}");
+    }
+    // one shard's error is the statement's error, reported once
+    let err = client
+        .simple_query("SELECT 1 / (aid - 5) FROM accounts")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO), "{err}");
+    // not inside a transaction (yet)
+    client.batch_execute("BEGIN").await.unwrap();
+    let err = client
+        .simple_query("SELECT aid FROM accounts WHERE balance = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{err}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    // the session and the pools are fine afterwards
+    let n = client
+        .query("SELECT aid FROM accounts WHERE balance = 6", &[])
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(n, 43);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merges_are_bounded_by_merge_memory() {
+    let (_cluster, proxy) = setup("merge_memory_mb = 1").await;
+    let client = proxy.client().await;
+    let err = client
+        .simple_query("SELECT aid, repeat('x', 20000) FROM accounts")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::PROGRAM_LIMIT_EXCEEDED), "{err}");
+    let rows = client
+        .query("SELECT aid FROM accounts WHERE balance = 0", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 42);
+}
