@@ -121,12 +121,53 @@ fn target_p(sql: &str, params: &[Param<'_>]) -> Result<Target, RouteError> {
     .map(|r| r.target)
 }
 
+/// The key of `table` does not pin the statement: it is refused for lack of a key, or
+/// (a SELECT whose only sharded table is `table`) runs on every shard.
 #[track_caller]
 fn assert_no_key(sql: &str, table: &str) {
+    match run(sql) {
+        Err(RouteError::NoShardKey { table: t, .. })
+        | Err(RouteError::ScatterUnsupported { table: t, .. }) => assert_eq!(t, table, "{sql}"),
+        Ok(Route {
+            target: Target::Scatter(shards),
+            reason: Reason::Scatter { table: t, why, .. },
+        }) => {
+            assert_eq!(t, table, "{sql}");
+            assert_eq!(why, "no key", "{sql}");
+            assert_eq!(shards, all_shards(), "{sql}");
+        }
+        other => panic!("{sql}: expected no usable key of {table}, got {other:?}"),
+    }
+}
+
+/// Strictly refused for lack of a key (writes, joins of several sharded tables).
+#[track_caller]
+fn assert_refused_no_key(sql: &str, table: &str) {
     match run(sql) {
         Err(RouteError::NoShardKey { table: t, .. }) => assert_eq!(t, table, "{sql}"),
         other => panic!("{sql}: expected NoShardKey({table}), got {other:?}"),
     }
+}
+
+/// Refused because the statement would need several shards and `construct` prevents
+/// concatenating their rows.
+#[track_caller]
+fn assert_scatter_blocked(sql: &str, construct: &str) {
+    match run(sql) {
+        Err(e @ RouteError::ScatterUnsupported { .. }) => {
+            let RouteError::ScatterUnsupported { construct: c, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(*c, construct, "{sql}");
+            assert!(e.to_string().contains(construct), "{sql}: {e}");
+            assert_eq!(e.sqlstate().0, "0A000");
+        }
+        other => panic!("{sql}: expected ScatterUnsupported({construct}), got {other:?}"),
+    }
+}
+
+fn all_shards() -> Vec<ShardId> {
+    (0..map().shard_count()).collect()
 }
 
 #[track_caller]
@@ -216,6 +257,10 @@ fn negative_literal_and_negated_param() {
             "SELECT * FROM accounts WHERE aid = -$1",
             &[Param::Text(b"5")]
         ),
+        Ok(Target::Scatter(all_shards()))
+    );
+    assert_eq!(
+        run("UPDATE accounts SET abalance = 0 WHERE aid = -$1"),
         Err(RouteError::NoShardKey {
             table: "accounts".into(),
             column: "aid".into()
@@ -622,10 +667,17 @@ fn on_clause_of_nested_join_sees_only_its_tables() {
 }
 
 #[test]
-fn in_list_and_any_are_refused_for_now() {
-    assert_no_key("SELECT * FROM accounts WHERE aid IN (1, 2)", "accounts");
+fn any_and_not_in_do_not_constrain() {
     assert_no_key("SELECT * FROM accounts WHERE aid = ANY($1)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid NOT IN (1)", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid NOT IN (1, 2)", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid IN (1, bid)", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid IN (1, 2 + 0)", "accounts");
+    // two sharded tables: each needs its own key equality, as before
+    assert_refused_no_key(
+        "SELECT * FROM accounts WHERE aid IN (SELECT aid FROM history)",
+        "accounts",
+    );
 }
 
 #[test]
@@ -1039,7 +1091,14 @@ fn unparsed_policy() {
 #[test]
 fn sqlstates() {
     assert_eq!(
-        run("SELECT * FROM accounts").unwrap_err().sqlstate().0,
+        run("SELECT * FROM accounts ORDER BY aid")
+            .unwrap_err()
+            .sqlstate()
+            .0,
+        "0A000"
+    );
+    assert_eq!(
+        run("DELETE FROM accounts").unwrap_err().sqlstate().0,
         "0A000"
     );
     assert_eq!(
