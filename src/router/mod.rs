@@ -103,10 +103,13 @@ impl fmt::Display for Reason {
                 column,
                 shards,
                 why,
-            } => write!(
-                f,
-                "{table}.{column}: {why}, runs on {shards} shard(s), rows concatenated"
-            ),
+            } => {
+                let plural = if *shards == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "{table}.{column}: {why}, runs on {shards} shard{plural}, rows concatenated"
+                )
+            }
             Reason::EmptyKeyList { table, column } => write!(
                 f,
                 "{table}.{column} IN (NULL, …) matches no row: any shard answers"
