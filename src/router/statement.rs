@@ -2,9 +2,7 @@
 
 use crate::config::{ShardMap, TableRule};
 use crate::sharding::{KeyError, KeyType, KeyValue, ShardId};
-use crate::sql::{
-    Role, Scatter, Statement, StatementKind, TableOccurrence, ValueExpr, ValueType,
-};
+use crate::sql::{Role, Scatter, Statement, StatementKind, TableOccurrence, ValueExpr, ValueType};
 
 use super::{Param, Reason, Route, RouteError, RouteInput, Target};
 
@@ -139,9 +137,7 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
                         let (slot, shard) = locate(value, occ, rule, input, map)?;
                         Need::One(slot, shard)
                     }
-                    None if may_spread && occ.role == Role::Read => {
-                        key_set(occ, rule, input, map)?
-                    }
+                    None if may_spread && occ.role == Role::Read => key_set(occ, rule, input, map)?,
                     None => {
                         return Err(RouteError::NoShardKey {
                             table: occ.name.clone(),

@@ -1267,11 +1267,7 @@ fn plain_select_without_key_scatters_to_every_shard() {
         // an OR of key equalities is not read as an IN list
         "SELECT * FROM accounts WHERE aid = 5 OR aid = 6",
     ] {
-        assert_eq!(
-            target(sql).unwrap(),
-            Target::Scatter(all_shards()),
-            "{sql}"
-        );
+        assert_eq!(target(sql).unwrap(), Target::Scatter(all_shards()), "{sql}");
     }
 }
 
@@ -1292,7 +1288,10 @@ fn in_list_scatters_to_the_shards_owning_its_values() {
         }
     );
     for sql in [
-        format!("SELECT * FROM accounts WHERE aid IN ({b}, {a}, {})", same_shard_as(a)),
+        format!(
+            "SELECT * FROM accounts WHERE aid IN ({b}, {a}, {})",
+            same_shard_as(a)
+        ),
         format!("SELECT * FROM accounts a WHERE a.aid IN ('{a}', {b}::bigint) AND abalance > 0"),
         format!("SELECT * FROM accounts WHERE (aid IN ({a}, {b}))"),
         format!("SELECT * FROM accounts WHERE aid IN ({a}, {b}, NULL)"),
@@ -1365,7 +1364,11 @@ fn in_list_with_parameters() {
     );
     let same = same_shard_as(a).to_string();
     assert_eq!(
-        target_p(sql, &[Param::Text(ta.as_bytes()), Param::Text(same.as_bytes())]).unwrap(),
+        target_p(
+            sql,
+            &[Param::Text(ta.as_bytes()), Param::Text(same.as_bytes())]
+        )
+        .unwrap(),
         one(a)
     );
     assert_eq!(
@@ -1456,61 +1459,159 @@ fn constructs_that_cannot_be_concatenated_are_named() {
     let list = format!("aid IN ({}, {})", keys[0], keys[1]);
     for (sql, construct) in [
         ("SELECT * FROM accounts ORDER BY aid".to_owned(), "ORDER BY"),
-        (format!("SELECT * FROM accounts WHERE {list} ORDER BY aid"), "ORDER BY"),
-        ("SELECT * FROM accounts LIMIT 10".to_owned(), "LIMIT/OFFSET/FETCH"),
-        ("SELECT * FROM accounts OFFSET 5".to_owned(), "LIMIT/OFFSET/FETCH"),
+        (
+            format!("SELECT * FROM accounts WHERE {list} ORDER BY aid"),
+            "ORDER BY",
+        ),
+        (
+            "SELECT * FROM accounts LIMIT 10".to_owned(),
+            "LIMIT/OFFSET/FETCH",
+        ),
+        (
+            "SELECT * FROM accounts OFFSET 5".to_owned(),
+            "LIMIT/OFFSET/FETCH",
+        ),
         (
             "SELECT * FROM accounts FETCH FIRST 3 ROWS ONLY".to_owned(),
             "LIMIT/OFFSET/FETCH",
         ),
-        ("SELECT count(*) FROM accounts".to_owned(), "aggregate function count()"),
+        (
+            "SELECT count(*) FROM accounts".to_owned(),
+            "aggregate function count()",
+        ),
         (
             format!("SELECT sum(abalance) FROM accounts WHERE {list}"),
             "aggregate function sum()",
         ),
-        ("SELECT pg_catalog.MAX(aid) FROM accounts".to_owned(), "aggregate function max()"),
-        ("SELECT stddev_pop(abalance) FROM accounts".to_owned(), "aggregate function stddev_pop()"),
-        ("SELECT array_agg(aid) FROM accounts".to_owned(), "aggregate function array_agg()"),
-        ("SELECT bool_and(abalance > 0) FROM accounts".to_owned(), "aggregate function bool_and()"),
-        ("SELECT jsonb_object_agg_strict(aid, abalance) FROM accounts".to_owned(), "aggregate function"),
-        ("SELECT my_agg(abalance) FROM accounts".to_owned(), "aggregate function"),
-        ("SELECT 1 + count(*) FROM accounts".to_owned(), "aggregate function count()"),
+        (
+            "SELECT pg_catalog.MAX(aid) FROM accounts".to_owned(),
+            "aggregate function max()",
+        ),
+        (
+            "SELECT stddev_pop(abalance) FROM accounts".to_owned(),
+            "aggregate function stddev_pop()",
+        ),
+        (
+            "SELECT array_agg(aid) FROM accounts".to_owned(),
+            "aggregate function array_agg()",
+        ),
+        (
+            "SELECT bool_and(abalance > 0) FROM accounts".to_owned(),
+            "aggregate function bool_and()",
+        ),
+        (
+            "SELECT jsonb_object_agg_strict(aid, abalance) FROM accounts".to_owned(),
+            "aggregate function",
+        ),
+        (
+            "SELECT my_agg(abalance) FROM accounts".to_owned(),
+            "aggregate function",
+        ),
+        (
+            "SELECT 1 + count(*) FROM accounts".to_owned(),
+            "aggregate function count()",
+        ),
         (
             "SELECT count(*) FILTER (WHERE abalance > 0) FROM accounts".to_owned(),
             "aggregate function with FILTER",
         ),
         (
-            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abalance) FROM accounts"
-                .to_owned(),
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abalance) FROM accounts".to_owned(),
             "aggregate function with WITHIN GROUP",
         ),
-        ("SELECT f(DISTINCT abalance) FROM accounts".to_owned(), "aggregate function with DISTINCT"),
-        ("SELECT f(abalance ORDER BY aid) FROM accounts".to_owned(), "aggregate function with ORDER BY"),
-        ("SELECT row_number() OVER () FROM accounts".to_owned(), "window function"),
-        ("SELECT f(aid) OVER (PARTITION BY bid) FROM accounts".to_owned(), "window function"),
-        ("SELECT aid FROM accounts WINDOW w AS (ORDER BY aid)".to_owned(), "WINDOW"),
-        ("SELECT bid FROM accounts GROUP BY bid".to_owned(), "GROUP BY"),
+        (
+            "SELECT f(DISTINCT abalance) FROM accounts".to_owned(),
+            "aggregate function with DISTINCT",
+        ),
+        (
+            "SELECT f(abalance ORDER BY aid) FROM accounts".to_owned(),
+            "aggregate function with ORDER BY",
+        ),
+        (
+            "SELECT row_number() OVER () FROM accounts".to_owned(),
+            "window function",
+        ),
+        (
+            "SELECT f(aid) OVER (PARTITION BY bid) FROM accounts".to_owned(),
+            "window function",
+        ),
+        (
+            "SELECT aid FROM accounts WINDOW w AS (ORDER BY aid)".to_owned(),
+            "WINDOW",
+        ),
+        (
+            "SELECT bid FROM accounts GROUP BY bid".to_owned(),
+            "GROUP BY",
+        ),
         ("SELECT 1 FROM accounts HAVING true".to_owned(), "HAVING"),
         ("SELECT DISTINCT bid FROM accounts".to_owned(), "DISTINCT"),
-        ("SELECT DISTINCT ON (bid) * FROM accounts".to_owned(), "DISTINCT"),
-        ("SELECT aid FROM accounts UNION ALL SELECT 1".to_owned(), "UNION/INTERSECT/EXCEPT"),
-        ("SELECT aid FROM accounts EXCEPT SELECT 1".to_owned(), "UNION/INTERSECT/EXCEPT"),
-        ("SELECT * FROM accounts WHERE abalance > (SELECT 1)".to_owned(), "subquery"),
+        (
+            "SELECT DISTINCT ON (bid) * FROM accounts".to_owned(),
+            "DISTINCT",
+        ),
+        (
+            "SELECT aid FROM accounts UNION ALL SELECT 1".to_owned(),
+            "UNION/INTERSECT/EXCEPT",
+        ),
+        (
+            "SELECT aid FROM accounts EXCEPT SELECT 1".to_owned(),
+            "UNION/INTERSECT/EXCEPT",
+        ),
+        (
+            "SELECT * FROM accounts WHERE abalance > (SELECT 1)".to_owned(),
+            "subquery",
+        ),
         ("SELECT (SELECT 1) FROM accounts".to_owned(), "subquery"),
-        ("SELECT * FROM accounts WHERE EXISTS (SELECT 1)".to_owned(), "subquery"),
-        ("SELECT * FROM branches WHERE bid IN (SELECT bid FROM accounts)".to_owned(), "subquery"),
-        ("SELECT * FROM (SELECT * FROM accounts) s".to_owned(), "subquery"),
-        ("WITH x AS (SELECT * FROM accounts) SELECT * FROM x".to_owned(), "WITH"),
-        ("WITH x AS (SELECT 1) SELECT * FROM accounts".to_owned(), "WITH"),
-        ("SELECT * FROM accounts a JOIN branches b ON a.bid = b.bid".to_owned(), "join"),
-        ("SELECT * FROM accounts a LEFT JOIN branches b ON a.bid = b.bid".to_owned(), "join"),
+        (
+            "SELECT * FROM accounts WHERE EXISTS (SELECT 1)".to_owned(),
+            "subquery",
+        ),
+        (
+            "SELECT * FROM branches WHERE bid IN (SELECT bid FROM accounts)".to_owned(),
+            "subquery",
+        ),
+        (
+            "SELECT * FROM (SELECT * FROM accounts) s".to_owned(),
+            "subquery",
+        ),
+        (
+            "WITH x AS (SELECT * FROM accounts) SELECT * FROM x".to_owned(),
+            "WITH",
+        ),
+        (
+            "WITH x AS (SELECT 1) SELECT * FROM accounts".to_owned(),
+            "WITH",
+        ),
+        (
+            "SELECT * FROM accounts a JOIN branches b ON a.bid = b.bid".to_owned(),
+            "join",
+        ),
+        (
+            "SELECT * FROM accounts a LEFT JOIN branches b ON a.bid = b.bid".to_owned(),
+            "join",
+        ),
         ("SELECT * FROM accounts, pg_class".to_owned(), "join"),
-        ("SELECT * FROM generate_series(1, 3) g, accounts".to_owned(), "join"),
-        ("SELECT * FROM accounts FOR UPDATE".to_owned(), "FOR UPDATE/SHARE"),
-        (format!("SELECT * FROM accounts WHERE {list} FOR SHARE"), "FOR UPDATE/SHARE"),
+        (
+            "SELECT * FROM generate_series(1, 3) g, accounts".to_owned(),
+            "join",
+        ),
+        (
+            "SELECT * FROM accounts FOR UPDATE".to_owned(),
+            "FOR UPDATE/SHARE",
+        ),
+        (
+            format!("SELECT * FROM accounts WHERE {list} FOR SHARE"),
+            "FOR UPDATE/SHARE",
+        ),
         ("EXPLAIN SELECT * FROM accounts".to_owned(), "EXPLAIN"),
-        (format!("EXPLAIN ANALYZE SELECT * FROM accounts WHERE {list}"), "EXPLAIN"),
-        ("DECLARE c CURSOR FOR SELECT * FROM accounts".to_owned(), "DECLARE … CURSOR"),
+        (
+            format!("EXPLAIN ANALYZE SELECT * FROM accounts WHERE {list}"),
+            "EXPLAIN",
+        ),
+        (
+            "DECLARE c CURSOR FOR SELECT * FROM accounts".to_owned(),
+            "DECLARE … CURSOR",
+        ),
     ] {
         assert_scatter_blocked(&sql, construct);
     }

@@ -95,8 +95,7 @@ fn check_select(s: &Select) -> Check {
         check_exprs(w)?;
     }
     match &s.group_by {
-        GroupByExpr::Expressions(exprs, modifiers) if exprs.is_empty() && modifiers.is_empty() => {
-        }
+        GroupByExpr::Expressions(exprs, modifiers) if exprs.is_empty() && modifiers.is_empty() => {}
         _ => return Err("GROUP BY"),
     }
     if s.having.is_some() {

@@ -332,11 +332,14 @@ impl Walker {
                             && (col.schema.is_none() || e.schema == col.schema)
                     });
                     match (hits.next(), hits.next()) {
-                        (Some(Entry {
-                            occ: Some(occ),
-                            attributable: true,
-                            ..
-                        }), None) => vec![*occ],
+                        (
+                            Some(Entry {
+                                occ: Some(occ),
+                                attributable: true,
+                                ..
+                            }),
+                            None,
+                        ) => vec![*occ],
                         _ => Vec::new(),
                     }
                 }
