@@ -2,8 +2,9 @@
 //! needs, with a plan cache keyed by SQL text.
 //!
 //! The summary records *facts about the text* (which tables, which `column = value`
-//! equalities constrain each table occurrence, the INSERT rows); it knows nothing of the
-//! shard map, so one cached summary serves every map epoch.
+//! equalities and `column IN (…)` lists constrain each table occurrence, the INSERT rows,
+//! whether a SELECT's per-shard results may simply be concatenated); it knows nothing of
+//! the shard map, so one cached summary serves every map epoch.
 //!
 //! Soundness rule: when the analysis is unsure, it records *less* (drops an equality, or
 //! adds an unconstrained table occurrence), so the router refuses instead of routing by a

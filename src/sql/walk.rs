@@ -1,5 +1,6 @@
 //! Walk a statement's query blocks, recording every table occurrence and the
-//! `column = value` equalities that constrain *all* rows each occurrence contributes.
+//! `column = value` equalities (and `column IN (v1, …)` lists) that constrain *all* rows
+//! each occurrence contributes.
 //!
 //! A query block is one SELECT (or UPDATE / DELETE) with its FROM list. An equality
 //! counts for an occurrence only when it is a top-level conjunct of the block's WHERE or
