@@ -15,6 +15,9 @@ pub(crate) enum Explained {
         shards: Vec<String>,
         /// why
         reason: String,
+        /// how the session merges the shards' replies: `Some("concatenate")` for a
+        /// scatter read, None when one shard answers (or each runs the same DDL)
+        merge: Option<&'static str>,
     },
     /// the shard is decided by the value of `$n`, known only at Bind time
     DependsOnParam(usize),
@@ -58,6 +61,7 @@ pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Expl
     };
     match router::route(&input, map, policy) {
         Ok(route) => {
+            let merge = matches!(route.target, Target::Scatter(_)).then_some(CONCATENATE);
             let shards = match route.target {
                 Target::One(id) => vec![map.shard_name(id).to_owned()],
                 Target::Any => vec![map.shard_name(map.default_shard).to_owned()],
@@ -70,6 +74,7 @@ pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Expl
             Explained::Routed {
                 shards,
                 reason: route.reason.to_string(),
+                merge,
             }
         }
         Err(RouteError::MissingParam(n)) => Explained::DependsOnParam(n),
@@ -78,12 +83,23 @@ pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Expl
     }
 }
 
+/// The merge of a scatter read: the shards' rows one after the other, counts summed.
+const CONCATENATE: &str = "concatenate";
+
 const PARAM_NOTE: &str = "the shard key is bound to a parameter; the proxy routes at Bind time (other checks run then too)";
 
 fn render_text(e: &Explained) -> String {
     match e {
-        Explained::Routed { shards, reason } => {
-            format!("shards: {}\nreason: {reason}", shards.join(", "))
+        Explained::Routed {
+            shards,
+            reason,
+            merge,
+        } => {
+            let mut text = format!("shards: {}\nreason: {reason}", shards.join(", "));
+            if let Some(merge) = merge {
+                text.push_str(&format!("\nmerge: {merge}"));
+            }
+            text
         }
         Explained::DependsOnParam(n) => format!("shards: depends on ${n}\nreason: {PARAM_NOTE}"),
         Explained::DependsOnCatalog(table) => format!(
@@ -95,9 +111,16 @@ fn render_text(e: &Explained) -> String {
 
 fn render_json(e: &Explained) -> String {
     let v = match e {
-        Explained::Routed { shards, reason } => {
-            serde_json::json!({ "shards": shards, "reason": reason })
-        }
+        Explained::Routed {
+            shards,
+            reason,
+            merge,
+        } => match merge {
+            Some(merge) => {
+                serde_json::json!({ "shards": shards, "reason": reason, "merge": merge })
+            }
+            None => serde_json::json!({ "shards": shards, "reason": reason }),
+        },
         Explained::DependsOnParam(n) => serde_json::json!({
             "shards": format!("depends on ${n}"),
             "param": n,
@@ -133,7 +156,12 @@ mod tests {
             UnparsedPolicy::Refuse,
             "SELECT * FROM accounts WHERE aid = 5",
         );
-        let Explained::Routed { shards, reason } = &e else {
+        let Explained::Routed {
+            shards,
+            reason,
+            merge: None,
+        } = &e
+        else {
             panic!("{e:?}")
         };
         assert_eq!(shards.len(), 1);
@@ -175,7 +203,7 @@ mod tests {
 
     #[test]
     fn refusal_prints_error_and_sqlstate() {
-        let e = explain(&map(), UnparsedPolicy::Refuse, "SELECT * FROM accounts");
+        let e = explain(&map(), UnparsedPolicy::Refuse, "DELETE FROM accounts");
         assert!(matches!(
             e,
             Explained::Refused(RouteError::NoShardKey { .. })
@@ -183,5 +211,41 @@ mod tests {
         assert!(render_text(&e).starts_with("error: statement on sharded table \"accounts\""));
         let json: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
         assert_eq!(json["sqlstate"], "0A000");
+
+        let e = explain(
+            &map(),
+            UnparsedPolicy::Refuse,
+            "SELECT * FROM accounts ORDER BY aid",
+        );
+        assert_eq!(
+            render_text(&e),
+            "error: statement on sharded table \"accounts\" without a single shard key needs several shards, and ORDER BY across shards is not supported yet: add \"WHERE aid = <value>\""
+        );
+    }
+
+    #[test]
+    fn scatter_read_names_its_shards_and_merge() {
+        let m = map();
+        let e = explain(&m, UnparsedPolicy::Refuse, "SELECT * FROM accounts");
+        assert_eq!(
+            render_text(&e),
+            "shards: s0, s1\nreason: accounts.aid: no key, runs on 2 shards, rows concatenated\nmerge: concatenate"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
+        assert_eq!(json["shards"], serde_json::json!(["s0", "s1"]));
+        assert_eq!(json["merge"], "concatenate");
+        assert!(
+            json["reason"].as_str().unwrap().contains("no key"),
+            "{json}"
+        );
+        // one shard: no merge line
+        let e = explain(
+            &m,
+            UnparsedPolicy::Refuse,
+            "SELECT * FROM accounts WHERE aid = 5",
+        );
+        assert!(!render_text(&e).contains("merge"), "{e:?}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
+        assert!(json.get("merge").is_none(), "{json}");
     }
 }

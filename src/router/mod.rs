@@ -57,6 +57,25 @@ pub enum Reason {
     Session,
     /// not parseable, and names no sharded table (policy `default_shard`)
     UnparsedNoShardedTable,
+    /// a SELECT on one sharded table whose key is not bound to a single value: it runs
+    /// on every shard that may hold matching rows, and their rows are concatenated
+    Scatter {
+        /// the sharded table
+        table: String,
+        /// its key column
+        column: String,
+        /// how many shards run it
+        shards: usize,
+        /// `"no key"` (all shards) or `"key IN list"` (the shards owning the values)
+        why: &'static str,
+    },
+    /// the key is compared with a list of NULLs only: no row matches, any shard answers
+    EmptyKeyList {
+        /// the sharded table
+        table: String,
+        /// its key column
+        column: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -79,6 +98,22 @@ impl fmt::Display for Reason {
             Reason::UnparsedNoShardedTable => {
                 f.write_str("not parseable; names no sharded table (default shard)")
             }
+            Reason::Scatter {
+                table,
+                column,
+                shards,
+                why,
+            } => {
+                let plural = if *shards == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "{table}.{column}: {why}, runs on {shards} shard{plural}, rows concatenated"
+                )
+            }
+            Reason::EmptyKeyList { table, column } => write!(
+                f,
+                "{table}.{column} IN (NULL, …) matches no row: any shard answers"
+            ),
         }
     }
 }
@@ -104,6 +139,19 @@ pub enum RouteError {
         table: String,
         /// key column
         column: String,
+    },
+    /// a SELECT on one sharded table needs several shards, but its result is not the
+    /// concatenation of theirs (0A000)
+    #[error(
+        "statement on sharded table \"{table}\" without a single shard key needs several shards, and {construct} across shards is not supported yet: add \"WHERE {column} = <value>\""
+    )]
+    ScatterUnsupported {
+        /// table
+        table: String,
+        /// key column
+        column: String,
+        /// the construct that prevents concatenating per-shard results
+        construct: &'static str,
     },
     /// the statement needs more than one shard (0A000)
     #[error(
@@ -188,6 +236,7 @@ impl RouteError {
             },
             RouteError::MissingParam(_) => SqlState::PROTOCOL_VIOLATION,
             RouteError::NoShardKey { .. }
+            | RouteError::ScatterUnsupported { .. }
             | RouteError::CrossShard { .. }
             | RouteError::InsertKey { .. }
             | RouteError::KeyUpdate { .. }
@@ -261,7 +310,8 @@ pub struct RouteInput<'a> {
 ///
 /// Each statement is routed on its own, then the targets are combined: `Any` joins
 /// anything, `One(x)` + `One(x)` stays `One(x)`, `All` + `All` stays `All`; any other
-/// mix needs more than one shard and is refused as [`RouteError::CrossShard`].
+/// mix (including a `Scatter` with anything but `Any`) needs more than one shard and is
+/// refused as [`RouteError::CrossShard`].
 pub fn route(
     input: &RouteInput<'_>,
     map: &ShardMap,
@@ -295,7 +345,6 @@ pub fn route(
     }))
 }
 
-/// Two statements of one query string: where can both run?
 /// Whether a statement may turn `standard_conforming_strings` off: with it off, a
 /// backslash in a string literal escapes the quote, and the text would no longer mean
 /// what pgshard's parser read. Anything but SHOW that mentions it is refused.
@@ -326,6 +375,9 @@ fn changes_encoding(sql: &str) -> bool {
             .any(|ok| lowered.contains(ok))
 }
 
+/// Two statements of one query string: where can both run? A scatter read only combines
+/// with statements that may run anywhere; with anything else (even the same shards) it
+/// is refused, since the merged replies would interleave with another statement's.
 fn combine(prev: Route, next: Route, map: &ShardMap) -> Result<Route, RouteError> {
     match (&prev.target, &next.target) {
         (_, Target::Any) => Ok(prev),

@@ -2,7 +2,7 @@
 
 use crate::config::{ShardMap, TableRule};
 use crate::sharding::{KeyError, KeyType, KeyValue, ShardId};
-use crate::sql::{Role, Statement, StatementKind, TableOccurrence, ValueExpr, ValueType};
+use crate::sql::{Role, Scatter, Statement, StatementKind, TableOccurrence, ValueExpr, ValueType};
 
 use super::{Param, Reason, Route, RouteError, RouteInput, Target};
 
@@ -81,9 +81,36 @@ struct Pin<'s> {
     column: &'s str,
 }
 
+/// A SELECT's only sharded occurrence, not pinned to one shard by its key.
+struct Spread<'s> {
+    table: &'s str,
+    column: &'s str,
+    /// the shards that may hold its rows (sorted, no duplicates; empty if none can)
+    shards: Vec<ShardId>,
+    why: &'static str,
+}
+
+/// What one occurrence's key allows.
+enum Need {
+    /// one shard, found from the value in this slot
+    One(u32, ShardId),
+    /// these shards (sorted, no duplicates), and why
+    Shards(Vec<ShardId>, &'static str),
+}
+
 /// Every occurrence of a sharded table must be pinned by its own key, all to one shard.
+/// Exception: a SELECT whose only sharded occurrence has no key equality runs on the
+/// shards its `key IN (…)` list names, or on every shard, when its result is the
+/// concatenation of theirs.
 fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, RouteError> {
+    let sharded = st
+        .tables
+        .iter()
+        .filter(|t| map.table(&t.name).is_some())
+        .count();
+    let may_spread = st.kind == StatementKind::Select && sharded == 1;
     let mut chosen: Option<Pin<'_>> = None;
+    let mut spread: Option<Spread<'_>> = None;
     for occ in &st.tables {
         let Some(rule) = map.table(&occ.name) else {
             continue;
@@ -100,19 +127,40 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
         match occ.role {
             Role::Insert => insert_rows(st, occ, rule, input, map, &mut chosen)?,
             Role::Read | Role::Write => {
-                let value = occ
+                let equality = occ
                     .equalities
                     .iter()
                     .find(|(column, _)| *column == rule.key)
-                    .map(|(_, v)| v)
-                    .ok_or_else(|| RouteError::NoShardKey {
-                        table: occ.name.clone(),
-                        column: rule.key.clone(),
-                    })?;
-                let (slot, shard) = locate(value, occ, rule, input, map)?;
-                pin(&mut chosen, occ, rule, slot, shard, map)?;
+                    .map(|(_, v)| v);
+                let need = match equality {
+                    Some(value) => {
+                        let (slot, shard) = locate(value, occ, rule, input, map)?;
+                        Need::One(slot, shard)
+                    }
+                    None if may_spread && occ.role == Role::Read => key_set(occ, rule, input, map)?,
+                    None => {
+                        return Err(RouteError::NoShardKey {
+                            table: occ.name.clone(),
+                            column: rule.key.clone(),
+                        });
+                    }
+                };
+                match need {
+                    Need::One(slot, shard) => pin(&mut chosen, occ, rule, slot, shard, map)?,
+                    Need::Shards(shards, why) => {
+                        spread = Some(Spread {
+                            table: &occ.name,
+                            column: &rule.key,
+                            shards,
+                            why,
+                        });
+                    }
+                }
             }
         }
+    }
+    if let Some(s) = spread {
+        return scatter(st, s, map);
     }
     let unsharded = unsharded_table(st, map);
     Ok(match (chosen, unsharded) {
@@ -139,6 +187,68 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
         (None, Some(table)) => on_default_shard(table, map),
         (None, None) => route_to(Target::Any, Reason::NoShardedTable),
     })
+}
+
+/// The shards a SELECT's only sharded occurrence needs: those owning the values of its
+/// key list (NULLs match nothing and are skipped), else all of them.
+fn key_set(
+    occ: &TableOccurrence,
+    rule: &TableRule,
+    input: &RouteInput<'_>,
+    map: &ShardMap,
+) -> Result<Need, RouteError> {
+    let Some((_, values)) = occ.key_lists.iter().find(|(column, _)| *column == rule.key) else {
+        return Ok(Need::Shards((0..map.shard_count()).collect(), "no key"));
+    };
+    let mut first = None;
+    let mut shards = Vec::with_capacity(values.len());
+    for value in values {
+        match locate(value, occ, rule, input, map) {
+            Err(RouteError::NullKey { .. }) => continue,
+            Err(e) => return Err(e),
+            Ok((slot, shard)) => {
+                first.get_or_insert((slot, shard));
+                shards.push(shard);
+            }
+        }
+    }
+    shards.sort_unstable();
+    shards.dedup();
+    Ok(match (shards.len(), first) {
+        (1, Some((slot, shard))) => Need::One(slot, shard),
+        _ => Need::Shards(shards, "key IN list"),
+    })
+}
+
+/// Route a SELECT whose only sharded occurrence needs `s.shards`.
+fn scatter(st: &Statement, s: Spread<'_>, map: &ShardMap) -> Result<Route, RouteError> {
+    let reason = || Reason::Scatter {
+        table: s.table.to_owned(),
+        column: s.column.to_owned(),
+        shards: s.shards.len(),
+        why: s.why,
+    };
+    match s.shards.as_slice() {
+        // no value can match: the query returns no rows wherever it runs; the default
+        // shard also holds any unsharded table it names
+        [] => Ok(route_to(
+            Target::One(map.default_shard),
+            Reason::EmptyKeyList {
+                table: s.table.to_owned(),
+                column: s.column.to_owned(),
+            },
+        )),
+        // a one-shard map: every row is there
+        [only] => Ok(route_to(Target::One(*only), reason())),
+        _ => match st.scatter {
+            Scatter::Plain => Ok(route_to(Target::Scatter(s.shards.clone()), reason())),
+            Scatter::Blocked(construct) => Err(RouteError::ScatterUnsupported {
+                table: s.table.to_owned(),
+                column: s.column.to_owned(),
+                construct,
+            }),
+        },
+    }
 }
 
 /// The first table the statement uses that is neither sharded nor a system catalog:

@@ -121,12 +121,53 @@ fn target_p(sql: &str, params: &[Param<'_>]) -> Result<Target, RouteError> {
     .map(|r| r.target)
 }
 
+/// The key of `table` does not pin the statement: it is refused for lack of a key, or
+/// (a SELECT whose only sharded table is `table`) runs on every shard.
 #[track_caller]
 fn assert_no_key(sql: &str, table: &str) {
+    match run(sql) {
+        Err(RouteError::NoShardKey { table: t, .. })
+        | Err(RouteError::ScatterUnsupported { table: t, .. }) => assert_eq!(t, table, "{sql}"),
+        Ok(Route {
+            target: Target::Scatter(shards),
+            reason: Reason::Scatter { table: t, why, .. },
+        }) => {
+            assert_eq!(t, table, "{sql}");
+            assert_eq!(why, "no key", "{sql}");
+            assert_eq!(shards, all_shards(), "{sql}");
+        }
+        other => panic!("{sql}: expected no usable key of {table}, got {other:?}"),
+    }
+}
+
+/// Strictly refused for lack of a key (writes, joins of several sharded tables).
+#[track_caller]
+fn assert_refused_no_key(sql: &str, table: &str) {
     match run(sql) {
         Err(RouteError::NoShardKey { table: t, .. }) => assert_eq!(t, table, "{sql}"),
         other => panic!("{sql}: expected NoShardKey({table}), got {other:?}"),
     }
+}
+
+/// Refused because the statement would need several shards and `construct` prevents
+/// concatenating their rows.
+#[track_caller]
+fn assert_scatter_blocked(sql: &str, construct: &str) {
+    match run(sql) {
+        Err(e @ RouteError::ScatterUnsupported { .. }) => {
+            let RouteError::ScatterUnsupported { construct: c, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(*c, construct, "{sql}");
+            assert!(e.to_string().contains(construct), "{sql}: {e}");
+            assert_eq!(e.sqlstate().0, "0A000");
+        }
+        other => panic!("{sql}: expected ScatterUnsupported({construct}), got {other:?}"),
+    }
+}
+
+fn all_shards() -> Vec<ShardId> {
+    (0..map().shard_count()).collect()
 }
 
 #[track_caller]
@@ -216,6 +257,10 @@ fn negative_literal_and_negated_param() {
             "SELECT * FROM accounts WHERE aid = -$1",
             &[Param::Text(b"5")]
         ),
+        Ok(Target::Scatter(all_shards()))
+    );
+    assert_eq!(
+        run("UPDATE accounts SET abalance = 0 WHERE aid = -$1"),
         Err(RouteError::NoShardKey {
             table: "accounts".into(),
             column: "aid".into()
@@ -622,10 +667,17 @@ fn on_clause_of_nested_join_sees_only_its_tables() {
 }
 
 #[test]
-fn in_list_and_any_are_refused_for_now() {
-    assert_no_key("SELECT * FROM accounts WHERE aid IN (1, 2)", "accounts");
+fn any_and_not_in_do_not_constrain() {
     assert_no_key("SELECT * FROM accounts WHERE aid = ANY($1)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid NOT IN (1)", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid NOT IN (1, 2)", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid IN (1, bid)", "accounts");
+    assert_no_key("SELECT * FROM accounts WHERE aid IN (1, 2 + 0)", "accounts");
+    // two sharded tables: each needs its own key equality, as before
+    assert_refused_no_key(
+        "SELECT * FROM accounts WHERE aid IN (SELECT aid FROM history)",
+        "accounts",
+    );
 }
 
 #[test]
@@ -1039,7 +1091,14 @@ fn unparsed_policy() {
 #[test]
 fn sqlstates() {
     assert_eq!(
-        run("SELECT * FROM accounts").unwrap_err().sqlstate().0,
+        run("SELECT * FROM accounts ORDER BY aid")
+            .unwrap_err()
+            .sqlstate()
+            .0,
+        "0A000"
+    );
+    assert_eq!(
+        run("DELETE FROM accounts").unwrap_err().sqlstate().0,
         "0A000"
     );
     assert_eq!(
@@ -1150,5 +1209,506 @@ fn settings_that_change_how_text_is_read_are_refused() {
         "SHOW client_encoding",
     ] {
         assert!(run(sql).is_ok(), "{sql}");
+    }
+}
+
+// ---------------------------------------------------------------- scatter reads
+
+/// `n` integer keys, one on each of `n` different shards (n ≤ 3).
+fn keys_on_distinct_shards(n: usize) -> Vec<i64> {
+    let mut keys: Vec<i64> = Vec::new();
+    for k in 1..1000 {
+        if keys.len() == n {
+            break;
+        }
+        if keys.iter().all(|x| one(*x) != one(k)) {
+            keys.push(k);
+        }
+    }
+    assert_eq!(keys.len(), n);
+    keys
+}
+
+fn sorted_shards(keys: &[i64]) -> Vec<ShardId> {
+    let mut s: Vec<ShardId> = keys.iter().map(|k| shard_of(KeyValue::Int(*k))).collect();
+    s.sort_unstable();
+    s.dedup();
+    s
+}
+
+#[test]
+fn plain_select_without_key_scatters_to_every_shard() {
+    let r = run("SELECT * FROM accounts").unwrap();
+    assert_eq!(r.target, Target::Scatter(vec![0, 1, 2]));
+    assert_eq!(
+        r.reason,
+        Reason::Scatter {
+            table: "accounts".into(),
+            column: "aid".into(),
+            shards: 3,
+            why: "no key"
+        }
+    );
+    assert_eq!(
+        r.reason.to_string(),
+        "accounts.aid: no key, runs on 3 shards, rows concatenated"
+    );
+    for sql in [
+        "SELECT aid, abalance * 2, lower(filler), now() FROM accounts WHERE abalance > 0",
+        "SELECT ALL * FROM accounts",
+        "SELECT * FROM ONLY accounts",
+        "SELECT * FROM public.accounts a WHERE a.abalance = 0",
+        "(SELECT * FROM accounts)",
+        "SELECT * FROM accounts WHERE aid > 5",
+        "SELECT * FROM accounts WHERE aid IN (1, 2) OR abalance = 0",
+        "SELECT * FROM accounts WHERE NOT (aid IN (1, 2))",
+        "SELECT * FROM accounts a WHERE other.aid IN (1, 2)",
+        "SELECT * FROM users WHERE email LIKE 'a%'",
+        // an OR of key equalities is not read as an IN list
+        "SELECT * FROM accounts WHERE aid = 5 OR aid = 6",
+    ] {
+        assert_eq!(target(sql).unwrap(), Target::Scatter(all_shards()), "{sql}");
+    }
+}
+
+#[test]
+fn in_list_scatters_to_the_shards_owning_its_values() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    let expected = Target::Scatter(sorted_shards(&keys));
+    let r = run(&format!("SELECT * FROM accounts WHERE aid IN ({a}, {b})")).unwrap();
+    assert_eq!(r.target, expected);
+    assert_eq!(
+        r.reason,
+        Reason::Scatter {
+            table: "accounts".into(),
+            column: "aid".into(),
+            shards: 2,
+            why: "key IN list"
+        }
+    );
+    for sql in [
+        format!(
+            "SELECT * FROM accounts WHERE aid IN ({b}, {a}, {})",
+            same_shard_as(a)
+        ),
+        format!("SELECT * FROM accounts a WHERE a.aid IN ('{a}', {b}::bigint) AND abalance > 0"),
+        format!("SELECT * FROM accounts WHERE (aid IN ({a}, {b}))"),
+        format!("SELECT * FROM accounts WHERE aid IN ({a}, {b}, NULL)"),
+        // the first list on the key decides (every row satisfies each of them)
+        format!("SELECT * FROM accounts WHERE aid IN ({a}, {b}) AND aid IN (1, 2, 3)"),
+    ] {
+        assert_eq!(target(&sql).unwrap(), expected, "{sql}");
+    }
+    // all three shards
+    let three = keys_on_distinct_shards(3);
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts WHERE aid IN ({}, {}, {})",
+            three[0], three[1], three[2]
+        ))
+        .unwrap(),
+        Target::Scatter(vec![0, 1, 2])
+    );
+    // a key equality wins over a list
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts WHERE aid IN ({a}, {b}) AND aid = {a}"
+        ))
+        .unwrap(),
+        one(a)
+    );
+}
+
+#[test]
+fn in_list_on_one_shard_is_routed_there() {
+    let a = 7;
+    let same = same_shard_as(a);
+    let r = run(&format!(
+        "SELECT * FROM accounts WHERE aid IN ({a}, {same}, {a})"
+    ))
+    .unwrap();
+    assert_eq!(r.target, one(a));
+    assert!(matches!(r.reason, Reason::ShardKey { .. }), "{r:?}");
+    // not plain, but one shard: no merge needed
+    assert_eq!(
+        target(&format!(
+            "SELECT count(*) FROM accounts WHERE aid IN ({a}, {same}) ORDER BY 1"
+        ))
+        .unwrap(),
+        one(a)
+    );
+    // with an unsharded table on another shard: refused as for an equality
+    let elsewhere = (1..1000)
+        .find(|k| one(*k) != default())
+        .expect("a key off the default shard");
+    let same = same_shard_as(elsewhere);
+    assert!(matches!(
+        run(&format!(
+            "SELECT * FROM accounts a JOIN branches b ON b.bid = a.bid WHERE a.aid IN ({elsewhere}, {same})"
+        )),
+        Err(RouteError::CrossShard { .. })
+    ));
+}
+
+#[test]
+fn in_list_with_parameters() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    let sql = "SELECT * FROM accounts WHERE aid IN ($1, $2)";
+    let (ta, tb) = (a.to_string(), b.to_string());
+    let bb = b.to_be_bytes();
+    assert_eq!(
+        target_p(sql, &[Param::Text(ta.as_bytes()), Param::Binary(&bb)]).unwrap(),
+        Target::Scatter(sorted_shards(&keys))
+    );
+    let same = same_shard_as(a).to_string();
+    assert_eq!(
+        target_p(
+            sql,
+            &[Param::Text(ta.as_bytes()), Param::Text(same.as_bytes())]
+        )
+        .unwrap(),
+        one(a)
+    );
+    assert_eq!(
+        target_p(sql, &[Param::Text(ta.as_bytes())]),
+        Err(RouteError::MissingParam(2))
+    );
+    assert!(matches!(
+        target_p(sql, &[Param::Text(ta.as_bytes()), Param::Text(b"x")]),
+        Err(RouteError::BadKey { .. })
+    ));
+    // a NULL parameter matches nothing
+    assert_eq!(
+        target_p(sql, &[Param::Null, Param::Text(ta.as_bytes())]).unwrap(),
+        one(a)
+    );
+    assert_eq!(
+        target_p(sql, &[Param::Null, Param::Null]).unwrap(),
+        default()
+    );
+    // mixed literal and parameter
+    assert_eq!(
+        target_p(
+            &format!("SELECT * FROM accounts WHERE aid IN ({a}, $1::bigint)"),
+            &[Param::Text(tb.as_bytes())]
+        )
+        .unwrap(),
+        Target::Scatter(sorted_shards(&keys))
+    );
+}
+
+#[test]
+fn in_list_of_nulls_matches_nothing() {
+    let r = run("SELECT * FROM accounts WHERE aid IN (NULL, NULL::bigint)").unwrap();
+    assert_eq!(
+        r,
+        Route {
+            target: default(),
+            reason: Reason::EmptyKeyList {
+                table: "accounts".into(),
+                column: "aid".into()
+            }
+        }
+    );
+    assert_eq!(
+        target("SELECT * FROM accounts WHERE aid IN (NULL, 5)").unwrap(),
+        one(5)
+    );
+    // still refused: `= NULL` is an equality, as before
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid IN (NULL)"),
+        Err(RouteError::NullKey { .. })
+    ));
+}
+
+#[test]
+fn in_list_values_are_checked_like_equalities() {
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid IN (1, 'x')"),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert!(matches!(
+        run("SELECT * FROM users WHERE email IN ('a', 5)"),
+        Err(RouteError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid IN (1, '2'::text)"),
+        Err(RouteError::Unsupported { .. })
+    ));
+    let a = KeyValue::Text("a@b.c".into());
+    let b = (0..1000)
+        .map(|i| format!("u{i}@x"))
+        .find(|e| shard_of(KeyValue::Text(e.clone())) != shard_of(a.clone()))
+        .expect("an email on another shard");
+    let mut expected = vec![shard_of(a), shard_of(KeyValue::Text(b.clone()))];
+    expected.sort_unstable();
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM users WHERE email IN ('a@b.c', '{b}')"
+        ))
+        .unwrap(),
+        Target::Scatter(expected)
+    );
+}
+
+#[test]
+fn constructs_that_cannot_be_concatenated_are_named() {
+    let keys = keys_on_distinct_shards(2);
+    let list = format!("aid IN ({}, {})", keys[0], keys[1]);
+    for (sql, construct) in [
+        ("SELECT * FROM accounts ORDER BY aid".to_owned(), "ORDER BY"),
+        (
+            format!("SELECT * FROM accounts WHERE {list} ORDER BY aid"),
+            "ORDER BY",
+        ),
+        (
+            "SELECT * FROM accounts LIMIT 10".to_owned(),
+            "LIMIT/OFFSET/FETCH",
+        ),
+        (
+            "SELECT * FROM accounts OFFSET 5".to_owned(),
+            "LIMIT/OFFSET/FETCH",
+        ),
+        (
+            "SELECT * FROM accounts FETCH FIRST 3 ROWS ONLY".to_owned(),
+            "LIMIT/OFFSET/FETCH",
+        ),
+        (
+            "SELECT count(*) FROM accounts".to_owned(),
+            "aggregate function count()",
+        ),
+        (
+            format!("SELECT sum(abalance) FROM accounts WHERE {list}"),
+            "aggregate function sum()",
+        ),
+        (
+            "SELECT pg_catalog.MAX(aid) FROM accounts".to_owned(),
+            "aggregate function max()",
+        ),
+        (
+            "SELECT stddev_pop(abalance) FROM accounts".to_owned(),
+            "aggregate function stddev_pop()",
+        ),
+        (
+            "SELECT array_agg(aid) FROM accounts".to_owned(),
+            "aggregate function array_agg()",
+        ),
+        (
+            "SELECT bool_and(abalance > 0) FROM accounts".to_owned(),
+            "aggregate function bool_and()",
+        ),
+        (
+            "SELECT jsonb_object_agg_strict(aid, abalance) FROM accounts".to_owned(),
+            "aggregate function",
+        ),
+        (
+            "SELECT my_agg(abalance) FROM accounts".to_owned(),
+            "aggregate function",
+        ),
+        (
+            "SELECT 1 + count(*) FROM accounts".to_owned(),
+            "aggregate function count()",
+        ),
+        (
+            "SELECT count(*) FILTER (WHERE abalance > 0) FROM accounts".to_owned(),
+            "aggregate function with FILTER",
+        ),
+        (
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abalance) FROM accounts".to_owned(),
+            "aggregate function with WITHIN GROUP",
+        ),
+        (
+            "SELECT f(DISTINCT abalance) FROM accounts".to_owned(),
+            "aggregate function with DISTINCT",
+        ),
+        (
+            "SELECT f(abalance ORDER BY aid) FROM accounts".to_owned(),
+            "aggregate function with ORDER BY",
+        ),
+        (
+            "SELECT row_number() OVER () FROM accounts".to_owned(),
+            "window function",
+        ),
+        (
+            "SELECT f(aid) OVER (PARTITION BY bid) FROM accounts".to_owned(),
+            "window function",
+        ),
+        (
+            "SELECT aid FROM accounts WINDOW w AS (ORDER BY aid)".to_owned(),
+            "WINDOW",
+        ),
+        (
+            "SELECT bid FROM accounts GROUP BY bid".to_owned(),
+            "GROUP BY",
+        ),
+        ("SELECT 1 FROM accounts HAVING true".to_owned(), "HAVING"),
+        ("SELECT DISTINCT bid FROM accounts".to_owned(), "DISTINCT"),
+        (
+            "SELECT DISTINCT ON (bid) * FROM accounts".to_owned(),
+            "DISTINCT",
+        ),
+        (
+            "SELECT aid FROM accounts UNION ALL SELECT 1".to_owned(),
+            "UNION/INTERSECT/EXCEPT",
+        ),
+        (
+            "SELECT aid FROM accounts EXCEPT SELECT 1".to_owned(),
+            "UNION/INTERSECT/EXCEPT",
+        ),
+        (
+            "SELECT * FROM accounts WHERE abalance > (SELECT 1)".to_owned(),
+            "subquery",
+        ),
+        ("SELECT (SELECT 1) FROM accounts".to_owned(), "subquery"),
+        (
+            "SELECT * FROM accounts WHERE EXISTS (SELECT 1)".to_owned(),
+            "subquery",
+        ),
+        (
+            "SELECT * FROM branches WHERE bid IN (SELECT bid FROM accounts)".to_owned(),
+            "subquery",
+        ),
+        (
+            "SELECT * FROM (SELECT * FROM accounts) s".to_owned(),
+            "subquery",
+        ),
+        (
+            "WITH x AS (SELECT * FROM accounts) SELECT * FROM x".to_owned(),
+            "WITH",
+        ),
+        (
+            "WITH x AS (SELECT 1) SELECT * FROM accounts".to_owned(),
+            "WITH",
+        ),
+        (
+            "SELECT * FROM accounts a JOIN branches b ON a.bid = b.bid".to_owned(),
+            "join",
+        ),
+        (
+            "SELECT * FROM accounts a LEFT JOIN branches b ON a.bid = b.bid".to_owned(),
+            "join",
+        ),
+        ("SELECT * FROM accounts, pg_class".to_owned(), "join"),
+        (
+            "SELECT * FROM generate_series(1, 3) g, accounts".to_owned(),
+            "join",
+        ),
+        (
+            "SELECT * FROM accounts FOR UPDATE".to_owned(),
+            "FOR UPDATE/SHARE",
+        ),
+        (
+            format!("SELECT * FROM accounts WHERE {list} FOR SHARE"),
+            "FOR UPDATE/SHARE",
+        ),
+        ("EXPLAIN SELECT * FROM accounts".to_owned(), "EXPLAIN"),
+        (
+            format!("EXPLAIN ANALYZE SELECT * FROM accounts WHERE {list}"),
+            "EXPLAIN",
+        ),
+        (
+            "DECLARE c CURSOR FOR SELECT * FROM accounts".to_owned(),
+            "DECLARE … CURSOR",
+        ),
+    ] {
+        assert_scatter_blocked(&sql, construct);
+    }
+    // the message names table, construct and key
+    assert_eq!(
+        run("SELECT * FROM accounts ORDER BY aid")
+            .unwrap_err()
+            .to_string(),
+        "statement on sharded table \"accounts\" without a single shard key needs several shards, and ORDER BY across shards is not supported yet: add \"WHERE aid = <value>\""
+    );
+    // SELECT … INTO is DDL reading sharded data, refused as before
+    assert_unsupported("SELECT * INTO t FROM accounts");
+}
+
+#[test]
+fn several_sharded_tables_keep_needing_equalities() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    assert_refused_no_key(
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid",
+        "accounts",
+    );
+    assert_refused_no_key(
+        &format!("SELECT * FROM accounts a, history h WHERE a.aid IN ({a}, {b}) AND h.aid = {a}"),
+        "accounts",
+    );
+    assert_refused_no_key(
+        &format!(
+            "SELECT * FROM accounts WHERE aid = {a} UNION ALL SELECT * FROM accounts WHERE aid IN ({a}, {b})"
+        ),
+        "accounts",
+    );
+}
+
+#[test]
+fn writes_with_in_lists_are_refused() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    let same = same_shard_as(a);
+    for sql in [
+        format!("UPDATE accounts SET abalance = 0 WHERE aid IN ({a}, {b})"),
+        format!("UPDATE accounts SET abalance = 0 WHERE aid IN ({a}, {same})"),
+        format!("DELETE FROM accounts WHERE aid IN ({a}, {b})"),
+        "DELETE FROM accounts".to_owned(),
+        "UPDATE accounts SET abalance = 0".to_owned(),
+    ] {
+        assert_refused_no_key(&sql, "accounts");
+    }
+    assert_unsupported(&format!(
+        "INSERT INTO log SELECT * FROM accounts WHERE aid IN ({a}, {b})"
+    ));
+    assert_unsupported("INSERT INTO log SELECT * FROM accounts");
+}
+
+#[test]
+fn scatter_is_alone_in_its_query_string() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    for sql in [
+        format!("SELECT * FROM accounts; SELECT * FROM accounts WHERE aid = {a}"),
+        format!("SELECT * FROM accounts WHERE aid = {a}; SELECT * FROM accounts"),
+        "SELECT * FROM accounts; SELECT * FROM accounts".to_owned(),
+        format!("SELECT * FROM accounts WHERE aid IN ({a}, {b}); SELECT * FROM history"),
+        "SELECT * FROM accounts; CREATE TABLE t (a int)".to_owned(),
+        "SELECT * FROM accounts; SELECT * FROM branches".to_owned(),
+    ] {
+        assert_cross(&sql);
+    }
+    // statements that run anywhere do not change where the scatter runs
+    assert_eq!(
+        target("BEGIN; SELECT * FROM accounts; COMMIT").unwrap(),
+        Target::Scatter(all_shards())
+    );
+}
+
+#[test]
+fn one_shard_map_runs_everything_there() {
+    let mut m = map();
+    m.shard_names.truncate(1);
+    m.slot_owner = vec![0; SLOTS as usize];
+    m.default_shard = 0;
+    for sql in [
+        "SELECT * FROM accounts",
+        "SELECT count(*) FROM accounts ORDER BY 1",
+        "SELECT * FROM accounts WHERE aid IN (1, 2, 3)",
+    ] {
+        let analysis = analyze(sql);
+        let input = RouteInput {
+            sql,
+            analysis: &analysis,
+            params: &NoParams,
+            ordinals: &NoOrdinals,
+        };
+        assert_eq!(
+            route(&input, &m, UnparsedPolicy::Refuse).unwrap().target,
+            Target::One(0),
+            "{sql}"
+        );
     }
 }

@@ -5,8 +5,9 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::expr::split_name;
+use super::scatter;
 use super::walk::Walker;
-use super::{Analysis, Limitation, Role, Statement, StatementKind, TableOccurrence};
+use super::{Analysis, Limitation, Role, Scatter, Statement, StatementKind, TableOccurrence};
 
 /// Parse `sql` (Postgres dialect) and summarise each statement.
 pub fn analyze(sql: &str) -> Analysis {
@@ -29,6 +30,7 @@ fn plain(kind: StatementKind, command: &'static str) -> Statement {
         assigned_columns: Vec::new(),
         limitation: None,
         cte_names: Vec::new(),
+        scatter: Scatter::Blocked(command),
     }
 }
 
@@ -43,6 +45,7 @@ fn walked(kind: StatementKind, command: &'static str, w: Walker) -> Statement {
         assigned_columns: w.assigned,
         limitation: w.limitation,
         cte_names: w.ctes,
+        scatter: Scatter::Blocked(command),
     }
 }
 
@@ -74,7 +77,15 @@ fn summarise(st: &Ast) -> Statement {
                     SetExpr::Update(_) => walked(K::Update, "UPDATE", w),
                     SetExpr::Delete(_) => walked(K::Delete, "DELETE", w),
                     SetExpr::Merge(_) => walked(K::Other, "MERGE", w),
-                    _ => walked(K::Select, "SELECT", w),
+                    _ => {
+                        let mut s = walked(K::Select, "SELECT", w);
+                        s.scatter = match scatter::query(q) {
+                            // belt and braces: the whole statement reads one table
+                            Scatter::Plain if s.tables.len() > 1 => Scatter::Blocked("subquery"),
+                            other => other,
+                        };
+                        s
+                    }
                 }
             }
         }
@@ -109,11 +120,15 @@ fn summarise(st: &Ast) -> Statement {
                 }
             }
             w.safety_net(st);
-            walked(K::Select, "DECLARE", w)
+            let mut s = walked(K::Select, "DECLARE", w);
+            s.scatter = Scatter::Blocked("DECLARE … CURSOR");
+            s
         }
         Ast::Explain { statement, .. } => {
             let mut s = summarise(statement);
             s.explain = true;
+            // EXPLAIN output describes one shard's plan: not concatenable
+            s.scatter = Scatter::Blocked("EXPLAIN");
             s
         }
         Ast::StartTransaction {
@@ -172,6 +187,7 @@ fn summarise(st: &Ast) -> Statement {
                         name,
                         schema,
                         equalities: Vec::new(),
+                        key_lists: Vec::new(),
                         role: if *to { Role::Read } else { Role::Insert },
                     });
                     s
@@ -189,6 +205,7 @@ fn summarise(st: &Ast) -> Statement {
             Statement {
                 kind: K::SqlPrepared,
                 command: "PREPARE",
+                scatter: Scatter::Blocked("PREPARE"),
                 ..inner
             }
         }
@@ -304,6 +321,7 @@ fn push_name(s: &mut Statement, name: &sqlparser::ast::ObjectName) {
         name: table,
         schema,
         equalities: Vec::new(),
+        key_lists: Vec::new(),
         role: Role::Read,
     });
 }

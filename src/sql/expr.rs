@@ -108,6 +108,25 @@ pub(crate) fn equality(expr: &Expr) -> Option<(ColumnRef, ValueExpr)> {
     }
 }
 
+/// `column IN (v1, …, vn)` (not negated) where every element is a value as
+/// [`value`] reads it; one unreadable element drops the whole list.
+pub(crate) fn in_list(expr: &Expr) -> Option<(ColumnRef, Vec<ValueExpr>)> {
+    match expr {
+        Expr::In {
+            expr,
+            target: InTarget::List(list),
+            negated: false,
+            global: false,
+        } if !list.is_empty() => {
+            let column = column_ref(expr)?;
+            let values = list.iter().map(value).collect::<Option<Vec<_>>>()?;
+            Some((column, values))
+        }
+        Expr::Nested(inner) => in_list(inner),
+        _ => None,
+    }
+}
+
 /// The key value an expression denotes, if it is one of the forms whose text is exactly
 /// what Postgres would feed the key type's input function: a literal, a parameter, a
 /// negated integer literal, or one of those under a single cast to a key-compatible type.

@@ -2,8 +2,9 @@
 //! needs, with a plan cache keyed by SQL text.
 //!
 //! The summary records *facts about the text* (which tables, which `column = value`
-//! equalities constrain each table occurrence, the INSERT rows); it knows nothing of the
-//! shard map, so one cached summary serves every map epoch.
+//! equalities and `column IN (…)` lists constrain each table occurrence, the INSERT rows,
+//! whether a SELECT's per-shard results may simply be concatenated); it knows nothing of
+//! the shard map, so one cached summary serves every map epoch.
 //!
 //! Soundness rule: when the analysis is unsure, it records *less* (drops an equality, or
 //! adds an unconstrained table occurrence), so the router refuses instead of routing by a
@@ -18,6 +19,7 @@
 pub mod analyze;
 pub mod cache;
 mod expr;
+mod scatter;
 mod walk;
 
 #[cfg(test)]
@@ -120,6 +122,12 @@ pub struct TableOccurrence {
     /// Only top-level AND-ed equalities (WHERE, inner JOIN ON) of the occurrence's own
     /// query block are recorded; anything under OR/NOT/outer joins is ignored.
     pub equalities: Vec<(String, ValueExpr)>,
+    /// `column IN (v1, …, vn)` lists (not negated, every element a literal or parameter
+    /// form accepted for equalities), attributed by the same rules as
+    /// [`equalities`](Self::equalities): every row this occurrence contributes has
+    /// `column` equal to one of the values. `IN (v)` with one value is recorded as an
+    /// equality instead.
+    pub key_lists: Vec<(String, Vec<ValueExpr>)>,
     /// how the statement uses it
     pub role: Role,
 }
@@ -176,6 +184,27 @@ impl fmt::Display for Limitation {
     }
 }
 
+/// Whether a statement's result is the concatenation of the results of the same text run
+/// on several shards, each holding part of the rows.
+///
+/// [`Scatter::Plain`] needs a SELECT of one query block over exactly one table
+/// occurrence (no join, subquery, CTE or set operation), without anything that combines
+/// rows across the result (aggregates, window functions, GROUP BY, HAVING, DISTINCT) or
+/// orders, limits, locks or stores them (ORDER BY, LIMIT/OFFSET/FETCH, FOR UPDATE, INTO).
+///
+/// Aggregates are recognised by their call syntax (OVER, FILTER, WITHIN GROUP, DISTINCT
+/// or ORDER BY inside the arguments) and by the names of Postgres' built-in aggregates.
+/// A user-defined aggregate called by a name not on that list cannot be told from a
+/// plain function by the text alone: such a query is taken as [`Scatter::Plain`] and each
+/// shard returns its own partial aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scatter {
+    /// concatenating the per-shard results gives the statement's result
+    Plain,
+    /// not concatenable; names the first construct found (for the error message)
+    Blocked(&'static str),
+}
+
 /// The routing summary of one SQL statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
@@ -197,6 +226,8 @@ pub struct Statement {
     pub limitation: Option<Limitation>,
     /// names defined by WITH in this statement (their references are not tables)
     pub cte_names: Vec<String>,
+    /// whether per-shard results of this text can simply be concatenated
+    pub scatter: Scatter,
 }
 
 /// The analysis of one query string: its statements, or why it could not be parsed.

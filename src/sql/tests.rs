@@ -223,3 +223,126 @@ fn cte_names_are_recorded() {
     let s = one("WITH t AS (SELECT * FROM accounts WHERE aid = 5) SELECT * FROM t");
     assert_eq!(s.cte_names, vec!["t".to_string()]);
 }
+
+#[test]
+fn key_lists_follow_the_equality_attribution_rules() {
+    use crate::sql::ValueType;
+    let s = one("SELECT * FROM t a WHERE a.k IN (1, '2', $3, NULL, 4::bigint) AND x > 0");
+    assert_eq!(
+        s.tables[0].key_lists,
+        vec![(
+            "k".into(),
+            vec![
+                lit("1"),
+                ValueExpr::Literal("2".into(), ValueType::Unknown),
+                ValueExpr::Param(3, ValueType::Unknown),
+                ValueExpr::Null,
+                ValueExpr::Literal("4".into(), ValueType::Integer),
+            ]
+        )]
+    );
+    assert!(s.tables[0].equalities.is_empty());
+    // one value: an equality, not repeated as a list
+    let s = one("SELECT * FROM t WHERE k IN (1)");
+    assert_eq!(s.tables[0].equalities, vec![("k".into(), lit("1"))]);
+    assert!(s.tables[0].key_lists.is_empty());
+    // inner join ON conjunct is the named table's; WHERE unqualified goes to both
+    let s = one("SELECT * FROM t JOIN u ON u.k IN (1, 2) WHERE j IN (3, 4)");
+    assert_eq!(
+        s.tables[0].key_lists,
+        vec![("j".into(), vec![lit("3"), lit("4")])]
+    );
+    assert_eq!(
+        s.tables[1].key_lists,
+        vec![
+            ("k".into(), vec![lit("1"), lit("2")]),
+            ("j".into(), vec![lit("3"), lit("4")])
+        ]
+    );
+    // not recorded: negated, under OR/NOT, an element that is not a value, outer join ON,
+    // a subquery's list for the outer table
+    for sql in [
+        "SELECT * FROM t WHERE k NOT IN (1, 2)",
+        "SELECT * FROM t WHERE k IN (1, 2) OR x = 1",
+        "SELECT * FROM t WHERE NOT (k IN (1, 2))",
+        "SELECT * FROM t WHERE k IN (1, f())",
+        "SELECT * FROM t WHERE k IN (1, 2 + 3)",
+        "SELECT * FROM t WHERE k IN (1, 'a\\b')",
+        "SELECT * FROM v LEFT JOIN t ON t.k IN (1, 2)",
+        "SELECT * FROM t WHERE x IN (SELECT 1 FROM u WHERE k IN (1, 2))",
+        "SELECT * FROM t JOIN u USING (id) WHERE k IN (1, 2)",
+    ] {
+        let s = one(sql);
+        let t = s.tables.iter().find(|o| o.name == "t").expect("t");
+        assert!(t.key_lists.is_empty(), "{sql}: {t:?}");
+    }
+    // the subquery's own table gets its list
+    let s = one("SELECT * FROM t WHERE x IN (SELECT 1 FROM u WHERE k IN (1, 2))");
+    let u = s.tables.iter().find(|o| o.name == "u").expect("u");
+    assert_eq!(u.key_lists, vec![("k".into(), vec![lit("1"), lit("2")])]);
+}
+
+#[test]
+fn scatter_plain_only_for_one_table_without_combining_clauses() {
+    for sql in [
+        "SELECT * FROM t",
+        "SELECT a, b + 1, lower(c), now() FROM t WHERE a > 0 AND k IN (1, 2)",
+        "SELECT * FROM ONLY s.t x",
+        "(SELECT * FROM t)",
+        "SELECT 1",
+        "SELECT coalesce(a, 0), upper(b) FROM t",
+    ] {
+        assert_eq!(one(sql).scatter, Scatter::Plain, "{sql}");
+    }
+    for (sql, construct) in [
+        ("SELECT * FROM t ORDER BY a", "ORDER BY"),
+        ("SELECT * FROM t LIMIT 1", "LIMIT/OFFSET/FETCH"),
+        ("SELECT count(*) FROM t", "aggregate function count()"),
+        ("SELECT Sum(a) FROM t", "aggregate function sum()"),
+        (
+            "SELECT regr_slope(a, b) FROM t",
+            "aggregate function regr_slope()",
+        ),
+        ("SELECT regr_new(a, b) FROM t", "aggregate function"),
+        ("SELECT a FROM t GROUP BY a", "GROUP BY"),
+        ("SELECT a FROM t HAVING true", "HAVING"),
+        ("SELECT DISTINCT a FROM t", "DISTINCT"),
+        ("SELECT rank() OVER (ORDER BY a) FROM t", "window function"),
+        (
+            "SELECT a FROM t UNION SELECT a FROM t",
+            "UNION/INTERSECT/EXCEPT",
+        ),
+        ("SELECT * FROM t WHERE a IN (SELECT 1)", "subquery"),
+        (
+            "SELECT * FROM t WHERE a = ANY (ARRAY(SELECT 1))",
+            "subquery",
+        ),
+        ("SELECT * FROM t, u", "join"),
+        ("SELECT * FROM t CROSS JOIN u", "join"),
+        ("SELECT * FROM (t JOIN u ON true)", "join"),
+        ("SELECT * FROM f(1)", "table function"),
+        ("WITH x AS (SELECT 1) SELECT * FROM t", "WITH"),
+        ("SELECT * FROM t FOR UPDATE", "FOR UPDATE/SHARE"),
+        ("EXPLAIN SELECT * FROM t", "EXPLAIN"),
+        ("DECLARE c CURSOR FOR SELECT * FROM t", "DECLARE … CURSOR"),
+        ("VALUES (1)", "VALUES"),
+    ] {
+        assert_eq!(one(sql).scatter, Scatter::Blocked(construct), "{sql}");
+    }
+    // other kinds are never scattered
+    for sql in [
+        "UPDATE t SET a = 1",
+        "DELETE FROM t",
+        "INSERT INTO t VALUES (1)",
+        "SELECT * INTO x FROM t",
+        "CREATE TABLE x (a int)",
+        "BEGIN",
+        "PREPARE p AS SELECT * FROM t",
+    ] {
+        assert!(
+            matches!(one(sql).scatter, Scatter::Blocked(_)),
+            "{sql}: {:?}",
+            one(sql).scatter
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Walk a statement's query blocks, recording every table occurrence and the
-//! `column = value` equalities that constrain *all* rows each occurrence contributes.
+//! `column = value` equalities (and `column IN (v1, …)` lists) that constrain *all* rows
+//! each occurrence contributes.
 //!
 //! A query block is one SELECT (or UPDATE / DELETE) with its FROM list. An equality
 //! counts for an occurrence only when it is a top-level conjunct of the block's WHERE or
@@ -18,8 +19,8 @@ use sqlparser::ast::{
     TableFactor, TableObject, TableWithJoins, Update, UpdateTableFromKind, Visit, Visitor,
 };
 
-use super::expr::{conjuncts, equality, fold, split_name};
-use super::{InsertValues, Limitation, Role, TableOccurrence};
+use super::expr::{conjuncts, equality, fold, in_list, split_name};
+use super::{InsertValues, Limitation, Role, TableOccurrence, ValueExpr};
 
 /// Collected facts of one statement.
 #[derive(Default)]
@@ -34,6 +35,14 @@ pub(crate) struct Walker {
     pub limitation: Option<Limitation>,
     /// names defined by WITH: references to them are not tables
     pub ctes: Vec<String>,
+}
+
+/// What a conjunct says about a column.
+enum Fact {
+    /// `column = value`
+    Equal(ValueExpr),
+    /// `column IN (values)`
+    OneOf(Vec<ValueExpr>),
 }
 
 /// A name visible in a block's FROM clause.
@@ -114,6 +123,7 @@ impl Walker {
                     name,
                     schema,
                     equalities: Vec::new(),
+                    key_lists: Vec::new(),
                     role: Role::Read,
                 });
             }
@@ -159,6 +169,7 @@ impl Walker {
                     name: t.table_name.as_ref().map_or_else(String::new, fold),
                     schema: t.schema_name.as_ref().map(fold),
                     equalities: Vec::new(),
+                    key_lists: Vec::new(),
                     role: Role::Read,
                 });
             }
@@ -260,6 +271,7 @@ impl Walker {
                     name: table.clone(),
                     schema: schema.clone(),
                     equalities: Vec::new(),
+                    key_lists: Vec::new(),
                     role: Role::Read,
                 });
                 if let Some(args) = args {
@@ -300,40 +312,50 @@ impl Walker {
         }
     }
 
-    /// Attribute the block's equalities to the occurrences they constrain.
+    /// Attribute the block's equalities and key lists to the occurrences they constrain.
     fn apply(&mut self, block: &Block<'_>) {
         if block.unsure {
             return;
         }
         for (conj, range) in &block.conjuncts {
-            let Some((col, value)) = equality(conj) else {
+            let (col, fact) = if let Some((col, value)) = equality(conj) {
+                (col, Fact::Equal(value))
+            } else if let Some((col, values)) = in_list(conj) {
+                (col, Fact::OneOf(values))
+            } else {
                 continue;
             };
             let entries = &block.entries[range.clone()];
-            match &col.qualifier {
+            let targets: Vec<usize> = match &col.qualifier {
                 Some(q) => {
                     let mut hits = entries.iter().filter(|e| {
                         e.qualifier.as_deref() == Some(q.as_str())
                             && (col.schema.is_none() || e.schema == col.schema)
                     });
-                    let (Some(hit), None) = (hits.next(), hits.next()) else {
-                        continue;
-                    };
-                    if let (Some(occ), true) = (hit.occ, hit.attributable) {
-                        self.tables[occ]
-                            .equalities
-                            .push((col.column.clone(), value));
+                    match (hits.next(), hits.next()) {
+                        (
+                            Some(Entry {
+                                occ: Some(occ),
+                                attributable: true,
+                                ..
+                            }),
+                            None,
+                        ) => vec![*occ],
+                        _ => Vec::new(),
                     }
                 }
-                None if block.merged => {}
-                None => {
-                    for e in entries {
-                        if let (Some(occ), true) = (e.occ, e.attributable) {
-                            self.tables[occ]
-                                .equalities
-                                .push((col.column.clone(), value.clone()));
-                        }
-                    }
+                None if block.merged => Vec::new(),
+                None => entries
+                    .iter()
+                    .filter(|e| e.attributable)
+                    .filter_map(|e| e.occ)
+                    .collect(),
+            };
+            for occ in targets {
+                let t = &mut self.tables[occ];
+                match &fact {
+                    Fact::Equal(v) => t.equalities.push((col.column.clone(), v.clone())),
+                    Fact::OneOf(vs) => t.key_lists.push((col.column.clone(), vs.clone())),
                 }
             }
         }
@@ -420,6 +442,7 @@ impl Walker {
             name: table.clone(),
             schema,
             equalities: Vec::new(),
+            key_lists: Vec::new(),
             role: Role::Insert,
         });
         if !i.assignments.is_empty() || i.partitioned.is_some() {
