@@ -75,12 +75,18 @@ async fn psql_creates_inserts_and_reads_by_key() {
     let out = run_client("psql", args, "app").await;
     let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(lines, ["uno", "two"], "{out}");
-    // without a key: refused with a message naming table and key, psql exits non-zero
+    // without a key, and not mergeable across shards: refused with a message naming
+    // table and key, psql exits non-zero
     let bad = tokio::task::spawn_blocking({
         let psql = bin("psql");
         move || {
             Command::new(psql)
-                .args([url.as_str(), "-X", "-c", "SELECT * FROM accounts"])
+                .args([
+                    url.as_str(),
+                    "-X",
+                    "-c",
+                    "SELECT * FROM accounts ORDER BY name",
+                ])
                 .env("PGPASSWORD", "app")
                 .output()
                 .unwrap()

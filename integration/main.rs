@@ -7,3 +7,4 @@ mod cluster;
 mod hash_compat;
 mod proxy;
 mod robustness;
+mod scatter;

@@ -380,6 +380,11 @@ fn changes_encoding(sql: &str) -> bool {
 /// is refused, since the merged replies would interleave with another statement's.
 fn combine(prev: Route, next: Route, map: &ShardMap) -> Result<Route, RouteError> {
     match (&prev.target, &next.target) {
+        // A merged answer is built for one statement: the replies of other statements
+        // in the same string would be concatenated with it.
+        (Target::Scatter(_), _) | (_, Target::Scatter(_)) => Err(RouteError::CrossShard {
+            detail: "a statement on several shards must be sent on its own, not in a string with other statements".to_owned(),
+        }),
         (_, Target::Any) => Ok(prev),
         (Target::Any, _) => Ok(next),
         (Target::One(a), Target::One(b)) if a == b => Ok(prev),
