@@ -130,7 +130,7 @@ async fn what_cannot_be_merged_is_refused_and_errors_arrive_once() {
     let client = proxy.client().await;
     for (sql, construct) in [
         ("SELECT aid FROM accounts ORDER BY aid", "ORDER BY"),
-        ("SELECT count(*) FROM accounts", "count"),
+        ("SELECT sum(balance) FROM accounts", "sum"),
         ("SELECT aid FROM accounts LIMIT 5", "LIMIT"),
         ("SELECT DISTINCT balance FROM accounts", "DISTINCT"),
     ] {
@@ -180,4 +180,37 @@ async fn merges_are_bounded_by_merge_memory() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_are_summed_across_shards() {
+    let (cluster, proxy) = setup("").await;
+    let client = proxy.client().await;
+    for (filter, expected) in [
+        ("true", 300usize),
+        (
+            "balance = 3",
+            direct_aids(&cluster, "balance = 3").await.len(),
+        ),
+        ("aid IN (1, 2, 250, 999)", 3),
+        ("balance > 100", 0),
+    ] {
+        let sql = format!("SELECT count(*) FROM accounts WHERE {filter}");
+        // extended protocol, binary result
+        let n: i64 = client.query_one(&sql, &[]).await.unwrap().get(0);
+        assert_eq!(n as usize, expected, "{sql}");
+        // simple protocol, text result, one row, tag SELECT 1
+        let (rows, tag) = simple_rows(&client.simple_query(&sql).await.unwrap());
+        assert_eq!(rows, vec![expected as i64], "{sql}");
+        assert_eq!(tag, Some(1));
+    }
+    let n: i64 = client
+        .query_one(
+            "SELECT count(note) AS n FROM accounts WHERE aid IN ($1, $2, $3)",
+            &[&1i64, &2i64, &999i64],
+        )
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(n, 2);
 }

@@ -61,12 +61,15 @@ pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Expl
     };
     match router::route(&input, map, policy) {
         Ok(route) => {
-            let merge = matches!(route.target, Target::Scatter(_)).then_some(CONCATENATE);
+            let merge = match &route.target {
+                Target::Scatter(_, m) => Some(m.name()),
+                _ => None,
+            };
             let shards = match route.target {
                 Target::One(id) => vec![map.shard_name(id).to_owned()],
                 Target::Any => vec![map.shard_name(map.default_shard).to_owned()],
                 Target::All => map.shard_names.clone(),
-                Target::Scatter(set) => set
+                Target::Scatter(set, _) => set
                     .iter()
                     .map(|id| map.shard_name(*id).to_owned())
                     .collect(),
@@ -82,9 +85,6 @@ pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Expl
         Err(e) => Explained::Refused(e),
     }
 }
-
-/// The merge of a scatter read: the shards' rows one after the other, counts summed.
-const CONCATENATE: &str = "concatenate";
 
 const PARAM_NOTE: &str = "the shard key is bound to a parameter; the proxy routes at Bind time (other checks run then too)";
 

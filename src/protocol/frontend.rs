@@ -144,9 +144,20 @@ pub struct Bind<'a> {
     pub rest_offset: usize,
     formats: Vec<i16>,
     values: Vec<Option<&'a [u8]>>,
+    /// the result column format codes (none = all text, one = all columns)
+    result_formats: Vec<i16>,
 }
 
 impl<'a> Bind<'a> {
+    /// Whether result column `idx` is requested in binary format.
+    pub fn result_binary(&self, idx: usize) -> bool {
+        match self.result_formats.len() {
+            0 => false,
+            1 => self.result_formats[0] == 1,
+            _ => self.result_formats.get(idx) == Some(&1),
+        }
+    }
+
     /// Number of parameter values.
     pub fn param_count(&self) -> usize {
         self.values.len()
@@ -204,8 +215,9 @@ pub fn decode_bind(body: &[u8]) -> Result<Bind<'_>, DecodeError> {
         }
     }
     let nresult = r.count()?;
+    let mut result_formats = Vec::with_capacity(nresult);
     for _ in 0..nresult {
-        r.i16()?;
+        result_formats.push(r.i16()?);
     }
     r.finish()?;
     Ok(Bind {
@@ -214,6 +226,7 @@ pub fn decode_bind(body: &[u8]) -> Result<Bind<'_>, DecodeError> {
         rest_offset,
         formats,
         values,
+        result_formats,
     })
 }
 

@@ -15,6 +15,34 @@ use crate::protocol::SqlState;
 use crate::sharding::{KeyError, ShardId};
 use crate::sql::Analysis;
 
+/// How the replies of a statement on several shards become one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// the rows of every shard, one after the other; counts summed in the tag
+    Concatenate,
+    /// one `count(…)` per shard, summed into one row
+    SumCounts,
+}
+
+/// A merge with what the client asked of the result's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeRequest {
+    /// how to merge
+    pub merge: Merge,
+    /// the first result column is requested in binary (extended protocol Bind)
+    pub binary: bool,
+}
+
+impl Merge {
+    /// Name shown by `pgshard route`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Merge::Concatenate => "concatenate",
+            Merge::SumCounts => "sum counts",
+        }
+    }
+}
+
 /// A set of shards, sorted and without duplicates.
 pub type ShardSet = Vec<ShardId>;
 
@@ -26,7 +54,7 @@ pub enum Target {
     /// every shard (DDL broadcast)
     All,
     /// a read on these shards (sorted, at least two), results merged by the session
-    Scatter(ShardSet),
+    Scatter(ShardSet, Merge),
     /// touches no sharded table: any shard gives the same answer; the session uses the
     /// transaction's shard, or the default shard
     Any,
@@ -382,7 +410,7 @@ fn combine(prev: Route, next: Route, map: &ShardMap) -> Result<Route, RouteError
     match (&prev.target, &next.target) {
         // A merged answer is built for one statement: the replies of other statements
         // in the same string would be concatenated with it.
-        (Target::Scatter(_), _) | (_, Target::Scatter(_)) => Err(RouteError::CrossShard {
+        (Target::Scatter(..), _) | (_, Target::Scatter(..)) => Err(RouteError::CrossShard {
             detail: "a statement on several shards must be sent on its own, not in a string with other statements".to_owned(),
         }),
         (_, Target::Any) => Ok(prev),
@@ -405,7 +433,7 @@ fn describe(target: &Target, map: &ShardMap) -> String {
         Target::One(id) => format!("shard {}", map.shard_name(*id)),
         Target::All => "all shards".to_owned(),
         Target::Any => "any shard".to_owned(),
-        Target::Scatter(set) => format!(
+        Target::Scatter(set, _) => format!(
             "shards {}",
             set.iter()
                 .map(|id| map.shard_name(*id))

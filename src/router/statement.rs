@@ -4,7 +4,7 @@ use crate::config::{ShardMap, TableRule};
 use crate::sharding::{KeyError, KeyType, KeyValue, ShardId};
 use crate::sql::{Role, Scatter, Statement, StatementKind, TableOccurrence, ValueExpr, ValueType};
 
-use super::{Param, Reason, Route, RouteError, RouteInput, Target};
+use super::{Merge, Param, Reason, Route, RouteError, RouteInput, Target};
 
 /// Where one statement runs.
 pub(super) fn route(
@@ -241,7 +241,14 @@ fn scatter(st: &Statement, s: Spread<'_>, map: &ShardMap) -> Result<Route, Route
         // a one-shard map: every row is there
         [only] => Ok(route_to(Target::One(*only), reason())),
         _ => match st.scatter {
-            Scatter::Plain => Ok(route_to(Target::Scatter(s.shards.clone()), reason())),
+            Scatter::Plain => Ok(route_to(
+                Target::Scatter(s.shards.clone(), Merge::Concatenate),
+                reason(),
+            )),
+            Scatter::Count => Ok(route_to(
+                Target::Scatter(s.shards.clone(), Merge::SumCounts),
+                reason(),
+            )),
             Scatter::Blocked(construct) => Err(RouteError::ScatterUnsupported {
                 table: s.table.to_owned(),
                 column: s.column.to_owned(),

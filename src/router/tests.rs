@@ -129,7 +129,7 @@ fn assert_no_key(sql: &str, table: &str) {
         Err(RouteError::NoShardKey { table: t, .. })
         | Err(RouteError::ScatterUnsupported { table: t, .. }) => assert_eq!(t, table, "{sql}"),
         Ok(Route {
-            target: Target::Scatter(shards),
+            target: Target::Scatter(shards, Merge::Concatenate),
             reason: Reason::Scatter { table: t, why, .. },
         }) => {
             assert_eq!(t, table, "{sql}");
@@ -257,7 +257,7 @@ fn negative_literal_and_negated_param() {
             "SELECT * FROM accounts WHERE aid = -$1",
             &[Param::Text(b"5")]
         ),
-        Ok(Target::Scatter(all_shards()))
+        Ok(Target::Scatter(all_shards(), Merge::Concatenate))
     );
     assert_eq!(
         run("UPDATE accounts SET abalance = 0 WHERE aid = -$1"),
@@ -1239,7 +1239,7 @@ fn sorted_shards(keys: &[i64]) -> Vec<ShardId> {
 #[test]
 fn plain_select_without_key_scatters_to_every_shard() {
     let r = run("SELECT * FROM accounts").unwrap();
-    assert_eq!(r.target, Target::Scatter(vec![0, 1, 2]));
+    assert_eq!(r.target, Target::Scatter(vec![0, 1, 2], Merge::Concatenate));
     assert_eq!(
         r.reason,
         Reason::Scatter {
@@ -1267,7 +1267,11 @@ fn plain_select_without_key_scatters_to_every_shard() {
         // an OR of key equalities is not read as an IN list
         "SELECT * FROM accounts WHERE aid = 5 OR aid = 6",
     ] {
-        assert_eq!(target(sql).unwrap(), Target::Scatter(all_shards()), "{sql}");
+        assert_eq!(
+            target(sql).unwrap(),
+            Target::Scatter(all_shards(), Merge::Concatenate),
+            "{sql}"
+        );
     }
 }
 
@@ -1275,7 +1279,7 @@ fn plain_select_without_key_scatters_to_every_shard() {
 fn in_list_scatters_to_the_shards_owning_its_values() {
     let keys = keys_on_distinct_shards(2);
     let (a, b) = (keys[0], keys[1]);
-    let expected = Target::Scatter(sorted_shards(&keys));
+    let expected = Target::Scatter(sorted_shards(&keys), Merge::Concatenate);
     let r = run(&format!("SELECT * FROM accounts WHERE aid IN ({a}, {b})")).unwrap();
     assert_eq!(r.target, expected);
     assert_eq!(
@@ -1308,7 +1312,7 @@ fn in_list_scatters_to_the_shards_owning_its_values() {
             three[0], three[1], three[2]
         ))
         .unwrap(),
-        Target::Scatter(vec![0, 1, 2])
+        Target::Scatter(vec![0, 1, 2], Merge::Concatenate)
     );
     // a key equality wins over a list
     assert_eq!(
@@ -1360,7 +1364,7 @@ fn in_list_with_parameters() {
     let bb = b.to_be_bytes();
     assert_eq!(
         target_p(sql, &[Param::Text(ta.as_bytes()), Param::Binary(&bb)]).unwrap(),
-        Target::Scatter(sorted_shards(&keys))
+        Target::Scatter(sorted_shards(&keys), Merge::Concatenate)
     );
     let same = same_shard_as(a).to_string();
     assert_eq!(
@@ -1395,7 +1399,7 @@ fn in_list_with_parameters() {
             &[Param::Text(tb.as_bytes())]
         )
         .unwrap(),
-        Target::Scatter(sorted_shards(&keys))
+        Target::Scatter(sorted_shards(&keys), Merge::Concatenate)
     );
 }
 
@@ -1449,7 +1453,7 @@ fn in_list_values_are_checked_like_equalities() {
             "SELECT * FROM users WHERE email IN ('a@b.c', '{b}')"
         ))
         .unwrap(),
-        Target::Scatter(expected)
+        Target::Scatter(expected, Merge::Concatenate)
     );
 }
 
@@ -1476,7 +1480,7 @@ fn constructs_that_cannot_be_concatenated_are_named() {
             "LIMIT/OFFSET/FETCH",
         ),
         (
-            "SELECT count(*) FROM accounts".to_owned(),
+            "SELECT count(*), min(aid) FROM accounts".to_owned(),
             "aggregate function count()",
         ),
         (
@@ -1615,6 +1619,11 @@ fn constructs_that_cannot_be_concatenated_are_named() {
     ] {
         assert_scatter_blocked(&sql, construct);
     }
+    // one count(…) alone: summed across shards
+    assert_eq!(
+        target("SELECT count(*) FROM accounts WHERE abalance > 0").unwrap(),
+        Target::Scatter(all_shards(), Merge::SumCounts)
+    );
     // the message names table, construct and key
     assert_eq!(
         run("SELECT * FROM accounts ORDER BY aid")

@@ -28,6 +28,9 @@ pub enum MergeError {
     /// a reply that is not a sequence of whole messages
     #[error("malformed reply from shard {0}")]
     Malformed(usize),
+    /// a count merge whose shards did not return one int8 count each
+    #[error("the shards did not return one int8 count each")]
+    NotACount,
 }
 
 /// What [`concatenate`] wrote.
@@ -60,10 +63,15 @@ fn messages(reply: &[u8], shard: usize) -> Result<Vec<(u8, &[u8])>, MergeError> 
     Ok(out)
 }
 
-/// Merge per-shard replies (each the messages one shard sent for the statement, with or
-/// without its ReadyForQuery) by concatenating their rows. Writes the client's reply,
-/// without ReadyForQuery, to `out`.
-pub fn concatenate(replies: &[BytesMut], out: &mut BytesMut) -> Result<Merged, MergeError> {
+/// Each shard's reply as `(tag, message)` pairs.
+type Parsed<'a> = Vec<Vec<(u8, &'a [u8])>>;
+
+/// Parsed replies, after the checks every merge shares. `None` when a shard's error
+/// was written as the answer.
+fn checked<'a>(
+    replies: &'a [BytesMut],
+    out: &mut BytesMut,
+) -> Result<Option<Parsed<'a>>, MergeError> {
     let parsed: Vec<Vec<(u8, &[u8])>> = replies
         .iter()
         .enumerate()
@@ -73,7 +81,7 @@ pub fn concatenate(replies: &[BytesMut], out: &mut BytesMut) -> Result<Merged, M
     for msgs in &parsed {
         if let Some((_, err)) = msgs.iter().find(|(t, _)| *t == b'E') {
             out.extend_from_slice(err);
-            return Ok(Merged::Error);
+            return Ok(None);
         }
     }
     // Every shard must describe the same columns.
@@ -83,7 +91,7 @@ pub fn concatenate(replies: &[BytesMut], out: &mut BytesMut) -> Result<Merged, M
             return Err(MergeError::RowDescriptionMismatch { first: 0, other: i });
         }
     }
-    // Notices from any shard (each once), the first shard's preamble, all rows, one tag.
+    // Notices from any shard (each once), then the first shard's preamble.
     let mut seen_notices: Vec<&[u8]> = Vec::new();
     for msgs in &parsed {
         for (tag, msg) in msgs {
@@ -95,12 +103,21 @@ pub fn concatenate(replies: &[BytesMut], out: &mut BytesMut) -> Result<Merged, M
     }
     if let Some(msgs) = parsed.first() {
         for (tag, msg) in msgs {
-            match tag {
-                b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b'S' => out.extend_from_slice(msg),
-                _ => {}
+            if matches!(tag, b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b'S') {
+                out.extend_from_slice(msg);
             }
         }
     }
+    Ok(Some(parsed))
+}
+
+/// Merge per-shard replies (each the messages one shard sent for the statement, with or
+/// without its ReadyForQuery) by concatenating their rows. Writes the client's reply,
+/// without ReadyForQuery, to `out`.
+pub fn concatenate(replies: &[BytesMut], out: &mut BytesMut) -> Result<Merged, MergeError> {
+    let Some(parsed) = checked(replies, out)? else {
+        return Ok(Merged::Error);
+    };
     let mut total: Option<(String, u64)> = None;
     let mut empty_query = false;
     for msgs in &parsed {
@@ -132,6 +149,84 @@ pub fn concatenate(replies: &[BytesMut], out: &mut BytesMut) -> Result<Merged, M
         None => {}
     }
     Ok(Merged::Rows)
+}
+
+/// Merge the replies of `SELECT count(…) FROM t …` run on every shard: one row whose
+/// value is the sum of the shards' counts, in the format the client asked for (`binary`:
+/// from Bind; a simple query's results are text), and `SELECT 1`.
+pub fn sum_counts(
+    replies: &[BytesMut],
+    binary: bool,
+    out: &mut BytesMut,
+) -> Result<Merged, MergeError> {
+    let Some(parsed) = checked(replies, out)? else {
+        return Ok(Merged::Error);
+    };
+    if let Some(desc) = parsed.first().and_then(|m| row_description(m))
+        && count_column_is_binary(desc) != Some(binary)
+    {
+        return Err(MergeError::NotACount);
+    }
+    let mut total: i64 = 0;
+    let mut rows = 0;
+    for (shard, msgs) in parsed.iter().enumerate() {
+        for (tag, msg) in msgs {
+            if *tag == b'D' {
+                rows += 1;
+                let value = single_value(msg).ok_or(MergeError::Malformed(shard))?;
+                let n = if binary {
+                    i64::from_be_bytes(value.try_into().map_err(|_| MergeError::Malformed(shard))?)
+                } else {
+                    std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or(MergeError::Malformed(shard))?
+                };
+                total = total.checked_add(n).ok_or(MergeError::NotACount)?;
+            }
+        }
+    }
+    if rows == 0 {
+        return Ok(Merged::Rows);
+    }
+    let value = if binary {
+        total.to_be_bytes().to_vec()
+    } else {
+        total.to_string().into_bytes()
+    };
+    out.extend_from_slice(b"D");
+    out.extend_from_slice(&((4 + 2 + 4 + value.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&1i16.to_be_bytes());
+    out.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    out.extend_from_slice(&value);
+    crate::protocol::reply::command_complete("SELECT 1", out);
+    Ok(Merged::Rows)
+}
+
+/// For a RowDescription of exactly one int8 column: whether it is sent in binary.
+fn count_column_is_binary(desc: &[u8]) -> Option<bool> {
+    let body = desc.get(5..)?;
+    if i16::from_be_bytes([*body.first()?, *body.get(1)?]) != 1 {
+        return None;
+    }
+    let field = &body[2..];
+    let name_end = field.iter().position(|&b| b == 0)?;
+    let rest = field.get(name_end + 1..name_end + 1 + 18)?;
+    // table oid (4), attnum (2), type oid (4), typlen (2), typmod (4), format (2)
+    let type_oid = u32::from_be_bytes(rest[6..10].try_into().ok()?);
+    let format = i16::from_be_bytes(rest[16..18].try_into().ok()?);
+    (type_oid == 20).then_some(format == 1)
+}
+
+/// The only field of a one-column DataRow (None when NULL or not one column).
+fn single_value(msg: &[u8]) -> Option<&[u8]> {
+    let body = msg.get(5..)?;
+    if i16::from_be_bytes([*body.first()?, *body.get(1)?]) != 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    body.get(6..6 + len)
 }
 
 /// The RowDescription among a reply's messages.
@@ -212,6 +307,60 @@ mod tests {
             concatenate(&replies, &mut out),
             Err(MergeError::RowDescriptionMismatch { first: 0, other: 1 })
         );
+    }
+
+    fn count_reply(n: i64, binary: bool) -> BytesMut {
+        let mut desc = Vec::new();
+        desc.extend_from_slice(&1i16.to_be_bytes());
+        desc.extend_from_slice(b"count\0");
+        desc.extend_from_slice(&0u32.to_be_bytes());
+        desc.extend_from_slice(&0i16.to_be_bytes());
+        desc.extend_from_slice(&20u32.to_be_bytes());
+        desc.extend_from_slice(&8i16.to_be_bytes());
+        desc.extend_from_slice(&(-1i32).to_be_bytes());
+        desc.extend_from_slice(&(binary as i16).to_be_bytes());
+        let value = if binary {
+            n.to_be_bytes().to_vec()
+        } else {
+            n.to_string().into_bytes()
+        };
+        let mut row = 1i16.to_be_bytes().to_vec();
+        row.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        row.extend_from_slice(&value);
+        let mut b = BytesMut::from(&msg(b'T', &desc)[..]);
+        b.extend_from_slice(&msg(b'D', &row));
+        reply::command_complete("SELECT 1", &mut b);
+        b
+    }
+
+    #[test]
+    fn counts_are_summed_in_text_and_binary() {
+        for binary in [false, true] {
+            let replies = [
+                count_reply(5, binary),
+                count_reply(0, binary),
+                count_reply(37, binary),
+            ];
+            let mut out = BytesMut::new();
+            assert_eq!(
+                sum_counts(&replies, binary, &mut out).unwrap(),
+                Merged::Rows
+            );
+            let got = messages(&out, 0).unwrap();
+            let tags: Vec<u8> = got.iter().map(|m| m.0).collect();
+            assert_eq!(tags, b"TDC");
+            let v = single_value(got[1].1).unwrap();
+            if binary {
+                assert_eq!(v, 42i64.to_be_bytes());
+            } else {
+                assert_eq!(v, b"42");
+            }
+            assert_eq!(command_tag(got[2].1), "SELECT 1");
+        }
+        // a column that is not int8 is not summed
+        let replies = [reply(&[b"\0\x01\0\0\0\x015"], b"\0\x01x\0")];
+        let mut out = BytesMut::new();
+        assert!(sum_counts(&replies, false, &mut out).is_err());
     }
 
     #[test]

@@ -5,4 +5,4 @@
 
 pub mod merge;
 
-pub use merge::{MergeError, concatenate};
+pub use merge::{MergeError, concatenate, sum_counts};

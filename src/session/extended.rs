@@ -28,7 +28,7 @@ use crate::backend::PooledConn;
 use crate::protocol::frontend::{decode_bind, decode_execute, decode_parse, decode_target};
 use crate::protocol::reply::{self, ProxyError};
 use crate::protocol::{Frame, SqlState};
-use crate::router::{Param, ParamSource, ShardSet, Target};
+use crate::router::{MergeRequest, Param, ParamSource, ShardSet, Target};
 use crate::sharding::ShardId;
 use crate::sql::{Analysis, StatementKind};
 
@@ -93,7 +93,7 @@ pub(super) struct Batch {
     /// kinds of the statements bound, in order (for transaction control and SET)
     bound: Vec<(StatementKind, Arc<str>)>,
     /// the batch's one Bind needs several shards: run it on each and merge at Sync
-    scatter: Option<ShardSet>,
+    scatter: Option<(ShardSet, MergeRequest)>,
 }
 
 impl Batch {
@@ -172,7 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return Ok(());
                     }
                 };
-                if let Err(e) = self.add_target(route.target) {
+                if let Err(e) = self.add_target(route.target, bind.result_binary(0)) {
                     self.fail_batch(e);
                     return Ok(());
                 }
@@ -254,7 +254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Combine a Bind's target with the batch's.
-    fn add_target(&mut self, target: Target) -> Result<(), ProxyError> {
+    fn add_target(&mut self, target: Target, result_binary: bool) -> Result<(), ProxyError> {
         let map = self.shared.map.load();
         let pinned = match &self.txn {
             Txn::Attached { conn } => Some(conn.shard),
@@ -266,7 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ));
         }
         let wanted = match target {
-            Target::Scatter(shards) => {
+            Target::Scatter(shards, merge) => {
                 let alone = matches!(self.txn, Txn::Idle)
                     && self.batch.shard.is_none()
                     && !self.batch.open
@@ -280,7 +280,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         "pgshard: a statement on several shards must run alone, outside a transaction block (its own Sync)",
                     ));
                 }
-                self.batch.scatter = Some(shards);
+                self.batch.scatter = Some((
+                    shards,
+                    MergeRequest {
+                        merge,
+                        binary: result_binary,
+                    },
+                ));
                 return Ok(());
             }
             Target::Any => return Ok(()),
@@ -333,13 +339,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(())
             };
         }
-        if let Some(shards) = self.batch.scatter.take() {
+        if let Some((shards, merge)) = self.batch.scatter.take() {
             let items = std::mem::take(&mut self.batch.items);
             self.batch.close();
             let replies = self
                 .gather(&shards, |conn, queue| translate(conn, &items, true, queue))
                 .await;
-            self.answer_merged(replies);
+            self.answer_merged(replies, merge);
             self.ready();
             return Ok(());
         }

@@ -17,7 +17,7 @@ use super::{Session, SessionEnd};
 use crate::backend::{PooledConn, Pools};
 use crate::protocol::reply::ProxyError;
 use crate::protocol::{Frame, SqlState};
-use crate::router::ShardSet;
+use crate::router::{Merge, MergeRequest, ShardSet};
 use crate::scatter::{self, merge::Merged};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -26,6 +26,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &mut self,
         frame: &Frame,
         shards: ShardSet,
+        merge: Merge,
     ) -> Result<(), SessionEnd> {
         if !matches!(self.txn, Txn::Idle) {
             self.refuse(ProxyError::cross_shard_unsupported(
@@ -40,7 +41,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 queue.push_back(Expect::Query { fwd: true });
             })
             .await;
-        self.answer_merged(replies);
+        // simple-query results are text
+        let request = MergeRequest {
+            merge,
+            binary: false,
+        };
+        self.answer_merged(replies, request);
         self.ready();
         Ok(())
     }
@@ -111,12 +117,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Write the merged answer (or the failure) for gathered replies.
-    pub(super) fn answer_merged(&mut self, replies: Result<Vec<BytesMut>, ProxyError>) {
+    pub(super) fn answer_merged(
+        &mut self,
+        replies: Result<Vec<BytesMut>, ProxyError>,
+        merge: MergeRequest,
+    ) {
         let replies = match replies {
             Ok(replies) => replies,
             Err(e) => return self.refuse(e),
         };
-        match scatter::concatenate(&replies, &mut self.out) {
+        let merged = match merge.merge {
+            Merge::Concatenate => scatter::concatenate(&replies, &mut self.out),
+            Merge::SumCounts => scatter::sum_counts(&replies, merge.binary, &mut self.out),
+        };
+        match merged {
             Ok(Merged::Rows) | Ok(Merged::Error) => {}
             Err(e) => self.refuse(ProxyError::error(
                 SqlState::FEATURE_NOT_SUPPORTED,

@@ -55,8 +55,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         tracing::trace!(target = ?route.target, reason = %route.reason, "routed");
         let map = self.shared.map.load_full();
-        if let Target::Scatter(shards) = &route.target {
-            return self.scatter_query(&frame, shards.clone()).await;
+        if let Target::Scatter(shards, merge) = &route.target {
+            return self.scatter_query(&frame, shards.clone(), *merge).await;
         }
         let shard = match (route.target.clone(), &self.txn) {
             (_, Txn::Attached { conn }) => {
@@ -94,7 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
             (Target::All, _) => 0,
-            (Target::Scatter(_), _) => unreachable!("handled above"),
+            (Target::Scatter(..), _) => unreachable!("handled above"),
         };
         if matches!(route.target, Target::All) {
             self.shared.forget_ordinals();

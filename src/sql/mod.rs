@@ -201,6 +201,8 @@ impl fmt::Display for Limitation {
 pub enum Scatter {
     /// concatenating the per-shard results gives the statement's result
     Plain,
+    /// the select list is one `count(…)`: summing the per-shard counts gives the result
+    Count,
     /// not concatenable; names the first construct found (for the error message)
     Blocked(&'static str),
 }

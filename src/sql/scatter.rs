@@ -10,7 +10,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     Distinct, DuplicateTreatment, Expr, Function, FunctionArgumentClause, FunctionArguments,
-    GroupByExpr, ObjectName, Query, Select, SelectFlavor, SetExpr, TableFactor, Visit, Visitor,
+    GroupByExpr, ObjectName, Query, Select, SelectFlavor, SelectItem, SetExpr, TableFactor, Visit,
+    Visitor,
 };
 
 use super::Scatter;
@@ -18,22 +19,35 @@ use super::Scatter;
 /// The first construct that blocks concatenation, if any.
 type Check = Result<(), &'static str>;
 
-/// Whether the per-shard results of query `q` can be concatenated.
+/// Whether the per-shard results of query `q` can be concatenated, or (one `count(…)`
+/// and nothing else) summed.
 pub(crate) fn query(q: &Query) -> Scatter {
-    match check_query(q) {
+    match check_query(q, Projection::Plain) {
         Ok(()) => Scatter::Plain,
-        Err(construct) => Scatter::Blocked(construct),
+        Err(construct) => match check_query(q, Projection::CountOnly) {
+            Ok(()) => Scatter::Count,
+            Err(_) => Scatter::Blocked(construct),
+        },
     }
 }
 
+/// What the select list may hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Projection {
+    /// no aggregates: rows are concatenated
+    Plain,
+    /// exactly one `count(*)` / `count(expr)`: the per-shard counts are summed
+    CountOnly,
+}
+
 /// Clauses in the order they are written: WITH, the body, ORDER BY, LIMIT, locking.
-fn check_query(q: &Query) -> Check {
+fn check_query(q: &Query, projection: Projection) -> Check {
     if q.with.is_some() {
         return Err("WITH");
     }
     match q.body.as_ref() {
-        SetExpr::Select(s) => check_select(s)?,
-        SetExpr::Query(inner) => check_query(inner)?,
+        SetExpr::Select(s) => check_select(s, projection)?,
+        SetExpr::Query(inner) => check_query(inner, projection)?,
         SetExpr::SetOperation { .. } => return Err("UNION/INTERSECT/EXCEPT"),
         SetExpr::Values(_) => return Err("VALUES"),
         SetExpr::Table(_) => return Err("TABLE"),
@@ -60,7 +74,7 @@ fn check_query(q: &Query) -> Check {
     Ok(())
 }
 
-fn check_select(s: &Select) -> Check {
+fn check_select(s: &Select, projection: Projection) -> Check {
     const UNMODELLED: &str = "a SELECT clause pgshard does not model";
     match &s.distinct {
         None | Some(Distinct::All) => {}
@@ -82,7 +96,10 @@ fn check_select(s: &Select) -> Check {
     {
         return Err(UNMODELLED);
     }
-    check_exprs(&s.projection)?;
+    match projection {
+        Projection::Plain => check_exprs(&s.projection)?,
+        Projection::CountOnly => check_count_only(&s.projection)?,
+    }
     if s.into.is_some() {
         return Err("SELECT INTO");
     }
@@ -105,6 +122,28 @@ fn check_select(s: &Select) -> Check {
         return Err("WINDOW");
     }
     Ok(())
+}
+
+/// The select list is one `count(*)` or `count(expr)` call (optionally aliased), with
+/// no DISTINCT, FILTER, ORDER BY or OVER, and its argument is plain.
+fn check_count_only(projection: &[SelectItem]) -> Check {
+    let [item] = projection else {
+        return Err("an aggregate with other columns");
+    };
+    let expr = match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+        _ => return Err("an aggregate with other columns"),
+    };
+    let Expr::Function(f) = expr else {
+        return Err("an aggregate inside an expression");
+    };
+    if aggregate(f) != Some("aggregate function count()") {
+        return Err("an aggregate other than count()");
+    }
+    match &f.args {
+        FunctionArguments::List(list) => check_exprs(&list.args),
+        _ => Err("a function call pgshard does not model"),
+    }
 }
 
 /// The one FROM item: a plain table (optionally `ONLY`, aliased, sampled).

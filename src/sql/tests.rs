@@ -297,7 +297,19 @@ fn scatter_plain_only_for_one_table_without_combining_clauses() {
     for (sql, construct) in [
         ("SELECT * FROM t ORDER BY a", "ORDER BY"),
         ("SELECT * FROM t LIMIT 1", "LIMIT/OFFSET/FETCH"),
-        ("SELECT count(*) FROM t", "aggregate function count()"),
+        (
+            "SELECT count(*), max(a) FROM t",
+            "aggregate function count()",
+        ),
+        (
+            "SELECT count(*) FROM t GROUP BY a",
+            "aggregate function count()",
+        ),
+        (
+            "SELECT count(DISTINCT a) FROM t",
+            "aggregate function with DISTINCT",
+        ),
+        ("SELECT count(*) + 1 FROM t", "aggregate function count()"),
         ("SELECT Sum(a) FROM t", "aggregate function sum()"),
         (
             "SELECT regr_slope(a, b) FROM t",
@@ -328,6 +340,14 @@ fn scatter_plain_only_for_one_table_without_combining_clauses() {
         ("VALUES (1)", "VALUES"),
     ] {
         assert_eq!(one(sql).scatter, Scatter::Blocked(construct), "{sql}");
+    }
+    // one count(…) alone is summed across shards
+    for sql in [
+        "SELECT count(*) FROM t",
+        "SELECT count(a) AS n FROM t WHERE b > 1",
+        "SELECT pg_catalog.count(*) FROM t",
+    ] {
+        assert_eq!(one(sql).scatter, Scatter::Count, "{sql}");
     }
     // other kinds are never scattered
     for sql in [
