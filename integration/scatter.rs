@@ -131,7 +131,7 @@ async fn what_cannot_be_merged_is_refused_and_errors_arrive_once() {
     for (sql, construct) in [
         ("SELECT aid FROM accounts ORDER BY aid", "ORDER BY"),
         ("SELECT sum(balance) FROM accounts", "sum"),
-        ("SELECT aid FROM accounts LIMIT 5", "LIMIT"),
+        ("SELECT aid FROM accounts LIMIT 5 OFFSET 2", "LIMIT"),
         ("SELECT DISTINCT balance FROM accounts", "DISTINCT"),
     ] {
         let err = client.simple_query(sql).await.unwrap_err();
@@ -213,4 +213,26 @@ async fn counts_are_summed_across_shards() {
         .unwrap()
         .get("n");
     assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_without_order_by_returns_that_many_matching_rows() {
+    let (cluster, proxy) = setup("").await;
+    let client = proxy.client().await;
+    let matching = direct_aids(&cluster, "balance = 2").await;
+    for n in [0usize, 1, 7, 500] {
+        let sql = format!("SELECT aid FROM accounts WHERE balance = 2 LIMIT {n}");
+        let (rows, tag) = simple_rows(&client.simple_query(&sql).await.unwrap());
+        let want = n.min(matching.len());
+        assert_eq!(rows.len(), want, "{sql}");
+        assert_eq!(tag, Some(want as u64), "{sql}");
+        let distinct: BTreeSet<i64> = rows.iter().copied().collect();
+        assert_eq!(distinct.len(), want, "{sql}: duplicates");
+        assert!(
+            distinct.is_subset(&matching),
+            "{sql}: rows that do not match"
+        );
+        let rows = client.query(&sql, &[]).await.unwrap();
+        assert_eq!(rows.len(), want, "{sql} (extended)");
+    }
 }

@@ -20,6 +20,8 @@ use crate::sql::Analysis;
 pub enum Merge {
     /// the rows of every shard, one after the other; counts summed in the tag
     Concatenate,
+    /// the first n rows of the concatenation (`LIMIT n` without ORDER BY)
+    FirstRows(u64),
     /// one `count(…)` per shard, summed into one row
     SumCounts,
 }
@@ -38,6 +40,7 @@ impl Merge {
     pub fn name(self) -> &'static str {
         match self {
             Merge::Concatenate => "concatenate",
+            Merge::FirstRows(_) => "concatenate, first rows",
             Merge::SumCounts => "sum counts",
         }
     }

@@ -245,6 +245,10 @@ fn scatter(st: &Statement, s: Spread<'_>, map: &ShardMap) -> Result<Route, Route
                 Target::Scatter(s.shards.clone(), Merge::Concatenate),
                 reason(),
             )),
+            Scatter::FirstRows(n) => Ok(route_to(
+                Target::Scatter(s.shards.clone(), Merge::FirstRows(n)),
+                reason(),
+            )),
             Scatter::Count => Ok(route_to(
                 Target::Scatter(s.shards.clone(), Merge::SumCounts),
                 reason(),

@@ -1468,7 +1468,7 @@ fn constructs_that_cannot_be_concatenated_are_named() {
             "ORDER BY",
         ),
         (
-            "SELECT * FROM accounts LIMIT 10".to_owned(),
+            "SELECT * FROM accounts LIMIT 10 OFFSET 1".to_owned(),
             "LIMIT/OFFSET/FETCH",
         ),
         (

@@ -112,18 +112,26 @@ fn checked<'a>(
 }
 
 /// Merge per-shard replies (each the messages one shard sent for the statement, with or
-/// without its ReadyForQuery) by concatenating their rows. Writes the client's reply,
-/// without ReadyForQuery, to `out`.
-pub fn concatenate(replies: &[BytesMut], out: &mut BytesMut) -> Result<Merged, MergeError> {
+/// without its ReadyForQuery) by concatenating their rows, keeping at most `limit` rows.
+/// Writes the client's reply, without ReadyForQuery, to `out`.
+pub fn concatenate(
+    replies: &[BytesMut],
+    limit: Option<u64>,
+    out: &mut BytesMut,
+) -> Result<Merged, MergeError> {
     let Some(parsed) = checked(replies, out)? else {
         return Ok(Merged::Error);
     };
+    let mut emitted: u64 = 0;
     let mut total: Option<(String, u64)> = None;
     let mut empty_query = false;
     for msgs in &parsed {
         for (tag, msg) in msgs {
             match tag {
-                b'D' => out.extend_from_slice(msg),
+                b'D' if limit.is_none_or(|n| emitted < n) => {
+                    out.extend_from_slice(msg);
+                    emitted += 1;
+                }
                 b'C' => {
                     let text = command_tag(msg);
                     let (prefix, count) = split_count(&text)
@@ -143,6 +151,7 @@ pub fn concatenate(replies: &[BytesMut], out: &mut BytesMut) -> Result<Merged, M
     }
     match total {
         Some((prefix, count)) => {
+            let count = if limit.is_some() { emitted } else { count };
             crate::protocol::reply::command_complete(&format!("{prefix} {count}"), out)
         }
         None if empty_query => out.extend_from_slice(b"I\0\0\0\x04"),
@@ -279,7 +288,7 @@ mod tests {
             reply(&[b"c"], b"cols"),
         ];
         let mut out = BytesMut::new();
-        assert_eq!(concatenate(&replies, &mut out).unwrap(), Merged::Rows);
+        assert_eq!(concatenate(&replies, None, &mut out).unwrap(), Merged::Rows);
         let got = messages(&out, 0).unwrap();
         let tags: Vec<u8> = got.iter().map(|m| m.0).collect();
         assert_eq!(tags, b"TDDDC");
@@ -289,12 +298,29 @@ mod tests {
     }
 
     #[test]
+    fn first_rows_keeps_the_limit_and_counts_what_it_sent() {
+        let replies = [reply(&[b"a", b"b"], b"cols"), reply(&[b"c", b"d"], b"cols")];
+        let mut out = BytesMut::new();
+        concatenate(&replies, Some(3), &mut out).unwrap();
+        let got = messages(&out, 0).unwrap();
+        let tags: Vec<u8> = got.iter().map(|m| m.0).collect();
+        assert_eq!(tags, b"TDDDC");
+        assert_eq!(command_tag(got[4].1), "SELECT 3");
+        let mut out = BytesMut::new();
+        concatenate(&replies, Some(0), &mut out).unwrap();
+        assert_eq!(command_tag(messages(&out, 0).unwrap()[1].1), "SELECT 0");
+    }
+
+    #[test]
     fn an_error_anywhere_is_the_answer_once() {
         let mut failing = BytesMut::from(&msg(b'E', b"SERROR\0C42P01\0Mboom\0\0")[..]);
         reply::ready_for_query(reply::TxnStatus::Idle, &mut failing);
         let replies = [reply(&[b"a"], b"cols"), failing.clone(), failing];
         let mut out = BytesMut::new();
-        assert_eq!(concatenate(&replies, &mut out).unwrap(), Merged::Error);
+        assert_eq!(
+            concatenate(&replies, None, &mut out).unwrap(),
+            Merged::Error
+        );
         let got = messages(&out, 0).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, b'E');
@@ -305,7 +331,7 @@ mod tests {
         let replies = [reply(&[b"a"], b"cols"), reply(&[b"b"], b"other")];
         let mut out = BytesMut::new();
         assert_eq!(
-            concatenate(&replies, &mut out),
+            concatenate(&replies, None, &mut out),
             Err(MergeError::RowDescriptionMismatch { first: 0, other: 1 })
         );
     }
@@ -371,6 +397,9 @@ mod tests {
         assert_eq!(split_count("BEGIN"), None);
         let mut out = BytesMut::new();
         let bad = [BytesMut::from(&b"D\0\0\0\x09ab"[..])];
-        assert_eq!(concatenate(&bad, &mut out), Err(MergeError::Malformed(0)));
+        assert_eq!(
+            concatenate(&bad, None, &mut out),
+            Err(MergeError::Malformed(0))
+        );
     }
 }

@@ -127,7 +127,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(e) => return self.refuse(e),
         };
         let merged = match merge.merge {
-            Merge::Concatenate => scatter::concatenate(&replies, &mut self.out),
+            Merge::Concatenate => scatter::concatenate(&replies, None, &mut self.out),
+            Merge::FirstRows(n) => scatter::concatenate(&replies, Some(n), &mut self.out),
             Merge::SumCounts => scatter::sum_counts(&replies, merge.binary, &mut self.out),
         };
         match merged {

@@ -201,6 +201,9 @@ impl fmt::Display for Limitation {
 pub enum Scatter {
     /// concatenating the per-shard results gives the statement's result
     Plain,
+    /// `LIMIT n` without ORDER BY or OFFSET: every shard returns at most n rows, the
+    /// first n of their concatenation are a correct answer
+    FirstRows(u64),
     /// the select list is one `count(…)`: summing the per-shard counts gives the result
     Count,
     /// not concatenable; names the first construct found (for the error message)

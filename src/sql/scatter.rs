@@ -10,8 +10,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     Distinct, DuplicateTreatment, Expr, Function, FunctionArgumentClause, FunctionArguments,
-    GroupByExpr, ObjectName, Query, Select, SelectFlavor, SelectItem, SetExpr, TableFactor, Visit,
-    Visitor,
+    GroupByExpr, LimitClause, ObjectName, Query, Select, SelectFlavor, SelectItem, SetExpr,
+    TableFactor, Value, Visit, Visitor,
 };
 
 use super::Scatter;
@@ -19,14 +19,19 @@ use super::Scatter;
 /// The first construct that blocks concatenation, if any.
 type Check = Result<(), &'static str>;
 
+/// Like [`Check`], with the query's row limit when it has one (`LIMIT n` without ORDER BY
+/// or OFFSET: any n of the rows are its answer).
+type LimitCheck = Result<Option<u64>, &'static str>;
+
 /// Whether the per-shard results of query `q` can be concatenated, or (one `count(…)`
 /// and nothing else) summed.
 pub(crate) fn query(q: &Query) -> Scatter {
     match check_query(q, Projection::Plain) {
-        Ok(()) => Scatter::Plain,
+        Ok(None) => Scatter::Plain,
+        Ok(Some(n)) => Scatter::FirstRows(n),
         Err(construct) => match check_query(q, Projection::CountOnly) {
-            Ok(()) => Scatter::Count,
-            Err(_) => Scatter::Blocked(construct),
+            Ok(None) => Scatter::Count,
+            _ => Scatter::Blocked(construct),
         },
     }
 }
@@ -41,13 +46,17 @@ enum Projection {
 }
 
 /// Clauses in the order they are written: WITH, the body, ORDER BY, LIMIT, locking.
-fn check_query(q: &Query, projection: Projection) -> Check {
+fn check_query(q: &Query, projection: Projection) -> LimitCheck {
     if q.with.is_some() {
         return Err("WITH");
     }
     match q.body.as_ref() {
         SetExpr::Select(s) => check_select(s, projection)?,
-        SetExpr::Query(inner) => check_query(inner, projection)?,
+        SetExpr::Query(inner) => {
+            if check_query(inner, projection)?.is_some() {
+                return Err("LIMIT/OFFSET/FETCH");
+            }
+        }
         SetExpr::SetOperation { .. } => return Err("UNION/INTERSECT/EXCEPT"),
         SetExpr::Values(_) => return Err("VALUES"),
         SetExpr::Table(_) => return Err("TABLE"),
@@ -58,9 +67,27 @@ fn check_query(q: &Query, projection: Projection) -> Check {
     if q.order_by.is_some() {
         return Err("ORDER BY");
     }
-    if q.limit_clause.is_some() || q.fetch.is_some() {
-        return Err("LIMIT/OFFSET/FETCH");
-    }
+    let limit = match (&q.limit_clause, &q.fetch) {
+        (None, None) => None,
+        (
+            Some(LimitClause::LimitOffset {
+                limit,
+                offset: None,
+                limit_by,
+            }),
+            None,
+        ) if limit_by.is_empty() && projection == Projection::Plain => match limit {
+            None => None, // LIMIT ALL
+            Some(Expr::Value(v)) => match &v.value {
+                Value::Number(n, false) => {
+                    Some(n.parse::<u64>().map_err(|_| "LIMIT/OFFSET/FETCH")?)
+                }
+                _ => return Err("LIMIT/OFFSET/FETCH"),
+            },
+            Some(_) => return Err("LIMIT/OFFSET/FETCH"),
+        },
+        _ => return Err("LIMIT/OFFSET/FETCH"),
+    };
     if !q.locks.is_empty() {
         return Err("FOR UPDATE/SHARE");
     }
@@ -71,7 +98,7 @@ fn check_query(q: &Query, projection: Projection) -> Check {
     {
         return Err("a query clause pgshard does not model");
     }
-    Ok(())
+    Ok(limit)
 }
 
 fn check_select(s: &Select, projection: Projection) -> Check {

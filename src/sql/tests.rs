@@ -296,7 +296,13 @@ fn scatter_plain_only_for_one_table_without_combining_clauses() {
     }
     for (sql, construct) in [
         ("SELECT * FROM t ORDER BY a", "ORDER BY"),
-        ("SELECT * FROM t LIMIT 1", "LIMIT/OFFSET/FETCH"),
+        ("SELECT * FROM t LIMIT 1 OFFSET 2", "LIMIT/OFFSET/FETCH"),
+        ("SELECT * FROM t ORDER BY a LIMIT 1", "ORDER BY"),
+        ("SELECT * FROM t LIMIT $1", "LIMIT/OFFSET/FETCH"),
+        (
+            "SELECT count(*) FROM t LIMIT 1",
+            "aggregate function count()",
+        ),
         (
             "SELECT count(*), max(a) FROM t",
             "aggregate function count()",
@@ -341,6 +347,12 @@ fn scatter_plain_only_for_one_table_without_combining_clauses() {
     ] {
         assert_eq!(one(sql).scatter, Scatter::Blocked(construct), "{sql}");
     }
+    // LIMIT n without ORDER BY: any n rows are the answer
+    assert_eq!(
+        one("SELECT * FROM t LIMIT 5").scatter,
+        Scatter::FirstRows(5)
+    );
+    assert_eq!(one("SELECT * FROM t LIMIT ALL").scatter, Scatter::Plain);
     // one count(…) alone is summed across shards
     for sql in [
         "SELECT count(*) FROM t",
