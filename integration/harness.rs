@@ -26,6 +26,15 @@ use tokio_util::sync::CancellationToken;
 pub const APP_DB: &str = "app";
 /// Proxy user written into generated shard maps (password = name).
 pub const APP_USER: &str = "app";
+/// `[[tables]]` entry for the `accounts` table sharded on `aid bigint`, used by most
+/// tests.
+pub const ACCOUNTS: &str = r#"
+[[tables]]
+name = "accounts"
+key = "aid"
+type = "bigint"
+"#;
+
 /// Slot count of generated shard maps.
 pub const SLOTS: u32 = 1024;
 /// Ring points per shard of generated shard maps.

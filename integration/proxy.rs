@@ -7,14 +7,7 @@ use pgshard::config::ShardMap;
 use pgshard::sharding::KeyValue;
 use tokio_postgres::error::SqlState;
 
-use crate::harness::{Cluster, Proxy};
-
-const ACCOUNTS: &str = r#"
-[[tables]]
-name = "accounts"
-key = "aid"
-type = "bigint"
-"#;
+use crate::harness::{ACCOUNTS, Cluster, Proxy};
 
 const CREATE_ACCOUNTS: &str =
     "CREATE TABLE accounts (aid bigint PRIMARY KEY, name text, balance numeric NOT NULL DEFAULT 0)";

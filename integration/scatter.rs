@@ -6,14 +6,7 @@ use std::collections::BTreeSet;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
-use crate::harness::{Cluster, Proxy};
-
-const ACCOUNTS: &str = r#"
-[[tables]]
-name = "accounts"
-key = "aid"
-type = "bigint"
-"#;
+use crate::harness::{ACCOUNTS, Cluster, Proxy};
 
 /// Three shards, 300 accounts loaded through the proxy; balance = aid % 7.
 async fn setup(extra_server: &str) -> (Cluster, Proxy) {
