@@ -358,6 +358,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// [`attach`](Self::attach) for a simple query or FunctionCall: on failure the error
+    /// and the ReadyForQuery that ends the statement are written, and None returned.
+    async fn attach_or_refuse(
+        &mut self,
+        shard: ShardId,
+        queue: &mut VecDeque<Expect>,
+    ) -> Option<PooledConn> {
+        match self.attach(shard, queue).await {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                self.refuse(e);
+                self.ready();
+                None
+            }
+        }
+    }
+
     /// Send what is queued on `conn`, relay the replies to the client, then keep or
     /// release the connection according to the backend's transaction status.
     async fn exchange(
@@ -442,13 +459,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ => self.shared.map.load().default_shard,
         };
         let mut queue = VecDeque::new();
-        let mut conn = match self.attach(shard, &mut queue).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                self.refuse(e);
-                self.ready();
-                return Ok(());
-            }
+        let Some(mut conn) = self.attach_or_refuse(shard, &mut queue).await else {
+            return Ok(());
         };
         conn.queue(frame.as_bytes());
         queue.push_back(Expect::Query { fwd: true });

@@ -100,13 +100,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.shared.forget_ordinals();
         }
         let mut queue = VecDeque::new();
-        let mut conn = match self.attach(shard, &mut queue).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                self.refuse(e);
-                self.ready();
-                return Ok(());
-            }
+        let Some(mut conn) = self.attach_or_refuse(shard, &mut queue).await else {
+            return Ok(());
         };
         if touches_settings(&analysis) {
             // Whatever the statement did to session state, the next user of this
