@@ -31,6 +31,7 @@ fn map() -> ShardMap {
         tables,
         default_shard: 0,
         vnodes: 64,
+        broadcast_writes: false,
     }
 }
 

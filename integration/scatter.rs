@@ -229,3 +229,56 @@ async fn limit_without_order_by_returns_that_many_matching_rows() {
         assert_eq!(rows.len(), want, "{sql} (extended)");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_without_a_key_run_everywhere_only_when_allowed() {
+    let (cluster, proxy) = setup("").await;
+    let client = proxy.client().await;
+    // off by default: refused, nothing changed
+    let err = client
+        .simple_query("UPDATE accounts SET balance = 100 WHERE balance = 3")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{err}");
+    assert!(direct_aids(&cluster, "balance = 100").await.is_empty());
+    drop(client);
+    drop(proxy);
+
+    let toml = cluster
+        .shardmap_toml(crate::harness::ACCOUNTS, 4)
+        .replace("[sharding]", "[sharding]\nbroadcast_writes = true");
+    let proxy = Proxy::start(&toml).await;
+    let client = proxy.client().await;
+    let threes = direct_aids(&cluster, "balance = 3").await;
+    let n = client
+        .execute("UPDATE accounts SET balance = 100 WHERE balance = 3", &[])
+        .await
+        .unwrap();
+    assert_eq!(n as usize, threes.len(), "UPDATE count summed over shards");
+    assert_eq!(direct_aids(&cluster, "balance = 100").await, threes);
+    // DELETE … RETURNING through the simple protocol: every deleted row comes back once
+    let (rows, tag) = simple_rows(
+        &client
+            .simple_query("DELETE FROM accounts WHERE aid IN (1, 2, 3, 299, 1000) RETURNING aid")
+            .await
+            .unwrap(),
+    );
+    let deleted: BTreeSet<i64> = rows.into_iter().collect();
+    assert_eq!(deleted, BTreeSet::from([1, 2, 3, 299]));
+    assert_eq!(tag, Some(4));
+    assert!(
+        direct_aids(&cluster, "aid IN (1, 2, 3, 299)")
+            .await
+            .is_empty()
+    );
+    // inside a transaction: refused (it could not be atomic across shards)
+    client.batch_execute("BEGIN").await.unwrap();
+    let err = client
+        .simple_query("DELETE FROM accounts WHERE balance = 100")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{err}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let kept: BTreeSet<i64> = threes.difference(&deleted).copied().collect();
+    assert_eq!(direct_aids(&cluster, "balance = 100").await, kept);
+}

@@ -212,6 +212,9 @@ pub struct ShardMap {
     pub default_shard: ShardId,
     /// ring points per shard per unit of weight
     pub vnodes: u32,
+    /// UPDATE/DELETE without a single key may run on several shards (each shard in its
+    /// own transaction: not atomic across shards)
+    pub broadcast_writes: bool,
 }
 
 impl ShardMap {

@@ -89,6 +89,8 @@ pub struct RawSharding {
     pub vnodes: Spanned<i64>,
     /// shard for statements that touch no sharded table
     pub default_shard: Option<Spanned<String>>,
+    /// allow UPDATE/DELETE without a single key to run on every shard that may hold rows
+    pub broadcast_writes: Option<bool>,
 }
 
 /// `[[tables]]`

@@ -161,6 +161,7 @@ impl Cx<'_> {
                 tables,
                 default_shard,
                 vnodes,
+                broadcast_writes: raw.sharding.get_ref().broadcast_writes.unwrap_or(false),
             },
         })
     }

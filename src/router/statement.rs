@@ -108,7 +108,12 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
         .iter()
         .filter(|t| map.table(&t.name).is_some())
         .count();
-    let may_spread = st.kind == StatementKind::Select && sharded == 1;
+    // UPDATE/DELETE of one table with nothing else in the statement may run on several
+    // shards when the map allows it (each shard commits on its own).
+    let write_spread = matches!(st.kind, StatementKind::Update | StatementKind::Delete)
+        && st.tables.len() == 1
+        && map.broadcast_writes;
+    let may_spread = (st.kind == StatementKind::Select && sharded == 1) || write_spread;
     let mut chosen: Option<Pin<'_>> = None;
     let mut spread: Option<Spread<'_>> = None;
     for occ in &st.tables {
@@ -137,7 +142,9 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
                         let (slot, shard) = locate(value, occ, rule, input, map)?;
                         Need::One(slot, shard)
                     }
-                    None if may_spread && occ.role == Role::Read => key_set(occ, rule, input, map)?,
+                    None if may_spread && (occ.role == Role::Read || write_spread) => {
+                        key_set(occ, rule, input, map)?
+                    }
                     None => {
                         return Err(RouteError::NoShardKey {
                             table: occ.name.clone(),
@@ -240,6 +247,11 @@ fn scatter(st: &Statement, s: Spread<'_>, map: &ShardMap) -> Result<Route, Route
         )),
         // a one-shard map: every row is there
         [only] => Ok(route_to(Target::One(*only), reason())),
+        // a broadcast write: every shard's rows (and RETURNING rows) and counts add up
+        _ if matches!(st.kind, StatementKind::Update | StatementKind::Delete) => Ok(route_to(
+            Target::Scatter(s.shards.clone(), Merge::Concatenate),
+            reason(),
+        )),
         _ => match st.scatter {
             Scatter::Plain => Ok(route_to(
                 Target::Scatter(s.shards.clone(), Merge::Concatenate),

@@ -36,6 +36,7 @@ fn map() -> ShardMap {
         tables,
         default_shard: 0,
         vnodes: 1,
+        broadcast_writes: false,
     };
     // Key 5 lives on the default shard, so the joins of keyed rows with unsharded tables
     // below are single-shard.
@@ -1718,4 +1719,53 @@ fn one_shard_map_runs_everything_there() {
             "{sql}"
         );
     }
+}
+
+#[test]
+fn writes_without_a_single_key_need_broadcast_writes() {
+    let keys = keys_on_distinct_shards(2);
+    let list = format!("aid IN ({}, {})", keys[0], keys[1]);
+    // off by default
+    assert_refused_no_key("UPDATE accounts SET abalance = 0", "accounts");
+    assert_refused_no_key(&format!("DELETE FROM accounts WHERE {list}"), "accounts");
+    let mut m = map();
+    m.broadcast_writes = true;
+    let go = |sql: &str| {
+        let analysis = analyze(sql);
+        route(
+            &RouteInput {
+                sql,
+                analysis: &analysis,
+                params: &NoParams,
+                ordinals: &NoOrdinals,
+            },
+            &m,
+            UnparsedPolicy::Refuse,
+        )
+    };
+    assert_eq!(
+        go("UPDATE accounts SET abalance = 0 WHERE abalance < 0")
+            .unwrap()
+            .target,
+        Target::Scatter(all_shards(), Merge::Concatenate)
+    );
+    let mut two: Vec<ShardId> = keys.iter().map(|k| shard_of(KeyValue::Int(*k))).collect();
+    two.sort_unstable();
+    assert_eq!(
+        go(&format!("DELETE FROM accounts WHERE {list} RETURNING aid"))
+            .unwrap()
+            .target,
+        Target::Scatter(two, Merge::Concatenate)
+    );
+    // still one shard with a key, and never a key change or a second table
+    assert_eq!(
+        go("DELETE FROM accounts WHERE aid = 5").unwrap().target,
+        one(5)
+    );
+    assert!(matches!(
+        go("UPDATE accounts SET aid = aid + 1"),
+        Err(RouteError::KeyUpdate { .. })
+    ));
+    assert!(go("UPDATE accounts a SET abalance = 0 FROM branches b WHERE a.bid = b.bid").is_err());
+    assert!(go("DELETE FROM accounts WHERE bid IN (SELECT bid FROM branches)").is_err());
 }
