@@ -9,7 +9,7 @@ use crate::config::{self, Config, ConfigError};
 pub fn run(config: &Path) -> ExitCode {
     match config::load(config) {
         Ok(c) => {
-            println!("{}", summary(&config.display().to_string(), &c));
+            say!("{}", summary(&config.display().to_string(), &c));
             ExitCode::SUCCESS
         }
         Err(e) => {

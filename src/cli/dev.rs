@@ -2,15 +2,6 @@
 //! writes a shard map for them, runs the proxy in-process, loads a demo table through it,
 //! and serves until Ctrl-C / SIGTERM; then stops the proxy and the shards.
 
-/// Print a line to stdout, ignoring errors: the banner must not kill the playground when
-/// its reader goes away (`pgshard dev | head`, a test that stopped reading).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

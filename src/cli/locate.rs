@@ -16,7 +16,7 @@ pub fn run(config: &Path, table: &str, value: &str) -> ExitCode {
     };
     match locate(&c.map, table, value) {
         Ok(line) => {
-            println!("{line}");
+            say!("{line}");
             ExitCode::SUCCESS
         }
         Err(msg) => {

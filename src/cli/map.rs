@@ -69,12 +69,12 @@ pub fn init(config: &Path) -> ExitCode {
     });
     match result {
         Ok(map) => {
-            println!(
+            say!(
                 "{origin}: wrote [slot_map] ({} slots over {} shards)",
                 map.slots,
                 map.shard_count()
             );
-            print!("{}", render_show(&map));
+            say!("{}", render_show(&map).trim_end());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -88,7 +88,7 @@ pub fn init(config: &Path) -> ExitCode {
 pub fn show(config: &Path) -> ExitCode {
     match config::load(config) {
         Ok(c) => {
-            print!("{}", render_show(&c.map));
+            say!("{}", render_show(&c.map).trim_end());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,5 +1,14 @@
 //! Command line: one file per subcommand. `main()` parses arguments and dispatches.
 
+/// Print a line to stdout, ignoring errors: output must not panic the process when its
+/// reader goes away (`pgshard map show | head`, a playground whose log reader stopped).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod check;
 mod dev;
 mod locate;

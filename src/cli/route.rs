@@ -43,7 +43,7 @@ pub fn run(config: &Path, json: bool, sql: &str) -> ExitCode {
     } else {
         render_text(&explained)
     };
-    println!("{text}");
+    say!("{text}");
     match explained {
         Explained::Refused(_) => ExitCode::FAILURE,
         _ => ExitCode::SUCCESS,
@@ -229,7 +229,7 @@ mod tests {
         let e = explain(&m, UnparsedPolicy::Refuse, "SELECT * FROM accounts");
         assert_eq!(
             render_text(&e),
-            "shards: s0, s1\nreason: accounts.aid: no key, runs on 2 shards, rows concatenated\nmerge: concatenate"
+            "shards: s0, s1\nreason: accounts.aid: no key, runs on 2 shards, replies merged\nmerge: concatenate"
         );
         let json: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
         assert_eq!(json["shards"], serde_json::json!(["s0", "s1"]));

@@ -138,7 +138,7 @@ impl fmt::Display for Reason {
                 let plural = if *shards == 1 { "" } else { "s" };
                 write!(
                     f,
-                    "{table}.{column}: {why}, runs on {shards} shard{plural}, rows concatenated"
+                    "{table}.{column}: {why}, runs on {shards} shard{plural}, replies merged"
                 )
             }
             Reason::EmptyKeyList { table, column } => write!(

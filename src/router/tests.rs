@@ -1252,7 +1252,7 @@ fn plain_select_without_key_scatters_to_every_shard() {
     );
     assert_eq!(
         r.reason.to_string(),
-        "accounts.aid: no key, runs on 3 shards, rows concatenated"
+        "accounts.aid: no key, runs on 3 shards, replies merged"
     );
     for sql in [
         "SELECT aid, abalance * 2, lower(filler), now() FROM accounts WHERE abalance > 0",
