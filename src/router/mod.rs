@@ -380,30 +380,37 @@ pub fn route(
 /// backslash in a string literal escapes the quote, and the text would no longer mean
 /// what pgshard's parser read. Anything but SHOW that mentions it is refused.
 fn changes_string_syntax(sql: &str) -> bool {
-    const NAME: &[u8] = b"standard_conforming_strings";
-    let bytes = sql.as_bytes();
-    if bytes.len() < NAME.len()
-        || !bytes
-            .windows(NAME.len())
-            .any(|w| w.eq_ignore_ascii_case(NAME))
-    {
-        return false;
-    }
-    !sql.trim_start()
-        .get(..4)
-        .is_some_and(|w| w.eq_ignore_ascii_case("show"))
+    mentions(sql, "standard_conforming_strings") && !starts_with_word(sql, "show")
 }
 
 /// Whether a statement sets a client encoding other than UTF8/SQL_ASCII: with another
 /// encoding the server converts text before storing it, so the key bytes pgshard hashes
 /// would differ from the stored ones.
 fn changes_encoding(sql: &str) -> bool {
-    let lowered = sql.trim_start().to_ascii_lowercase();
-    let sets = lowered.contains("client_encoding") || lowered.starts_with("set names");
-    sets && !lowered.starts_with("show")
+    // Checked on every statement: no allocation unless the text mentions an encoding.
+    let sets = mentions(sql, "client_encoding") || starts_with_word(sql, "set names");
+    sets && !starts_with_word(sql, "show")
         && !["utf8", "utf-8", "unicode", "sql_ascii"]
             .iter()
-            .any(|ok| lowered.contains(ok))
+            .any(|ok| mentions(sql, ok))
+}
+
+/// Case-insensitive substring test, without allocating.
+fn mentions(sql: &str, needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    sql.len() >= needle.len()
+        && sql
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Whether the text, after leading whitespace, begins with `prefix` (case-insensitive).
+fn starts_with_word(sql: &str, prefix: &str) -> bool {
+    sql.trim_start()
+        .as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|w| w.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 /// Two statements of one query string: where can both run? A scatter read only combines

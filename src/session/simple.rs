@@ -110,8 +110,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if leaves_untracked_state(&analysis)
             || matches!(route.target, Target::All)
-            || super::settings::sets_sticky_state(&sql.to_ascii_lowercase())
-                && touches_settings(&analysis)
+            || touches_settings(&analysis)
+                && super::settings::sets_sticky_state(&sql.to_ascii_lowercase())
         {
             conn.retire = true;
         }
