@@ -40,7 +40,6 @@ const ABORT_STATEMENT: &str = "pgshard: abort batch";
 /// One collected client message. Statements are captured when the message arrives, so
 /// a later Close or re-Parse in the same batch cannot change what an earlier message
 /// refers to.
-#[derive(Clone)]
 enum Item {
     /// Parse of a client statement (already recorded in the session's statements)
     Parse {
@@ -539,7 +538,7 @@ fn translate(conn: &mut PooledConn, items: &[Item], sync: bool, queue: &mut VecD
     let mut changes_settings = false;
     let mut untracked = false;
     for item in items {
-        match item.clone() {
+        match item {
             Item::Parse { name, stmt, frame } => {
                 changes_settings |= touches_settings(&stmt.analysis);
                 let client = Some(name.clone());
@@ -578,18 +577,16 @@ fn translate(conn: &mut PooledConn, items: &[Item], sync: bool, queue: &mut VecD
                 untracked |= leaves_untracked_state(&stmt.analysis)
                     || touches_settings(&stmt.analysis)
                         && super::settings::sets_sticky_state(&stmt.sql.to_ascii_lowercase());
-                let server =
-                    ensure_prepared(conn, &name, &stmt, &mut unnamed_ready, &mut buf, queue);
+                let server = ensure_prepared(conn, name, stmt, &mut unnamed_ready, &mut buf, queue);
                 if name.is_empty() {
                     buf.extend_from_slice(frame.as_bytes());
                 } else {
-                    encode_bind_renamed(&frame, &server, rest_offset, &mut buf);
+                    encode_bind_renamed(frame, &server, *rest_offset, &mut buf);
                 }
                 queue.push_back(Expect::Bind);
             }
             Item::DescribeStmt { name, stmt } => {
-                let server =
-                    ensure_prepared(conn, &name, &stmt, &mut unnamed_ready, &mut buf, queue);
+                let server = ensure_prepared(conn, name, stmt, &mut unnamed_ready, &mut buf, queue);
                 encode_describe_statement(&server, &mut buf);
                 queue.push_back(Expect::Describe);
             }
@@ -597,7 +594,7 @@ fn translate(conn: &mut PooledConn, items: &[Item], sync: bool, queue: &mut VecD
             Item::Raw { frame, expect } => {
                 buf.extend_from_slice(frame.as_bytes());
                 if let Some(e) = expect {
-                    queue.push_back(e);
+                    queue.push_back(e.clone());
                 }
             }
         }
