@@ -192,12 +192,6 @@ impl BackendConn {
         self.wbuf.extend_from_slice(bytes);
     }
 
-    /// The write buffer, for encoders that append to a `BytesMut`.
-    #[inline]
-    pub fn wbuf(&mut self) -> &mut BytesMut {
-        &mut self.wbuf
-    }
-
     /// Write everything queued.
     pub async fn flush(&mut self) -> Result<(), BackendError> {
         if self.wbuf.is_empty() {
@@ -266,12 +260,6 @@ impl BackendConn {
         // anything readable, or EOF, means the connection is gone.
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-    }
-
-    /// Send Terminate, best effort (used when a pool discards a healthy connection).
-    pub async fn terminate(mut self) {
-        frontend::terminate(&mut self.wbuf);
-        let _ = self.flush().await;
     }
 }
 

@@ -4,7 +4,6 @@
 //! a connection goes back only when [`BackendConn::is_clean`]; otherwise it is taken
 //! out of the pool and dropped (closing the socket), freeing its slot for a fresh one.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::Runtime;
@@ -108,12 +107,4 @@ impl Pools {
     pub fn shard_name(&self, shard: ShardId) -> &str {
         &self.names[shard]
     }
-
-    /// Connections currently open to `shard` (checked out + idle).
-    pub fn size(&self, shard: ShardId) -> usize {
-        self.pools[shard].status().size
-    }
 }
-
-/// Shared handle.
-pub type SharedPools = Arc<Pools>;

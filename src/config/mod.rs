@@ -8,7 +8,6 @@ pub mod validate;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use pgwire::api::auth::sasl::scram::{ScramSecret, gen_salted_password};
@@ -247,11 +246,6 @@ impl ShardMap {
         &self.shard_names[id]
     }
 
-    /// Id of a shard by name.
-    pub fn shard_id(&self, name: &str) -> Option<ShardId> {
-        self.shard_names.iter().position(|n| n == name)
-    }
-
     /// The slots a shard owns, as maximal inclusive ranges in ascending order (the
     /// `[slot_map]` spelling). Empty for a shard without slots or an unknown id.
     pub fn ranges_of(&self, shard: ShardId) -> Vec<(u32, u32)> {
@@ -275,11 +269,6 @@ impl ShardMap {
         names.sort_unstable();
         names
     }
-}
-
-/// Read and validate a shard map file.
-pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    load(path)
 }
 
 /// Inclusive runs of consecutive slots for which `selected` yields true, in order.

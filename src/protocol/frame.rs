@@ -14,12 +14,6 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Wrap a complete encoded message (tag + length + body).
-    pub fn from_bytes(bytes: Bytes) -> Frame {
-        debug_assert!(bytes.len() >= 5);
-        Frame { bytes }
-    }
-
     /// The message type byte (e.g. `b'Q'` for Query).
     #[inline]
     pub fn tag(&self) -> u8 {
@@ -36,11 +30,6 @@ impl Frame {
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
-    }
-
-    /// The whole encoded message, owned.
-    pub fn into_bytes(self) -> Bytes {
-        self.bytes
     }
 }
 
