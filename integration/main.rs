@@ -8,3 +8,5 @@ mod hash_compat;
 mod proxy;
 mod robustness;
 mod scatter;
+mod corpus;
+mod differential;
