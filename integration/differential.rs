@@ -54,8 +54,7 @@ const SCHEMA: [&str; 3] = [
     "CREATE TABLE kinds (id int PRIMARY KEY, label text)",
 ];
 
-const ITEM_COLUMNS: &str =
-    "INSERT INTO items (id, grp, name, code, price, qty, big, score, flag, day, ts, tstz, u, small)";
+const ITEM_COLUMNS: &str = "INSERT INTO items (id, grp, name, code, price, qty, big, score, flag, day, ts, tstz, u, small)";
 
 // ---------------------------------------------------------------------------------------
 // data: deterministic arithmetic on the id, many NULLs, edge values of every type
@@ -170,8 +169,7 @@ fn order_values(k: i64) -> String {
     format!("({}, {}, {})", k % ITEMS + 1, k % 4, lit(amount))
 }
 
-const KINDS: &str =
-    "INSERT INTO kinds (id, label) VALUES (0, 'zero'), (1, 'one'), (2, 'two'), (3, 'three'), (4, 'four'), (9, 'nine')";
+const KINDS: &str = "INSERT INTO kinds (id, label) VALUES (0, 'zero'), (1, 'one'), (2, 'two'), (3, 'three'), (4, 'four'), (9, 'nine')";
 
 /// Schema and rows through the proxy (DDL reaches every shard; each INSERT names one
 /// key, so it is routed) and on the plain server (one multi-row INSERT per table).
@@ -393,10 +391,7 @@ fn error_of(mut fields: postgres_protocol::message::backend::ErrorFields<'_>) ->
 struct Raw(Vec<u8>);
 
 impl<'a> FromSql<'a> for Raw {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         Ok(Raw(raw.to_vec()))
     }
 
@@ -407,10 +402,9 @@ impl<'a> FromSql<'a> for Raw {
 
 async fn extended(client: &Client, sql: &str) -> Outcome {
     let failure = |e: tokio_postgres::Error| Failure {
-        code: e.code().map_or_else(
-            || "(no sqlstate)".to_owned(),
-            |c| c.code().to_owned(),
-        ),
+        code: e
+            .code()
+            .map_or_else(|| "(no sqlstate)".to_owned(), |c| c.code().to_owned()),
         message: e
             .as_db_error()
             .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
@@ -423,7 +417,11 @@ async fn extended(client: &Client, sql: &str) -> Outcome {
             .iter()
             .map(|c| c.name().to_owned())
             .collect(),
-        types: statement.columns().iter().map(|c| c.type_().oid()).collect(),
+        types: statement
+            .columns()
+            .iter()
+            .map(|c| c.type_().oid())
+            .collect(),
         rows: Vec::new(),
         tag: String::new(),
     };
@@ -639,9 +637,9 @@ async fn check(
                 };
                 match differs(inner, w, p) {
                     Some(why) => fail(format!("WRONG ANSWER: {why}")),
-                    None if matches!(e, Expect::Later(_)) => {
-                        tally.later_identical.push(format!("[{protocol:?}] {}", q.sql))
-                    }
+                    None if matches!(e, Expect::Later(_)) => tally
+                        .later_identical
+                        .push(format!("[{protocol:?}] {}", q.sql)),
                     None => tally.pass(e),
                 }
             }
@@ -780,4 +778,53 @@ fn corpus_is_large_enough() {
             q.sql
         );
     }
+}
+
+#[test]
+fn comparison_sees_order_multiset_and_shape() {
+    let v = |s: &str| Some(s.as_bytes().to_vec());
+    let answer = |rows: Vec<Vec<Option<Vec<u8>>>>| Answer {
+        columns: vec!["k".into(), "v".into()],
+        types: vec![23, 25],
+        tag: format!("SELECT {}", rows.len()),
+        rows,
+    };
+    let base = answer(vec![
+        vec![v("1"), v("a")],
+        vec![v("1"), v("b")],
+        vec![v("2"), None],
+    ]);
+    let ties_swapped = answer(vec![
+        vec![v("1"), v("b")],
+        vec![v("1"), v("a")],
+        vec![v("2"), None],
+    ]);
+    let keys_swapped = answer(vec![
+        vec![v("2"), None],
+        vec![v("1"), v("a")],
+        vec![v("1"), v("b")],
+    ]);
+    let other = answer(vec![
+        vec![v("1"), v("a")],
+        vec![v("1"), v("a")],
+        vec![v("2"), None],
+    ]);
+    assert_eq!(differs(Expect::Rows, &base, &keys_swapped), None);
+    assert!(differs(Expect::Rows, &base, &other).is_some());
+    assert!(differs(Expect::Ordered, &base, &ties_swapped).is_some());
+    assert_eq!(differs(Expect::OrderedBy(1), &base, &ties_swapped), None);
+    assert!(differs(Expect::OrderedBy(1), &base, &keys_swapped).is_some());
+    assert!(differs(Expect::OrderedBy(1), &base, &other).is_some());
+    assert_eq!(differs(Expect::SameCount, &base, &other), None);
+    let fewer = answer(vec![vec![v("1"), v("a")]]);
+    assert!(differs(Expect::SameCount, &base, &fewer).is_some());
+    let mut renamed = base.clone();
+    renamed.columns[1] = "w".into();
+    assert!(differs(Expect::Rows, &base, &renamed).is_some());
+    let mut retyped = base.clone();
+    retyped.types[0] = 20;
+    assert!(differs(Expect::Rows, &base, &retyped).is_some());
+    let mut retagged = base.clone();
+    retagged.tag = "SELECT 4".into();
+    assert!(differs(Expect::Rows, &base, &retagged).is_some());
 }

@@ -4,9 +4,9 @@ mod harness;
 
 mod clients;
 mod cluster;
+mod corpus;
+mod differential;
 mod hash_compat;
 mod proxy;
 mod robustness;
 mod scatter;
-mod corpus;
-mod differential;
