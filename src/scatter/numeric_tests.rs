@@ -209,6 +209,66 @@ fn infinities_and_nan() {
     assert_eq!(num("-3").div(&inf).expect("zero").to_text(), "0");
 }
 
+/// Random well-formed binary numerics (any weight, scale and digits, including
+/// non-normalised leading/trailing zero digits) survive text and binary round trips,
+/// and arithmetic on them never panics.
+#[test]
+fn random_binary_numerics_round_trip() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut prev = Numeric::from_i64(1);
+    for _ in 0..5_000 {
+        let ndigits = (next() % 8) as u16;
+        let weight = (next() % 20) as i16 - 10;
+        let sign =
+            [0x0000u16, 0x4000, 0x0000, 0x4000, 0xC000, 0xD000, 0xF000][(next() % 7) as usize];
+        let dscale = (next() % 30) as u16;
+        let mut b = Vec::new();
+        for w in [ndigits, weight as u16, sign, dscale] {
+            b.extend_from_slice(&w.to_be_bytes());
+        }
+        for _ in 0..ndigits {
+            let d = if next() % 4 == 0 {
+                0
+            } else {
+                (next() % 10_000) as u16
+            };
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        let n = Numeric::parse_binary(&b).unwrap_or_else(|e| panic!("{b:?}: {e}"));
+        let again = Numeric::parse_binary(&binary(&n)).expect("own binary");
+        assert_eq!(again, n, "binary round trip of {b:?}");
+        let text = n.to_text();
+        assert_eq!(num(&text), n, "text round trip of {text}");
+        assert_eq!(n.cmp_pg(&n), Ordering::Equal);
+        let sum = n.add(&prev).expect("small values");
+        assert_eq!(sum.cmp_pg(&prev.add(&n).expect("small")), Ordering::Equal);
+        let _ = n.div(&prev);
+        let _ = prev.div(&n);
+        prev = n;
+    }
+}
+
+#[test]
+fn long_division_of_long_operands() {
+    // Postgres 15.18: 1001 integer digits, scale 0, starts 2333…, ends …3333333336
+    let a = num(&"7".repeat(2000));
+    let b = num(&"3".repeat(1000));
+    let q = a.div(&b).expect("nonzero").to_text();
+    assert_eq!(q.len(), 1001);
+    assert!(
+        q.starts_with("233333333333333333333333333333"),
+        "{}",
+        &q[..30]
+    );
+    assert!(q.ends_with("3333333336"), "{}", &q[q.len() - 10..]);
+}
+
 // Generated from PostgreSQL 15.18:
 // `SELECT a, b, numeric_send(a), a + b, a / b` (ERROR where Postgres raises division by zero).
 pub(super) const ARITH: &[(&str, &str, &str, &str, &str)] = &[
