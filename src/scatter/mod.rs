@@ -4,5 +4,7 @@
 //! reply. Pure functions over protocol messages, tested without sockets.
 
 pub mod merge;
+pub mod numeric;
+pub mod value;
 
 pub use merge::{MergeError, concatenate, sum_counts};
