@@ -85,7 +85,7 @@ async fn psql_creates_inserts_and_reads_by_key() {
                     url.as_str(),
                     "-X",
                     "-c",
-                    "SELECT * FROM accounts ORDER BY name",
+                    "SELECT string_agg(name, ',') FROM accounts",
                 ])
                 .env("PGPASSWORD", "app")
                 .output()

@@ -553,7 +553,8 @@ struct Tally {
     fails: usize,
     /// Later entries answered identically (candidates to flip)
     later_identical: Vec<String>,
-    later_refused: usize,
+    /// Later entries refused with 0A000, with the proxy's message
+    later_refused: Vec<String>,
     /// KnownWrong entries still wrong
     known_wrong: Vec<String>,
     failures: Vec<String>,
@@ -619,7 +620,15 @@ async fn check(
         ));
     } else if refused_as_allowed {
         match q.expect {
-            Expect::Later(_) => tally.later_refused += 1,
+            Expect::Later(_) => {
+                let message = match &got {
+                    Err(f) => f.message.clone(),
+                    Ok(_) => String::new(),
+                };
+                tally
+                    .later_refused
+                    .push(format!("[{protocol:?}] {}  -- {message}", q.sql))
+            }
             Expect::KnownWrong(..) => tally.known_wrong.push(format!("[{protocol:?}] {}", q.sql)),
             e => tally.pass(e),
         }
@@ -737,7 +746,7 @@ async fn proxy_answers_like_one_postgres_or_refuses() {
         tally.refused,
         tally.fails,
         tally.later_identical.len(),
-        tally.later_refused,
+        tally.later_refused.len(),
         tally.known_wrong.len(),
         tally.failures.len()
     );
@@ -745,6 +754,10 @@ async fn proxy_answers_like_one_postgres_or_refuses() {
     println!(
         "Later, answered identically:\n  {}",
         tally.later_identical.join("\n  ")
+    );
+    println!(
+        "Later, refused (0A000):\n  {}",
+        tally.later_refused.join("\n  ")
     );
     println!(
         "KNOWN WRONG today (the proxy fails where Postgres answers):\n  {}",

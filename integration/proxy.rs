@@ -177,7 +177,10 @@ async fn point_statements_in_simple_and_extended_protocol() {
     // statements without a usable key that cannot be merged across shards are refused
     // with 0A000, naming table and key
     let err = client
-        .query("SELECT * FROM accounts WHERE balance > 0 ORDER BY aid", &[])
+        .query(
+            "SELECT aid, rank() OVER (ORDER BY aid) FROM accounts WHERE balance > 0",
+            &[],
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{err}");

@@ -122,10 +122,21 @@ async fn what_cannot_be_merged_is_refused_and_errors_arrive_once() {
     let (_cluster, proxy) = setup("").await;
     let client = proxy.client().await;
     for (sql, construct) in [
-        ("SELECT aid FROM accounts ORDER BY aid", "ORDER BY"),
-        ("SELECT sum(balance) FROM accounts", "sum"),
-        ("SELECT aid FROM accounts LIMIT 5 OFFSET 2", "LIMIT"),
-        ("SELECT DISTINCT balance FROM accounts", "DISTINCT"),
+        ("SELECT string_agg(note, ',') FROM accounts", "string_agg"),
+        (
+            "SELECT sum(balance) + 1 FROM accounts",
+            "expression over an aggregate",
+        ),
+        ("SELECT aid FROM accounts LIMIT $1", "LIMIT"),
+        ("SELECT count(DISTINCT balance) FROM accounts", "DISTINCT"),
+        (
+            "SELECT DISTINCT ON (balance) aid FROM accounts",
+            "DISTINCT ON",
+        ),
+        (
+            "SELECT aid FROM accounts ORDER BY note COLLATE \"en_US\"",
+            "COLLATE",
+        ),
     ] {
         let err = client.simple_query(sql).await.unwrap_err();
         assert_eq!(

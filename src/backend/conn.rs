@@ -44,6 +44,10 @@ pub struct BackendConn {
     pub prepared: HashSet<u64>,
     /// signature of the session settings applied on this connection (0 = server defaults)
     pub settings_sig: u64,
+    /// the database orders text bytewise: its default collation is "C"/"POSIX" (libc)
+    /// and no user column has another collation, as seen when the connection opened.
+    /// Merges compare text across shards only when every shard's connection says so.
+    pub bytewise_text: bool,
 }
 
 impl BackendConn {
@@ -74,6 +78,7 @@ impl BackendConn {
             key: (0, 0),
             prepared: HashSet::new(),
             settings_sig: 0,
+            bytewise_text: false,
         };
         let params = [
             ("user", cfg.user.as_str()),
@@ -87,7 +92,36 @@ impl BackendConn {
         frontend::startup_message(params.iter().copied(), &mut conn.wbuf)?;
         conn.flush().await?;
         conn.login(cfg).await?;
+        conn.bytewise_text = conn.probe_collation().await?;
         Ok(conn)
+    }
+
+    /// Whether text in this database compares bytewise (see [`Self::bytewise_text`]).
+    /// One query per new connection; `to_jsonb` reads `datlocprovider` where the server
+    /// has it (15+: an ICU default collation is not bytewise even with datcollate C).
+    async fn probe_collation(&mut self) -> Result<bool, BackendError> {
+        const PROBE: &str = "SELECT (SELECT d.datcollate IN ('C', 'POSIX') \
+            AND coalesce(to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' \
+            FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid >= 16384 \
+            AND a.attcollation NOT IN (0, 100, 950, 951) AND NOT a.attisdropped)";
+        frontend::query(PROBE, &mut self.wbuf)?;
+        self.flush().await?;
+        let mut answer = false;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag() {
+                b'D' => answer = frame.body().ends_with(b"\0\0\0\x01t"),
+                b'E' => {
+                    return Err(BackendError::Protocol(format!(
+                        "collation probe failed: {}",
+                        error_message(frame.body())
+                    )));
+                }
+                b'Z' => return Ok(answer),
+                _ => {}
+            }
+        }
     }
 
     async fn login(&mut self, cfg: &ShardConfig) -> Result<(), BackendError> {

@@ -17,7 +17,9 @@ pub(crate) enum Explained {
         reason: String,
         /// how the session merges the shards' replies: `Some("concatenate")` for a
         /// scatter read, None when one shard answers (or each runs the same DDL)
-        merge: Option<&'static str>,
+        merge: Option<String>,
+        /// the text the shards run, when a merge plan rewrote it
+        shard_sql: Option<String>,
     },
     /// the shard is decided by the value of `$n`, known only at Bind time
     DependsOnParam(usize),
@@ -65,6 +67,10 @@ pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Expl
                 Target::Scatter(_, m) => Some(m.name()),
                 _ => None,
             };
+            let shard_sql = match &route.target {
+                Target::Scatter(_, router::Merge::Plan(p)) => p.shard_sql.clone(),
+                _ => None,
+            };
             let shards = match route.target {
                 Target::One(id) => vec![map.shard_name(id).to_owned()],
                 Target::Any => vec![map.shard_name(map.default_shard).to_owned()],
@@ -78,6 +84,7 @@ pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Expl
                 shards,
                 reason: route.reason.to_string(),
                 merge,
+                shard_sql,
             }
         }
         Err(RouteError::MissingParam(n)) => Explained::DependsOnParam(n),
@@ -94,10 +101,14 @@ fn render_text(e: &Explained) -> String {
             shards,
             reason,
             merge,
+            shard_sql,
         } => {
             let mut text = format!("shards: {}\nreason: {reason}", shards.join(", "));
             if let Some(merge) = merge {
                 text.push_str(&format!("\nmerge: {merge}"));
+            }
+            if let Some(sql) = shard_sql {
+                text.push_str(&format!("\nshards run: {sql}"));
             }
             text
         }
@@ -115,10 +126,14 @@ fn render_json(e: &Explained) -> String {
             shards,
             reason,
             merge,
+            shard_sql,
         } => match merge {
-            Some(merge) => {
-                serde_json::json!({ "shards": shards, "reason": reason, "merge": merge })
-            }
+            Some(merge) => match shard_sql {
+                Some(sql) => {
+                    serde_json::json!({ "shards": shards, "reason": reason, "merge": merge, "shard_sql": sql })
+                }
+                None => serde_json::json!({ "shards": shards, "reason": reason, "merge": merge }),
+            },
             None => serde_json::json!({ "shards": shards, "reason": reason }),
         },
         Explained::DependsOnParam(n) => serde_json::json!({
@@ -160,6 +175,7 @@ mod tests {
             shards,
             reason,
             merge: None,
+            shard_sql: None,
         } = &e
         else {
             panic!("{e:?}")
@@ -215,11 +231,11 @@ mod tests {
         let e = explain(
             &map(),
             UnparsedPolicy::Refuse,
-            "SELECT * FROM accounts ORDER BY aid",
+            "SELECT string_agg(name, ',') FROM accounts",
         );
         assert_eq!(
             render_text(&e),
-            "error: statement on sharded table \"accounts\" without a single shard key needs several shards, and ORDER BY across shards is not supported yet: add \"WHERE aid = <value>\""
+            "error: statement on sharded table \"accounts\" without a single shard key needs several shards, and aggregate function string_agg() across shards is not supported yet: add \"WHERE aid = <value>\""
         );
     }
 

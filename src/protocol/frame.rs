@@ -14,6 +14,13 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A frame pgshard built itself (a rewritten client message). `bytes` must be one
+    /// whole message: tag, length word, body.
+    pub fn from_message(bytes: Bytes) -> Frame {
+        debug_assert!(bytes.len() >= 5);
+        Frame { bytes }
+    }
+
     /// The message type byte (e.g. `b'Q'` for Query).
     #[inline]
     pub fn tag(&self) -> u8 {

@@ -158,6 +158,11 @@ impl<'a> Bind<'a> {
         }
     }
 
+    /// Number of result format codes the client sent (0: all text, 1: one for all).
+    pub fn result_format_count(&self) -> usize {
+        self.result_formats.len()
+    }
+
     /// Number of parameter values.
     pub fn param_count(&self) -> usize {
         self.values.len()

@@ -16,7 +16,7 @@ use crate::sharding::{KeyError, ShardId};
 use crate::sql::Analysis;
 
 /// How the replies of a statement on several shards become one answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Merge {
     /// the rows of every shard, one after the other; counts summed in the tag
     Concatenate,
@@ -24,24 +24,31 @@ pub enum Merge {
     FirstRows(u64),
     /// one `count(…)` per shard, summed into one row
     SumCounts,
+    /// grouped, aggregated, sorted, deduplicated or limited by a plan; the shards run
+    /// the plan's text
+    Plan(std::sync::Arc<crate::scatter::plan::MergePlan>),
 }
 
 /// A merge with what the client asked of the result's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeRequest {
     /// how to merge
     pub merge: Merge,
     /// the first result column is requested in binary (extended protocol Bind)
     pub binary: bool,
+    /// the session added a portal Describe to learn the result's types; its
+    /// RowDescription is not the client's
+    pub added_portal_description: bool,
 }
 
 impl Merge {
     /// Name shown by `pgshard route`.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> String {
         match self {
-            Merge::Concatenate => "concatenate",
-            Merge::FirstRows(_) => "concatenate, first rows",
-            Merge::SumCounts => "sum counts",
+            Merge::Concatenate => "concatenate".to_owned(),
+            Merge::FirstRows(_) => "concatenate, first rows".to_owned(),
+            Merge::SumCounts => "sum counts".to_owned(),
+            Merge::Plan(plan) => plan.describe(),
         }
     }
 }

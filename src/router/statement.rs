@@ -265,6 +265,10 @@ fn scatter(st: &Statement, s: Spread<'_>, map: &ShardMap) -> Result<Route, Route
                 Target::Scatter(s.shards.clone(), Merge::SumCounts),
                 reason(),
             )),
+            Scatter::Merge(ref plan) => Ok(route_to(
+                Target::Scatter(s.shards.clone(), Merge::Plan(plan.clone())),
+                reason(),
+            )),
             Scatter::Blocked(construct) => Err(RouteError::ScatterUnsupported {
                 table: s.table.to_owned(),
                 column: s.column.to_owned(),

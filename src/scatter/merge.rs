@@ -31,6 +31,24 @@ pub enum MergeError {
     /// a count merge whose shards did not return one int8 count each
     #[error("the shards did not return one int8 count each")]
     NotACount,
+    /// the merge cannot combine these values exactly (a type it cannot compare or add,
+    /// text in a collation it cannot reproduce)
+    #[error("{0}")]
+    Unsupported(String),
+    /// a recombined value does not fit its type, as Postgres would have reported
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+impl MergeError {
+    /// The SQLSTATE a client gets for this failure.
+    pub fn sqlstate(&self) -> crate::protocol::SqlState {
+        use crate::protocol::SqlState;
+        match self {
+            MergeError::OutOfRange(_) => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            _ => SqlState::FEATURE_NOT_SUPPORTED,
+        }
+    }
 }
 
 /// What [`concatenate`] wrote.
@@ -64,13 +82,22 @@ fn messages(reply: &[u8], shard: usize) -> Result<Vec<(u8, &[u8])>, MergeError> 
 }
 
 /// Each shard's reply as `(tag, message)` pairs.
-type Parsed<'a> = Vec<Vec<(u8, &'a [u8])>>;
+pub(super) type Parsed<'a> = Vec<Vec<(u8, &'a [u8])>>;
 
 /// Parsed replies, after the checks every merge shares. `None` when a shard's error
 /// was written as the answer.
 fn checked<'a>(
     replies: &'a [BytesMut],
     out: &mut BytesMut,
+) -> Result<Option<Parsed<'a>>, MergeError> {
+    checked_with(replies, out, true)
+}
+
+/// [`checked`], writing the first shard's preamble only if `preamble`.
+pub(super) fn checked_with<'a>(
+    replies: &'a [BytesMut],
+    out: &mut BytesMut,
+    preamble: bool,
 ) -> Result<Option<Parsed<'a>>, MergeError> {
     let parsed: Vec<Vec<(u8, &[u8])>> = replies
         .iter()
@@ -101,7 +128,7 @@ fn checked<'a>(
             }
         }
     }
-    if let Some(msgs) = parsed.first() {
+    if let Some(msgs) = parsed.first().filter(|_| preamble) {
         for (tag, msg) in msgs {
             if matches!(tag, b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b'S') {
                 out.extend_from_slice(msg);
@@ -245,14 +272,14 @@ fn row_description<'a>(msgs: &[(u8, &'a [u8])]) -> Option<&'a [u8]> {
 }
 
 /// The text of a CommandComplete message.
-fn command_tag(msg: &[u8]) -> String {
+pub(super) fn command_tag(msg: &[u8]) -> String {
     let body = &msg[5..];
     let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
     String::from_utf8_lossy(&body[..end]).into_owned()
 }
 
 /// `"SELECT 5"` → `("SELECT", 5)`, `"INSERT 0 3"` → `("INSERT 0", 3)`.
-fn split_count(tag: &str) -> Option<(&str, u64)> {
+pub(super) fn split_count(tag: &str) -> Option<(&str, u64)> {
     let (prefix, count) = tag.rsplit_once(' ')?;
     Some((prefix, count.parse().ok()?))
 }

@@ -3,8 +3,10 @@
 //! shard and collects each shard's reply messages; [`merge`] turns them into the client's
 //! reply. Pure functions over protocol messages, tested without sockets.
 
+pub mod combine;
 pub mod merge;
 pub mod numeric;
+pub mod plan;
 pub mod value;
 
 pub use merge::{MergeError, concatenate, sum_counts};

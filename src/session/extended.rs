@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::relay::Expect;
@@ -28,7 +28,8 @@ use crate::backend::PooledConn;
 use crate::protocol::frontend::{decode_bind, decode_execute, decode_parse, decode_target};
 use crate::protocol::reply::{self, ProxyError};
 use crate::protocol::{Frame, SqlState};
-use crate::router::{MergeRequest, Param, ParamSource, ShardSet, Target};
+use crate::router::{Merge, MergeRequest, Param, ParamSource, ShardSet, Target};
+use crate::scatter::plan::MergePlan;
 use crate::sharding::ShardId;
 use crate::sql::{Analysis, StatementKind};
 
@@ -284,6 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     MergeRequest {
                         merge,
                         binary: result_binary,
+                        added_portal_description: false,
                     },
                 ));
                 return Ok(());
@@ -338,9 +340,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(())
             };
         }
-        if let Some((shards, merge)) = self.batch.scatter.take() {
-            let items = std::mem::take(&mut self.batch.items);
+        if let Some((shards, mut merge)) = self.batch.scatter.take() {
+            let mut items = std::mem::take(&mut self.batch.items);
             self.batch.close();
+            if let Merge::Plan(plan) = &merge.merge {
+                let (rewritten, added) = rewrite_for_plan(items, plan);
+                items = rewritten;
+                merge.added_portal_description = added;
+            }
             let replies = self
                 .gather(&shards, |conn, queue| translate(conn, &items, true, queue))
                 .await;
@@ -543,7 +550,9 @@ fn translate(conn: &mut PooledConn, items: &[Item], sync: bool, queue: &mut VecD
                 changes_settings |= touches_settings(&stmt.analysis);
                 let client = Some(name.clone());
                 if name.is_empty() {
-                    buf.extend_from_slice(frame.as_bytes());
+                    // (a merge plan may have replaced the statement's text)
+                    let _ = frame;
+                    encode_parse("", &stmt.sql, &stmt.param_types, &mut buf);
                     queue.push_back(Expect::Parse {
                         fwd: true,
                         cache: None,
@@ -610,6 +619,102 @@ fn translate(conn: &mut PooledConn, items: &[Item], sync: bool, queue: &mut VecD
         conn.retire = true;
     }
     conn.queue(&buf);
+}
+
+/// A scatter batch for a merge plan: the shards run the plan's text instead of the
+/// client's (same parameters), Binds that list per-column result formats get formats
+/// for the hidden columns too, and a portal Describe follows the Bind when the client
+/// sent none, so the merge learns the result's types and formats. Returns the items and
+/// whether a Describe was added.
+fn rewrite_for_plan(items: Vec<Item>, plan: &MergePlan) -> (Vec<Item>, bool) {
+    let derive = |stmt: ClientStmt| match &plan.shard_sql {
+        Some(sql) => ClientStmt {
+            hash: statement_hash(sql, &stmt.param_types),
+            sql: Arc::from(sql.as_str()),
+            ..stmt
+        },
+        None => stmt,
+    };
+    let described = items.iter().any(|i| {
+        matches!(i, Item::Raw { frame, .. } if frame.tag() == b'D' && frame.body().first() == Some(&b'P'))
+    });
+    let mut out = Vec::with_capacity(items.len() + 1);
+    let mut added = false;
+    for item in items {
+        match item {
+            Item::Parse { name, stmt, frame } => out.push(Item::Parse {
+                name,
+                stmt: derive(stmt),
+                frame,
+            }),
+            Item::DescribeStmt { name, stmt } => out.push(Item::DescribeStmt {
+                name,
+                stmt: derive(stmt),
+            }),
+            Item::Bind {
+                frame,
+                name,
+                stmt,
+                rest_offset,
+            } => {
+                let frame = with_hidden_formats(frame, plan.hidden);
+                let portal = frame
+                    .body()
+                    .split(|&b| b == 0)
+                    .next()
+                    .unwrap_or_default()
+                    .to_vec();
+                out.push(Item::Bind {
+                    frame,
+                    name,
+                    stmt: derive(stmt),
+                    rest_offset,
+                });
+                if !described {
+                    let mut m = BytesMut::with_capacity(portal.len() + 7);
+                    m.put_u8(b'D');
+                    m.put_i32((4 + 1 + portal.len() + 1) as i32);
+                    m.put_u8(b'P');
+                    m.put_slice(&portal);
+                    m.put_u8(0);
+                    out.push(Item::Raw {
+                        frame: Frame::from_message(m.freeze()),
+                        expect: Some(Expect::Describe),
+                    });
+                    added = true;
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    (out, added)
+}
+
+/// A Bind listing one result format per column, extended by binary formats for the
+/// plan's `hidden` columns (a Bind with zero or one format code covers them already).
+fn with_hidden_formats(frame: Frame, hidden: usize) -> Frame {
+    if hidden == 0 {
+        return frame;
+    }
+    let Ok(bind) = decode_bind(frame.body()) else {
+        return frame;
+    };
+    let n = bind.result_format_count();
+    if n < 2 {
+        return frame;
+    }
+    let body = frame.body();
+    let keep = &body[..body.len() - 2 - 2 * n];
+    let mut m = BytesMut::with_capacity(frame.as_bytes().len() + 2 * hidden);
+    m.put_u8(b'B');
+    m.put_i32((4 + keep.len() + 2 + 2 * (n + hidden)) as i32);
+    m.put_slice(keep);
+    m.put_i16((n + hidden) as i16);
+    m.put_slice(&body[body.len() - 2 * n..]);
+    for _ in 0..hidden {
+        m.put_i16(1);
+    }
+    Frame::from_message(m.freeze())
 }
 
 /// Bind parameters seen together with the types the client declared in Parse, so a

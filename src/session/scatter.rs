@@ -18,7 +18,25 @@ use crate::backend::{PooledConn, Pools};
 use crate::protocol::reply::ProxyError;
 use crate::protocol::{Frame, SqlState};
 use crate::router::{Merge, MergeRequest, ShardSet};
-use crate::scatter::{self, merge::Merged};
+use crate::scatter::{self, combine, merge::Merged};
+
+/// The replies of a statement sent to several shards.
+pub(super) struct Gathered {
+    /// each shard's reply messages, in shard order
+    pub replies: Vec<BytesMut>,
+    /// every connection's database compares text bytewise
+    pub bytewise_text: bool,
+}
+
+/// A simple Query message carrying `sql`.
+fn query_message(sql: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(sql.len() + 6);
+    m.push(b'Q');
+    m.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    m.extend_from_slice(sql.as_bytes());
+    m.push(0);
+    m
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A simple Query on several shards.
@@ -35,9 +53,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.ready();
             return Ok(());
         }
+        // a merge plan may give the shards a rewritten text
+        let rewritten = match &merge {
+            Merge::Plan(plan) => plan.shard_sql.as_deref().map(query_message),
+            _ => None,
+        };
+        let message = rewritten.as_deref().unwrap_or(frame.as_bytes());
         let replies = self
             .gather(&shards, |conn, queue| {
-                conn.queue(frame.as_bytes());
+                conn.queue(message);
                 queue.push_back(Expect::Query { fwd: true });
             })
             .await;
@@ -45,6 +69,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let request = MergeRequest {
             merge,
             binary: false,
+            added_portal_description: false,
         };
         self.answer_merged(replies, request);
         self.ready();
@@ -58,7 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &mut self,
         shards: &ShardSet,
         mut request: impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
-    ) -> Result<Vec<BytesMut>, ProxyError> {
+    ) -> Result<Gathered, ProxyError> {
         let mut conns = Vec::with_capacity(shards.len());
         for &shard in shards {
             match self.checkout(shard).await {
@@ -79,6 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             queues.push(queue);
         }
+        let bytewise_text = conns.iter().all(|c| c.bytewise_text);
         let mut budget = self.shared.config.server.merge_memory;
         let mut replies = Vec::with_capacity(conns.len());
         let mut failure: Option<ProxyError> = None;
@@ -112,31 +138,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         conns.into_iter().for_each(Pools::release);
         match failure {
             Some(e) => Err(e),
-            None => Ok(replies),
+            None => Ok(Gathered {
+                replies,
+                bytewise_text,
+            }),
         }
     }
 
     /// Write the merged answer (or the failure) for gathered replies.
     pub(super) fn answer_merged(
         &mut self,
-        replies: Result<Vec<BytesMut>, ProxyError>,
+        gathered: Result<Gathered, ProxyError>,
         merge: MergeRequest,
     ) {
-        let replies = match replies {
-            Ok(replies) => replies,
+        let Gathered {
+            replies,
+            bytewise_text,
+        } = match gathered {
+            Ok(g) => g,
             Err(e) => return self.refuse(e),
         };
-        let merged = match merge.merge {
+        let merged = match &merge.merge {
             Merge::Concatenate => scatter::concatenate(&replies, None, &mut self.out),
-            Merge::FirstRows(n) => scatter::concatenate(&replies, Some(n), &mut self.out),
+            Merge::FirstRows(n) => scatter::concatenate(&replies, Some(*n), &mut self.out),
             Merge::SumCounts => scatter::sum_counts(&replies, merge.binary, &mut self.out),
+            Merge::Plan(plan) => {
+                let options = combine::Options {
+                    bytewise_text,
+                    added_portal_description: merge.added_portal_description,
+                };
+                combine::merge_by_plan(&replies, plan, options, &mut self.out)
+            }
         };
         match merged {
             Ok(Merged::Rows) | Ok(Merged::Error) => {}
-            Err(e) => self.refuse(ProxyError::error(
-                SqlState::FEATURE_NOT_SUPPORTED,
-                format!("pgshard: {e}"),
-            )),
+            Err(e) => {
+                tracing::debug!(error = %e, "merge refused");
+                self.refuse(ProxyError::error(e.sqlstate(), format!("pgshard: {e}")))
+            }
         }
     }
 }

@@ -56,7 +56,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         tracing::trace!(target = ?route.target, reason = %route.reason, "routed");
         let map = self.shared.map.load_full();
         if let Target::Scatter(shards, merge) = &route.target {
-            return self.scatter_query(&frame, shards.clone(), *merge).await;
+            return self
+                .scatter_query(&frame, shards.clone(), merge.clone())
+                .await;
         }
         let shard = match (route.target.clone(), &self.txn) {
             (_, Txn::Attached { conn }) => {

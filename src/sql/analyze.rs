@@ -81,7 +81,9 @@ fn summarise(st: &Ast) -> Statement {
                         let mut s = walked(K::Select, "SELECT", w);
                         s.scatter = match scatter::query(q) {
                             // belt and braces: the whole statement reads one table
-                            Scatter::Plain if s.tables.len() > 1 => Scatter::Blocked("subquery"),
+                            Scatter::Plain | Scatter::Merge(_) if s.tables.len() > 1 => {
+                                Scatter::Blocked("subquery")
+                            }
                             other => other,
                         };
                         s

@@ -19,6 +19,7 @@
 pub mod analyze;
 pub mod cache;
 mod expr;
+mod plan;
 mod scatter;
 mod walk;
 
@@ -197,7 +198,7 @@ impl fmt::Display for Limitation {
 /// A user-defined aggregate called by a name not on that list cannot be told from a
 /// plain function by the text alone: such a query is taken as [`Scatter::Plain`] and each
 /// shard returns its own partial aggregate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scatter {
     /// concatenating the per-shard results gives the statement's result
     Plain,
@@ -206,6 +207,9 @@ pub enum Scatter {
     FirstRows(u64),
     /// the select list is one `count(…)`: summing the per-shard counts gives the result
     Count,
+    /// rows are combined by a merge plan (ORDER BY, LIMIT/OFFSET, DISTINCT, GROUP BY,
+    /// recombinable aggregates), the shards running the plan's text
+    Merge(Arc<crate::scatter::plan::MergePlan>),
     /// not concatenable; names the first construct found (for the error message)
     Blocked(&'static str),
 }

@@ -29,9 +29,12 @@ pub(crate) fn query(q: &Query) -> Scatter {
     match check_query(q, Projection::Plain) {
         Ok(None) => Scatter::Plain,
         Ok(Some(n)) => Scatter::FirstRows(n),
-        Err(construct) => match check_query(q, Projection::CountOnly) {
+        Err(_) => match check_query(q, Projection::CountOnly) {
             Ok(None) => Scatter::Count,
-            _ => Scatter::Blocked(construct),
+            _ => match super::plan::plan(q) {
+                Ok(plan) => Scatter::Merge(std::sync::Arc::new(plan)),
+                Err(construct) => Scatter::Blocked(construct),
+            },
         },
     }
 }
@@ -102,33 +105,14 @@ fn check_query(q: &Query, projection: Projection) -> LimitCheck {
 }
 
 fn check_select(s: &Select, projection: Projection) -> Check {
-    const UNMODELLED: &str = "a SELECT clause pgshard does not model";
     match &s.distinct {
         None | Some(Distinct::All) => {}
         Some(_) => return Err("DISTINCT"),
     }
-    if s.top.is_some()
-        || s.select_modifiers.is_some()
-        || !s.optimizer_hints.is_empty()
-        || s.exclude.is_some()
-        || !s.lateral_views.is_empty()
-        || s.prewhere.is_some()
-        || !s.connect_by.is_empty()
-        || !s.cluster_by.is_empty()
-        || !s.distribute_by.is_empty()
-        || !s.sort_by.is_empty()
-        || s.qualify.is_some()
-        || s.value_table_mode.is_some()
-        || !matches!(s.flavor, SelectFlavor::Standard)
-    {
-        return Err(UNMODELLED);
-    }
+    check_select_clauses(s)?;
     match projection {
         Projection::Plain => check_exprs(&s.projection)?,
         Projection::CountOnly => check_count_only(&s.projection)?,
-    }
-    if s.into.is_some() {
-        return Err("SELECT INTO");
     }
     match s.from.as_slice() {
         [] => {}
@@ -147,6 +131,31 @@ fn check_select(s: &Select, projection: Projection) -> Check {
     }
     if !s.named_window.is_empty() {
         return Err("WINDOW");
+    }
+    Ok(())
+}
+
+/// Clauses of a SELECT no merge models (Postgres has few of them; sqlparser parses other
+/// dialects' too): any of them blocks.
+pub(super) fn check_select_clauses(s: &Select) -> Check {
+    if s.top.is_some()
+        || s.select_modifiers.is_some()
+        || !s.optimizer_hints.is_empty()
+        || s.exclude.is_some()
+        || !s.lateral_views.is_empty()
+        || s.prewhere.is_some()
+        || !s.connect_by.is_empty()
+        || !s.cluster_by.is_empty()
+        || !s.distribute_by.is_empty()
+        || !s.sort_by.is_empty()
+        || s.qualify.is_some()
+        || s.value_table_mode.is_some()
+        || !matches!(s.flavor, SelectFlavor::Standard)
+    {
+        return Err("a SELECT clause pgshard does not model");
+    }
+    if s.into.is_some() {
+        return Err("SELECT INTO");
     }
     Ok(())
 }
@@ -174,7 +183,7 @@ fn check_count_only(projection: &[SelectItem]) -> Check {
 }
 
 /// The one FROM item: a plain table (optionally `ONLY`, aliased, sampled).
-fn check_from_item(tf: &TableFactor) -> Check {
+pub(super) fn check_from_item(tf: &TableFactor) -> Check {
     match tf {
         TableFactor::Table {
             args: None,
@@ -198,7 +207,7 @@ fn check_from_item(tf: &TableFactor) -> Check {
 }
 
 /// Subqueries and aggregate or window calls anywhere in `node`.
-fn check_exprs<V: Visit>(node: &V) -> Check {
+pub(super) fn check_exprs<V: Visit>(node: &V) -> Check {
     struct Finder;
     impl Visitor for Finder {
         type Break = &'static str;
@@ -305,7 +314,7 @@ const AGGREGATE_PREFIXES: &[&str] = &[
 ];
 
 /// The construct, if `f` is (or may be) an aggregate or window function call.
-fn aggregate(f: &Function) -> Option<&'static str> {
+pub(super) fn aggregate(f: &Function) -> Option<&'static str> {
     if f.over.is_some() || f.null_treatment.is_some() {
         return Some("window function");
     }
