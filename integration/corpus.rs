@@ -801,7 +801,36 @@ pub const WRITES: &[Q] = &[
     // several keys on several shards in one INSERT
     q(
         "INSERT INTO items (id, grp, name, qty) VALUES (1001, 1, 'w1', 5), (1002, 2, 'w2', 6), (1003, 3, 'w3', 7), (1004, NULL, NULL, NULL) RETURNING id, grp, name, qty",
-        Later(&Rows),
+        Ordered,
+    ),
+    q(
+        "DELETE FROM items WHERE id IN (1001, 1002, 1003, 1004) RETURNING id",
+        Rows,
+    ),
+    // RETURNING in input order, keys interleaved across shards, ON CONFLICT per shard
+    q(
+        "INSERT INTO items (id, name) VALUES (1010, 'a'), (1001, 'b'), (1011, 'c'), (1002, 'd'), (1012, 'e'), (1003, 'f') RETURNING id, name",
+        Ordered,
+    ),
+    q(
+        "INSERT INTO items (id, name) VALUES (1010, 'x'), (1001, 'y'), (1013, 'z') ON CONFLICT (id) DO UPDATE SET name = excluded.name RETURNING id, name",
+        Ordered,
+    ),
+    q(
+        "INSERT INTO items (id, name) VALUES (1014, 'p'), (1001, 'q') ON CONFLICT DO NOTHING",
+        Rows,
+    ),
+    q(
+        "INSERT INTO items (id, name) VALUES (1015, 'p'), (1002, 'q') ON CONFLICT DO NOTHING RETURNING id",
+        Refused("0A000"),
+    ),
+    q(
+        "DELETE FROM items WHERE id IN (1001, 1002, 1003, 1010, 1011, 1012, 1013, 1014) RETURNING id",
+        Rows,
+    ),
+    q(
+        "INSERT INTO items (id, grp, name, qty) VALUES (1001, 1, 'w1', 5), (1002, 2, 'w2', 6), (1003, 3, 'w3', 7), (1004, NULL, NULL, NULL) RETURNING qty, name, id",
+        Ordered,
     ),
     q(
         "DELETE FROM items WHERE id IN (1001, 1002, 1003, 1004) RETURNING id, name",

@@ -158,6 +158,45 @@ impl<'a> Bind<'a> {
         }
     }
 
+    /// A Bind (F) message for the same portal and statement with only the parameters
+    /// `params` (1-based, in the new order) and the same result formats: the Bind of one
+    /// shard's part of a split statement.
+    pub fn encode_subset(&self, params: &[usize]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(self.portal.as_bytes());
+        body.push(0);
+        body.extend_from_slice(self.statement.as_bytes());
+        body.push(0);
+        body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for &n in params {
+            body.extend_from_slice(&self.format_of(n.wrapping_sub(1)).to_be_bytes());
+        }
+        body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for &n in params {
+            match n
+                .checked_sub(1)
+                .and_then(|i| self.values.get(i))
+                .copied()
+                .flatten()
+            {
+                None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    body.extend_from_slice(v);
+                }
+            }
+        }
+        body.extend_from_slice(&(self.result_formats.len() as i16).to_be_bytes());
+        for f in &self.result_formats {
+            body.extend_from_slice(&f.to_be_bytes());
+        }
+        let mut m = Vec::with_capacity(body.len() + 5);
+        m.push(b'B');
+        m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        m.extend_from_slice(&body);
+        m
+    }
+
     /// Number of result format codes the client sent (0: all text, 1: one for all).
     pub fn result_format_count(&self) -> usize {
         self.result_formats.len()

@@ -27,6 +27,9 @@ pub enum Merge {
     /// grouped, aggregated, sorted, deduplicated or limited by a plan; the shards run
     /// the plan's text
     Plan(std::sync::Arc<crate::scatter::plan::MergePlan>),
+    /// a multi-row INSERT split per shard: the shard of each VALUES row, in order; the
+    /// RETURNING rows are put back in that order and the counts summed
+    InsertSplit(std::sync::Arc<Vec<ShardId>>),
 }
 
 /// A merge with what the client asked of the result's format.
@@ -49,6 +52,10 @@ impl Merge {
             Merge::FirstRows(_) => "concatenate, first rows".to_owned(),
             Merge::SumCounts => "sum counts".to_owned(),
             Merge::Plan(plan) => plan.describe(),
+            Merge::InsertSplit(rows) => format!(
+                "split {} rows by shard, RETURNING in input order",
+                rows.len()
+            ),
         }
     }
 }
@@ -107,6 +114,13 @@ pub enum Reason {
         /// `"no key"` (all shards) or `"key IN list"` (the shards owning the values)
         why: &'static str,
     },
+    /// a multi-row INSERT whose rows belong to several shards: each gets its own rows
+    SplitInsert {
+        /// the sharded table
+        table: String,
+        /// how many shards receive rows
+        shards: usize,
+    },
     /// the key is compared with a list of NULLs only: no row matches, any shard answers
     EmptyKeyList {
         /// the sharded table
@@ -148,6 +162,10 @@ impl fmt::Display for Reason {
                     "{table}.{column}: {why}, runs on {shards} shard{plural}, replies merged"
                 )
             }
+            Reason::SplitInsert { table, shards } => write!(
+                f,
+                "INSERT into {table}: rows on {shards} shards, each shard inserts its own rows in its own transaction"
+            ),
             Reason::EmptyKeyList { table, column } => write!(
                 f,
                 "{table}.{column} IN (NULL, …) matches no row: any shard answers"

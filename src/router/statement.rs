@@ -116,6 +116,7 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
     let may_spread = (st.kind == StatementKind::Select && sharded == 1) || write_spread;
     let mut chosen: Option<Pin<'_>> = None;
     let mut spread: Option<Spread<'_>> = None;
+    let mut split: Option<Vec<ShardId>> = None;
     for occ in &st.tables {
         let Some(rule) = map.table(&occ.name) else {
             continue;
@@ -130,7 +131,7 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
             });
         }
         match occ.role {
-            Role::Insert => insert_rows(st, occ, rule, input, map, &mut chosen)?,
+            Role::Insert => split = insert_rows(st, occ, rule, input, map, &mut chosen)?,
             Role::Read | Role::Write => {
                 let equality = occ
                     .equalities
@@ -168,6 +169,9 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
     }
     if let Some(s) = spread {
         return scatter(st, s, map);
+    }
+    if let Some(row_shards) = split {
+        return split_insert(st, row_shards, sharded);
     }
     let unsharded = unsharded_table(st, map);
     Ok(match (chosen, unsharded) {
@@ -309,7 +313,47 @@ fn on_default_shard(table: &str, map: &ShardMap) -> Route {
     )
 }
 
-/// Pin by the key of every INSERT row.
+/// A multi-row INSERT whose rows belong to several shards: each shard gets its own rows
+/// (the session splits the text), when nothing else in the statement needs a shard.
+fn split_insert(
+    st: &Statement,
+    row_shards: Vec<ShardId>,
+    sharded: usize,
+) -> Result<Route, RouteError> {
+    let ins = st
+        .insert
+        .as_ref()
+        .ok_or_else(|| unsupported("INSERT without VALUES".into()))?;
+    if sharded != 1 || st.tables.len() != 1 {
+        return Err(unsupported(format!(
+            "a multi-row INSERT into \"{}\" with rows on several shards that also reads other tables",
+            ins.table
+        )));
+    }
+    if ins.skips_rows && ins.returning {
+        // which row a RETURNING row belongs to could not be told when some insert nothing
+        return Err(unsupported(format!(
+            "INSERT … ON CONFLICT DO NOTHING RETURNING into \"{}\" with rows on several shards",
+            ins.table
+        )));
+    }
+    let mut shards = row_shards.clone();
+    shards.sort_unstable();
+    shards.dedup();
+    Ok(route_to(
+        Target::Scatter(
+            shards.clone(),
+            Merge::InsertSplit(std::sync::Arc::new(row_shards)),
+        ),
+        Reason::SplitInsert {
+            table: ins.table.clone(),
+            shards: shards.len(),
+        },
+    ))
+}
+
+/// Pin by the key of every INSERT row; when the rows belong to several shards, the
+/// shard of each row instead.
 fn insert_rows<'s>(
     st: &'s Statement,
     occ: &'s TableOccurrence,
@@ -317,7 +361,7 @@ fn insert_rows<'s>(
     input: &RouteInput<'_>,
     map: &ShardMap,
     chosen: &mut Option<Pin<'s>>,
-) -> Result<(), RouteError> {
+) -> Result<Option<Vec<ShardId>>, RouteError> {
     let missing = || RouteError::InsertKey {
         table: occ.name.clone(),
         column: rule.key.clone(),
@@ -337,15 +381,24 @@ fn insert_rows<'s>(
         })?),
     };
     let position = position.ok_or_else(missing)?;
+    let mut located = Vec::with_capacity(ins.rows.len());
     for row in &ins.rows {
         let value = row
             .get(position)
             .and_then(Option::as_ref)
             .ok_or_else(missing)?;
-        let (slot, shard) = locate(value, occ, rule, input, map)?;
-        pin(chosen, occ, rule, slot, shard, map)?;
+        located.push(locate(value, occ, rule, input, map)?);
     }
-    Ok(())
+    if located
+        .iter()
+        .all(|(_, s)| Some(s) == located.first().map(|(_, s)| s))
+    {
+        for (slot, shard) in located {
+            pin(chosen, occ, rule, slot, shard, map)?;
+        }
+        return Ok(None);
+    }
+    Ok(Some(located.into_iter().map(|(_, s)| s).collect()))
 }
 
 /// Record that `occ` needs `shard`; refuse if an earlier occurrence needs another.

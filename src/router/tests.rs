@@ -413,7 +413,42 @@ fn multi_row_insert() {
         .unwrap(),
         one(a)
     );
-    assert_cross(&format!("INSERT INTO accounts (aid) VALUES ({a}), ({b})"));
+    // rows on several shards: split, each row to its own shard, in input order
+    let sql = format!("INSERT INTO accounts (aid) VALUES ({a}), ({b}), ({same})");
+    let r = target(&sql).unwrap();
+    let (sa, sb) = match (one(a), one(b)) {
+        (Target::One(x), Target::One(y)) => (x, y),
+        other => panic!("{other:?}"),
+    };
+    let mut shards = vec![sa, sb];
+    shards.sort_unstable();
+    assert_eq!(
+        r,
+        Target::Scatter(
+            shards,
+            Merge::InsertSplit(std::sync::Arc::new(vec![sa, sb, sa]))
+        )
+    );
+    // unless rows could vanish from RETURNING, or the statement reads other tables
+    for sql in [
+        format!(
+            "INSERT INTO accounts (aid) VALUES ({a}), ({b}) ON CONFLICT DO NOTHING RETURNING aid"
+        ),
+        format!("INSERT INTO accounts (aid, bid) VALUES ({a}, (SELECT 1 FROM branches)), ({b}, 2)"),
+    ] {
+        assert!(
+            matches!(target(&sql), Err(RouteError::Unsupported { .. })),
+            "{sql}: {:?}",
+            target(&sql)
+        );
+    }
+    // DO NOTHING without RETURNING is fine
+    assert!(matches!(
+        target(&format!(
+            "INSERT INTO accounts (aid) VALUES ({a}), ({b}) ON CONFLICT DO NOTHING"
+        )),
+        Ok(Target::Scatter(_, Merge::InsertSplit(_)))
+    ));
 }
 
 #[test]

@@ -187,6 +187,76 @@ pub fn concatenate(
     Ok(Merged::Rows)
 }
 
+/// Merge the replies of a multi-row INSERT split per shard: `replies[i]` answers shard
+/// `reply_shards[i]`, `row_shards[r]` is the shard VALUES row `r` went to. RETURNING rows
+/// are put back in input order (each shard returns its rows in the order it received
+/// them), the counts are summed into one `INSERT 0 n`.
+pub fn interleave(
+    replies: &[BytesMut],
+    reply_shards: &[crate::sharding::ShardId],
+    row_shards: &[crate::sharding::ShardId],
+    out: &mut BytesMut,
+) -> Result<Merged, MergeError> {
+    let Some(parsed) = checked(replies, out)? else {
+        return Ok(Merged::Error);
+    };
+    let mut rows: Vec<std::collections::VecDeque<&[u8]>> = Vec::with_capacity(parsed.len());
+    let mut total: Option<(String, u64)> = None;
+    for msgs in &parsed {
+        rows.push(
+            msgs.iter()
+                .filter(|(t, _)| *t == b'D')
+                .map(|m| m.1)
+                .collect(),
+        );
+        for (tag, msg) in msgs {
+            if *tag == b'C' {
+                let text = command_tag(msg);
+                let (prefix, count) = split_count(&text)
+                    .ok_or_else(|| MergeError::CommandTag(text.clone(), text.clone()))?;
+                total = match total {
+                    None => Some((prefix.to_owned(), count)),
+                    Some((p, c)) if p == prefix => Some((p, c + count)),
+                    Some((p, c)) => {
+                        return Err(MergeError::CommandTag(format!("{p} {c}"), text.clone()));
+                    }
+                };
+            }
+        }
+    }
+    let sent = |i: usize| {
+        row_shards
+            .iter()
+            .filter(|&&s| reply_shards.get(i) == Some(&s))
+            .count()
+    };
+    let exact = rows.iter().enumerate().all(|(i, r)| r.len() == sent(i));
+    if exact {
+        for shard in row_shards {
+            let i = reply_shards
+                .iter()
+                .position(|s| s == shard)
+                .ok_or(MergeError::Malformed(0))?;
+            if let Some(row) = rows[i].pop_front() {
+                out.extend_from_slice(row);
+            }
+        }
+    } else {
+        // a shard returned fewer rows than it was sent (a trigger skipped some): which
+        // row is which cannot be told, so they come shard by shard
+        tracing::warn!(
+            "split INSERT: a shard returned fewer RETURNING rows than rows sent; returning them in shard order"
+        );
+        for r in &rows {
+            r.iter().for_each(|row| out.extend_from_slice(row));
+        }
+    }
+    if let Some((prefix, count)) = total {
+        crate::protocol::reply::command_complete(&format!("{prefix} {count}"), out);
+    }
+    Ok(Merged::Rows)
+}
+
 /// Merge the replies of `SELECT count(…) FROM t …` run on every shard: one row whose
 /// value is the sum of the shards' counts, in the format the client asked for (`binary`:
 /// from Bind; a simple query's results are text), and `SELECT 1`.
@@ -428,5 +498,48 @@ mod tests {
             concatenate(&bad, None, &mut out),
             Err(MergeError::Malformed(0))
         );
+    }
+}
+
+#[cfg(test)]
+mod interleave_tests {
+    use super::*;
+    use crate::protocol::reply;
+
+    fn shard_reply(rows: &[&[u8]]) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(b"T\0\0\0\x06\0\0");
+        for r in rows {
+            b.extend_from_slice(b"D");
+            b.extend_from_slice(&((r.len() + 4) as i32).to_be_bytes());
+            b.extend_from_slice(r);
+        }
+        reply::command_complete(&format!("INSERT 0 {}", rows.len()), &mut b);
+        b
+    }
+
+    #[test]
+    fn returning_rows_come_back_in_input_order_and_counts_add_up() {
+        // rows 0..5 went to shards 2, 0, 2, 1, 0
+        let row_shards = [2, 0, 2, 1, 0];
+        let replies = [
+            shard_reply(&[b"r1", b"r4"]),
+            shard_reply(&[b"r3"]),
+            shard_reply(&[b"r0", b"r2"]),
+        ];
+        let mut out = BytesMut::new();
+        assert_eq!(
+            interleave(&replies, &[0, 1, 2], &row_shards, &mut out).unwrap(),
+            Merged::Rows
+        );
+        let got = messages(&out, 0).unwrap();
+        let rows: Vec<&[u8]> = got
+            .iter()
+            .filter(|m| m.0 == b'D')
+            .map(|m| &m.1[5..])
+            .collect();
+        assert_eq!(rows, vec![&b"r0"[..], b"r1", b"r2", b"r3", b"r4"]);
+        assert_eq!(got.iter().filter(|m| m.0 == b'T').count(), 1);
+        assert_eq!(command_tag(got.last().unwrap().1), "INSERT 0 5");
     }
 }

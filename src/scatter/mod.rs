@@ -9,4 +9,4 @@ pub mod numeric;
 pub mod plan;
 pub mod value;
 
-pub use merge::{MergeError, concatenate, sum_counts};
+pub use merge::{MergeError, concatenate, interleave, sum_counts};

@@ -348,8 +348,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 items = rewritten;
                 merge.added_portal_description = added;
             }
+            let per_shard = match &merge.merge {
+                Merge::InsertSplit(rows) => match split_items(&items, &shards, rows) {
+                    Ok(per_shard) => per_shard,
+                    Err(e) => {
+                        // the batch's Parse messages succeeded before the failure
+                        for item in &items {
+                            if matches!(item, Item::Parse { .. }) {
+                                reply::parse_complete(&mut self.out);
+                            }
+                        }
+                        self.fail_batch(e);
+                        return self.finish_failed_batch().await;
+                    }
+                },
+                _ => Vec::new(),
+            };
+            let shard_list = shards.clone();
             let replies = self
-                .gather(&shards, |conn, queue| translate(conn, &items, true, queue))
+                .gather(&shards, |conn, queue| {
+                    let mine = shard_list
+                        .iter()
+                        .position(|&s| s == conn.shard)
+                        .and_then(|i| per_shard.get(i))
+                        .unwrap_or(&items);
+                    translate(conn, mine, true, queue)
+                })
                 .await;
             self.answer_merged(replies, merge);
             self.ready();
@@ -688,6 +712,84 @@ fn rewrite_for_plan(items: Vec<Item>, plan: &MergePlan) -> (Vec<Item>, bool) {
         }
     }
     (out, added)
+}
+
+/// The items of a split INSERT's batch for each shard of `shards`: the shard's part of
+/// the statement text, the Bind carrying only that part's parameters. A Describe of the
+/// statement keeps the client's statement (its parameters are the client's).
+fn split_items(
+    items: &[Item],
+    shards: &[ShardId],
+    row_shards: &[ShardId],
+) -> Result<Vec<Vec<Item>>, ProxyError> {
+    let sql = items
+        .iter()
+        .find_map(|i| match i {
+            Item::Bind { stmt, .. } => Some(stmt.sql.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| ProxyError::cross_shard_unsupported("pgshard: split INSERT without Bind"))?;
+    let parts =
+        crate::sql::split::split_insert(&sql, &super::scatter::row_groups(shards, row_shards))
+            .map_err(|e| ProxyError::cross_shard_unsupported(format!("pgshard: {e}")))?;
+    let mut per_shard = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let derive = |stmt: &ClientStmt| {
+            let types: Vec<u8> = part
+                .params
+                .iter()
+                .flat_map(|&n| {
+                    let at = (n - 1) * 4;
+                    stmt.param_types
+                        .get(at..at + 4)
+                        .map_or([0u8; 4], |b| [b[0], b[1], b[2], b[3]])
+                })
+                .collect();
+            ClientStmt {
+                hash: statement_hash(&part.sql, &types),
+                sql: Arc::from(part.sql.as_str()),
+                param_types: Bytes::from(types),
+                analysis: stmt.analysis.clone(),
+            }
+        };
+        let mut mine = Vec::with_capacity(items.len());
+        for item in items {
+            mine.push(match item {
+                Item::Parse { name, stmt, frame } => Item::Parse {
+                    name: name.clone(),
+                    stmt: derive(stmt),
+                    frame: frame.clone(),
+                },
+                Item::Bind {
+                    frame, name, stmt, ..
+                } => {
+                    let bind = decode_bind(frame.body()).map_err(|e| {
+                        ProxyError::cross_shard_unsupported(format!("pgshard: {e}"))
+                    })?;
+                    let rebuilt =
+                        Frame::from_message(Bytes::from(bind.encode_subset(&part.params)));
+                    let rest_offset = bind.portal.len() + 1 + bind.statement.len() + 1;
+                    Item::Bind {
+                        frame: rebuilt,
+                        name: name.clone(),
+                        stmt: derive(stmt),
+                        rest_offset,
+                    }
+                }
+                Item::DescribeStmt { name, stmt } => Item::DescribeStmt {
+                    name: name.clone(),
+                    stmt: stmt.clone(),
+                },
+                Item::CloseStmt => Item::CloseStmt,
+                Item::Raw { frame, expect } => Item::Raw {
+                    frame: frame.clone(),
+                    expect: expect.clone(),
+                },
+            });
+        }
+        per_shard.push(mine);
+    }
+    Ok(per_shard)
 }
 
 /// A Bind listing one result format per column, extended by binary formats for the

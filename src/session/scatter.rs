@@ -19,13 +19,32 @@ use crate::protocol::reply::ProxyError;
 use crate::protocol::{Frame, SqlState};
 use crate::router::{Merge, MergeRequest, ShardSet};
 use crate::scatter::{self, combine, merge::Merged};
+use crate::sharding::ShardId;
+use crate::sql::split::split_insert;
 
 /// The replies of a statement sent to several shards.
 pub(super) struct Gathered {
     /// each shard's reply messages, in shard order
     pub replies: Vec<BytesMut>,
+    /// the shard of each reply
+    pub shards: ShardSet,
     /// every connection's database compares text bytewise
     pub bytewise_text: bool,
+}
+
+/// For each shard of `shards` (in order), the indexes of the INSERT rows it owns.
+pub(super) fn row_groups(shards: &[ShardId], row_shards: &[ShardId]) -> Vec<Vec<usize>> {
+    shards
+        .iter()
+        .map(|s| {
+            row_shards
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| *r == s)
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect()
 }
 
 /// A simple Query message carrying `sql`.
@@ -53,14 +72,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.ready();
             return Ok(());
         }
-        // a merge plan may give the shards a rewritten text
-        let rewritten = match &merge {
-            Merge::Plan(plan) => plan.shard_sql.as_deref().map(query_message),
-            _ => None,
+        // a merge plan may give the shards a rewritten text, a split INSERT each shard
+        // its own rows
+        let per_shard: Vec<Vec<u8>> = match &merge {
+            Merge::Plan(plan) => match &plan.shard_sql {
+                Some(sql) => vec![query_message(sql); shards.len()],
+                None => Vec::new(),
+            },
+            Merge::InsertSplit(rows) => {
+                let sql = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
+                let sql = String::from_utf8_lossy(sql);
+                match split_insert(&sql, &row_groups(&shards, rows)) {
+                    Ok(parts) => parts.iter().map(|p| query_message(&p.sql)).collect(),
+                    Err(e) => {
+                        self.refuse(ProxyError::cross_shard_unsupported(format!("pgshard: {e}")));
+                        self.ready();
+                        return Ok(());
+                    }
+                }
+            }
+            _ => Vec::new(),
         };
-        let message = rewritten.as_deref().unwrap_or(frame.as_bytes());
+        let shard_list = shards.clone();
         let replies = self
             .gather(&shards, |conn, queue| {
+                let message = shard_list
+                    .iter()
+                    .position(|&s| s == conn.shard)
+                    .and_then(|i| per_shard.get(i))
+                    .map_or(frame.as_bytes(), Vec::as_slice);
                 conn.queue(message);
                 queue.push_back(Expect::Query { fwd: true });
             })
@@ -140,6 +180,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Some(e) => Err(e),
             None => Ok(Gathered {
                 replies,
+                shards: shards.clone(),
                 bytewise_text,
             }),
         }
@@ -153,6 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) {
         let Gathered {
             replies,
+            shards,
             bytewise_text,
         } = match gathered {
             Ok(g) => g,
@@ -162,6 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Merge::Concatenate => scatter::concatenate(&replies, None, &mut self.out),
             Merge::FirstRows(n) => scatter::concatenate(&replies, Some(*n), &mut self.out),
             Merge::SumCounts => scatter::sum_counts(&replies, merge.binary, &mut self.out),
+            Merge::InsertSplit(rows) => scatter::interleave(&replies, &shards, rows, &mut self.out),
             Merge::Plan(plan) => {
                 let options = combine::Options {
                     bytewise_text,

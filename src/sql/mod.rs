@@ -21,6 +21,7 @@ pub mod cache;
 mod expr;
 mod plan;
 mod scatter;
+pub mod split;
 mod walk;
 
 #[cfg(test)]
@@ -142,6 +143,10 @@ pub struct InsertValues {
     pub columns: Option<Vec<String>>,
     /// one entry per row; `None` where the expression is not a plain literal/param
     pub rows: Vec<Vec<Option<ValueExpr>>>,
+    /// `ON CONFLICT … DO NOTHING`: some rows may insert nothing (and return nothing)
+    pub skips_rows: bool,
+    /// `RETURNING …`
+    pub returning: bool,
 }
 
 /// A construct the router must refuse rather than route by key.

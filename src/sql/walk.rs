@@ -470,6 +470,8 @@ impl Walker {
                     table,
                     columns: Some(Vec::new()),
                     rows: vec![Vec::new()],
+                    skips_rows: false,
+                    returning: false,
                 });
             }
             Some(q) => match (q.body.as_ref(), &q.with, &q.order_by, &q.limit_clause) {
@@ -484,6 +486,8 @@ impl Walker {
                         table,
                         columns,
                         rows,
+                        skips_rows: false,
+                        returning: false,
                     });
                 }
                 _ => {
@@ -508,6 +512,13 @@ impl Walker {
             }
         }
         self.subqueries(&i.returning);
+        if let Some(ins) = &mut self.insert {
+            ins.returning = i.returning.is_some();
+            ins.skips_rows = matches!(
+                &i.on,
+                Some(OnInsert::OnConflict(c)) if matches!(c.action, OnConflictAction::DoNothing)
+            );
+        }
     }
 
     fn assignments(&mut self, assignments: &[Assignment]) {
