@@ -139,10 +139,19 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
                     .find(|(column, _)| *column == rule.key)
                     .map(|(_, v)| v);
                 let need = match equality {
-                    Some(value) => {
-                        let (slot, shard) = locate(value, occ, rule, input, map)?;
-                        Need::One(slot, shard)
-                    }
+                    Some(value) => match locate(value, occ, rule, input, map) {
+                        Ok((slot, shard)) => Need::One(slot, shard),
+                        // `key = NULL`, or a value no key can equal (`bigint_key =
+                        // 99999999999999999999` compares as numeric): this occurrence
+                        // contributes no rows, so it needs no shard; whichever shard
+                        // runs the statement evaluates the comparison itself
+                        Err(RouteError::NullKey { .. })
+                        | Err(RouteError::BadKey {
+                            source: KeyError::OutOfRange { .. },
+                            ..
+                        }) => continue,
+                        Err(e) => return Err(e),
+                    },
                     None if may_spread && (occ.role == Role::Read || write_spread) => {
                         key_set(occ, rule, input, map)?
                     }
