@@ -29,9 +29,6 @@ pub enum Expect {
     Fails(&'static str),
     /// not merged yet: refused with 0A000, or answered as the carried expectation says
     Later(&'static Expect),
-    /// a known difference from Postgres today: the proxy fails with this SQLSTATE where
-    /// Postgres answers; once fixed, the answer must be as the carried expectation says
-    KnownWrong(&'static str, &'static Expect),
 }
 
 /// One statement and its expectation.
@@ -43,7 +40,7 @@ pub struct Q {
     pub expect: Expect,
 }
 
-use Expect::{Fails, KnownWrong, Later, Ordered, OrderedBy, Refused, Rows, SameCount};
+use Expect::{Fails, Later, Ordered, OrderedBy, Refused, Rows, SameCount};
 
 const fn q(sql: &'static str, expect: Expect) -> Q {
     Q { sql, expect }

@@ -555,8 +555,6 @@ struct Tally {
     later_identical: Vec<String>,
     /// Later entries refused with 0A000, with the proxy's message
     later_refused: Vec<String>,
-    /// KnownWrong entries still wrong
-    known_wrong: Vec<String>,
     failures: Vec<String>,
 }
 
@@ -569,7 +567,7 @@ impl Tally {
             Expect::SameCount => self.same_count += 1,
             Expect::Refused(_) => self.refused += 1,
             Expect::Fails(_) => self.fails += 1,
-            Expect::Later(_) | Expect::KnownWrong(..) => {}
+            Expect::Later(_) => {}
         }
     }
 }
@@ -589,7 +587,6 @@ async fn check(
         (Err(f), Expect::Refused(code)) => f.code == code,
         (Err(f), Expect::Later(_)) => f.code == "0A000",
         (Err(f), Expect::Fails(code)) => f.code == code,
-        (Err(f), Expect::KnownWrong(code, _)) => f.code == code,
         _ => false,
     };
     let want = if write && got.is_err() && !matches!(q.expect, Expect::Fails(_)) {
@@ -629,7 +626,6 @@ async fn check(
                     .later_refused
                     .push(format!("[{protocol:?}] {}  -- {message}", q.sql))
             }
-            Expect::KnownWrong(..) => tally.known_wrong.push(format!("[{protocol:?}] {}", q.sql)),
             e => tally.pass(e),
         }
     } else {
@@ -641,7 +637,7 @@ async fn check(
             (Err(_), _, _) => fail("refused or failed, but must be answered".into()),
             (Ok(p), Some(Ok(w)), e) => {
                 let inner = match e {
-                    Expect::Later(inner) | Expect::KnownWrong(_, inner) => *inner,
+                    Expect::Later(inner) => *inner,
                     e => e,
                 };
                 match differs(inner, w, p) {
@@ -736,7 +732,7 @@ async fn proxy_answers_like_one_postgres_or_refuses() {
     let summary = format!(
         "differential: {} statements x 2 protocols in {:?} (setup {loaded:?}); passed: \
          Rows {}, Ordered {}, OrderedBy {}, SameCount {}, Refused {}, Fails {}; Later answered \
-         identically {}, Later refused (0A000) {}; known wrong {}; failures {}",
+         identically {}, Later refused (0A000) {}; failures {}",
         READS.len() + WRITES.len() + TABLE_CHECKS.len(),
         started.elapsed(),
         tally.rows,
@@ -747,7 +743,6 @@ async fn proxy_answers_like_one_postgres_or_refuses() {
         tally.fails,
         tally.later_identical.len(),
         tally.later_refused.len(),
-        tally.known_wrong.len(),
         tally.failures.len()
     );
     println!("{summary}");
@@ -758,10 +753,6 @@ async fn proxy_answers_like_one_postgres_or_refuses() {
     println!(
         "Later, refused (0A000):\n  {}",
         tally.later_refused.join("\n  ")
-    );
-    println!(
-        "KNOWN WRONG today (the proxy fails where Postgres answers):\n  {}",
-        tally.known_wrong.join("\n  ")
     );
     assert!(
         tally.failures.is_empty(),
