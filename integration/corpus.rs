@@ -592,7 +592,7 @@ pub const READS: &[Q] = &[
     ),
     q(
         "SELECT grp, count(DISTINCT flag) FROM items GROUP BY grp",
-        Later(&Rows),
+        Rows,
     ),
     q("SELECT grp FROM items GROUP BY grp", Rows),
     q(
@@ -642,9 +642,22 @@ pub const READS: &[Q] = &[
         "SELECT DISTINCT ON (grp) grp, id FROM items ORDER BY grp, id",
         Later(&Ordered),
     ),
-    q("SELECT count(DISTINCT grp) FROM items", Later(&Rows)),
-    q("SELECT count(DISTINCT code) FROM items", Later(&Rows)),
-    q("SELECT count(DISTINCT score) FROM items", Later(&Rows)),
+    q("SELECT count(DISTINCT grp) FROM items", Rows),
+    q("SELECT count(DISTINCT grp) FROM items WHERE false", Rows),
+    q(
+        "SELECT count(DISTINCT day) AS n FROM items WHERE id < 300",
+        Rows,
+    ),
+    q(
+        "SELECT grp, count(DISTINCT code) FROM items GROUP BY grp HAVING count(DISTINCT code) > 2 ORDER BY grp",
+        Ordered,
+    ),
+    q(
+        "SELECT flag, count(DISTINCT tstz) FROM items GROUP BY flag ORDER BY count(DISTINCT tstz) DESC, flag",
+        Ordered,
+    ),
+    q("SELECT count(DISTINCT code) FROM items", Rows),
+    q("SELECT count(DISTINCT score) FROM items", Rows),
     q(
         "SELECT count(DISTINCT name), count(DISTINCT flag) FROM items",
         Later(&Rows),

@@ -111,8 +111,10 @@ pub fn merge_by_plan(
             // recombined avg columns hold numerics now
             let mut merged = columns.clone();
             for a in &plan.aggregates {
-                if matches!(a.func, AggFunc::Avg { .. }) {
-                    merged[col(a.col)?].oid = NUMERIC_OID;
+                match a.func {
+                    AggFunc::Avg { .. } => merged[col(a.col)?].oid = NUMERIC_OID,
+                    AggFunc::CountDistinct => merged[col(a.col)?].oid = INT8_OID,
+                    _ => {}
                 }
             }
             let kept = having(grouped, plan, &merged, options)?;
@@ -232,26 +234,36 @@ fn describe_fields(msg: &[u8]) -> Option<Vec<FieldDesc<'_>>> {
 fn client_description(msg: &[u8], plan: &MergePlan, out: &mut BytesMut) -> Option<()> {
     let fields = describe_fields(msg)?;
     let visible = fields.len().checked_sub(plan.hidden)?;
-    let avg: Vec<usize> = plan
-        .aggregates
-        .iter()
-        .filter(|a| matches!(a.func, AggFunc::Avg { .. }))
-        .filter_map(|a| match a.col {
-            Col::Visible(i) => Some(i),
-            Col::Hidden(_) => None,
-        })
-        .collect();
+    let retyped = |func: fn(&AggFunc) -> bool| -> Vec<usize> {
+        plan.aggregates
+            .iter()
+            .filter(|a| func(&a.func))
+            .filter_map(|a| match a.col {
+                Col::Visible(i) => Some(i),
+                Col::Hidden(_) => None,
+            })
+            .collect()
+    };
+    let avg = retyped(|f| matches!(f, AggFunc::Avg { .. }));
+    let distinct = retyped(|f| matches!(f, AggFunc::CountDistinct));
     let mut body = Vec::with_capacity(msg.len());
     body.extend_from_slice(&i16::try_from(visible).ok()?.to_be_bytes());
     for (i, f) in fields.iter().take(visible).enumerate() {
         body.extend_from_slice(f.name);
         body.push(0);
-        body.extend_from_slice(&f.table);
         let (oid, typlen, typmod) = if avg.contains(&i) {
             (NUMERIC_OID, -1i16, -1i32)
+        } else if distinct.contains(&i) {
+            (INT8_OID, 8, -1)
         } else {
             (f.oid, f.typlen, f.typmod)
         };
+        // a count of distinct values is computed, not a table column
+        if distinct.contains(&i) {
+            body.extend_from_slice(&[0; 6]);
+        } else {
+            body.extend_from_slice(&f.table);
+        }
         body.extend_from_slice(&oid.to_be_bytes());
         body.extend_from_slice(&typlen.to_be_bytes());
         body.extend_from_slice(&typmod.to_be_bytes());
@@ -686,6 +698,17 @@ fn group<'a>(
         }
         out.push(Row { raw: None, fields });
     }
+    if plan.single_group && out.is_empty() {
+        // aggregates over no rows at all (shards return none for count(DISTINCT …)):
+        // counts are 0, everything else NULL, as Postgres answers
+        let mut fields: Vec<Field<'a>> = vec![None; columns.len()];
+        for &(i, _, a) in &aggs {
+            if matches!(a.func, AggFunc::Count | AggFunc::CountDistinct) {
+                fields[i] = Some(Cow::Owned(encode_int8(0, columns[i].binary)));
+            }
+        }
+        out.push(Row { raw: None, fields });
+    }
     Ok(out)
 }
 
@@ -759,6 +782,25 @@ fn recombine<'a>(
                 }
                 _ => Ok(None),
             }
+        }
+        AggFunc::CountDistinct => {
+            // equality only: bytes are equal when values are (no collation involved)
+            let kind = Kind::from_oid(c.oid).ok_or_else(|| {
+                MergeError::Unsupported(format!(
+                    "count(DISTINCT …) of a column of type oid {} across shards is not supported",
+                    c.oid
+                ))
+            })?;
+            let mut values = Vec::new();
+            for p in partials {
+                if let Some(v) = decode(kind, c, p)? {
+                    values.push(v);
+                }
+            }
+            values.sort_by(|a, b| value::compare(kind, a, b));
+            values.dedup_by(|a, b| value::compare(kind, a, b) == Ordering::Equal);
+            let n = i64::try_from(values.len()).map_err(|_| out_of_range())?;
+            Ok(Some(Cow::Owned(encode_int8(n, c.binary))))
         }
         AggFunc::Min | AggFunc::Max => {
             let kind = comparable(c, "min()/max()", a.collate_c, options)?;

@@ -21,6 +21,9 @@ pub enum Col {
 pub enum AggFunc {
     /// `count(*)` / `count(x)`: partial counts are summed
     Count,
+    /// `count(DISTINCT x)`: the column holds x, one row per distinct value per shard and
+    /// group; the merge counts the distinct non-NULL values across shards
+    CountDistinct,
     /// `sum(x)`: partial sums are added (NULL when every partial is NULL)
     Sum,
     /// `min(x)`

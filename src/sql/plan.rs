@@ -9,9 +9,9 @@
 //! aggregates with DISTINCT/FILTER/ORDER BY, window functions) is refused by name.
 
 use sqlparser::ast::{
-    BinaryOperator, Distinct, Expr, Function, FunctionArguments, GroupByExpr, Ident, LimitClause,
-    ObjectName, ObjectNamePart, Offset, OrderByKind, OrderBySort, Query, SelectItem, SetExpr,
-    Value,
+    BinaryOperator, Distinct, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, LimitClause, ObjectName, ObjectNamePart, Offset,
+    OrderByKind, OrderBySort, Query, SelectItem, SetExpr, Value,
 };
 
 use super::expr::{conjuncts, fold};
@@ -25,6 +25,8 @@ type Refusal = &'static str;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Agg {
     Count,
+    /// `count(DISTINCT x)`: the shards return their distinct values of x per group
+    CountDistinct,
     Sum,
     Avg,
     Min,
@@ -141,6 +143,8 @@ pub(crate) fn plan(q: &Query) -> Result<MergePlan, Refusal> {
     }
 
     let mut b = Builder {
+        distinct_arg: None,
+        other_aggregates: false,
         hidden: Vec::new(),
         aggregates: Vec::new(),
         projection: s.projection.clone(),
@@ -148,7 +152,7 @@ pub(crate) fn plan(q: &Query) -> Result<MergePlan, Refusal> {
     // aggregates of the select list; avg runs as sum in place plus a hidden count
     for (i, item) in items.iter().enumerate() {
         if let Some(agg) = item.agg {
-            b.aggregate(Col::Visible(i), item, agg);
+            b.aggregate(Col::Visible(i), item, agg)?;
         }
     }
 
@@ -187,7 +191,7 @@ pub(crate) fn plan(q: &Query) -> Result<MergePlan, Refusal> {
             None => match agg {
                 Some(agg) => {
                     let col = b.hide(&o.expr);
-                    b.aggregate_hidden(col, &o.expr, *agg);
+                    b.aggregate_hidden(col, &o.expr, *agg)?;
                     col
                 }
                 None => b.hide(&o.expr),
@@ -229,6 +233,14 @@ pub(crate) fn plan(q: &Query) -> Result<MergePlan, Refusal> {
             changed = true;
         }
         if sel.having.take().is_some() {
+            changed = true;
+        }
+        if let Some(arg) = &b.distinct_arg {
+            // each shard returns its distinct values of the argument per group
+            if let GroupByExpr::Expressions(exprs, _) = &mut sel.group_by {
+                exprs.retain(|e| !matches!(e, Expr::Tuple(l) if l.is_empty()));
+                exprs.push(arg.clone());
+            }
             changed = true;
         }
         if grouped && distinct {
@@ -273,6 +285,10 @@ pub(crate) fn plan(q: &Query) -> Result<MergePlan, Refusal> {
 
 /// Hidden columns and aggregates collected while planning.
 struct Builder {
+    /// the argument of the query's `count(DISTINCT x)` calls
+    distinct_arg: Option<Expr>,
+    /// an aggregate other than `count(DISTINCT x)` was seen
+    other_aggregates: bool,
     hidden: Vec<Expr>,
     aggregates: Vec<Aggregate>,
     /// the select list the shards run (avg replaced by sum)
@@ -286,11 +302,41 @@ impl Builder {
         Col::Hidden(self.hidden.len() - 1)
     }
 
+    /// Note an aggregate: `count(DISTINCT x)` makes the shards return distinct values of
+    /// x instead of partial aggregates, so no other aggregate can share the query.
+    fn note(&mut self, e: &Expr, agg: Agg) -> Result<(), Refusal> {
+        if agg == Agg::CountDistinct {
+            let arg = single_arg(e).ok_or("count(DISTINCT …) of several arguments")?;
+            match &self.distinct_arg {
+                Some(a) if a != arg => return Err("count(DISTINCT …) of different expressions"),
+                _ => self.distinct_arg = Some(arg.clone()),
+            }
+        } else {
+            self.other_aggregates = true;
+        }
+        if self.distinct_arg.is_some() && self.other_aggregates {
+            return Err("count(DISTINCT …) with other aggregates");
+        }
+        Ok(())
+    }
+
     /// Record the select-list aggregate `item` at `col`.
-    fn aggregate(&mut self, col: Col, item: &Item<'_>, agg: Agg) {
+    fn aggregate(&mut self, col: Col, item: &Item<'_>, agg: Agg) -> Result<(), Refusal> {
+        self.note(item.expr, agg)?;
         let func = match agg {
+            Agg::CountDistinct => {
+                let Col::Visible(i) = col else { return Ok(()) };
+                let arg = single_arg(item.expr).ok_or("count(DISTINCT …) of several arguments")?;
+                // the shard returns x's distinct values under the column's name
+                let alias = Ident::new(item.alias.clone().unwrap_or_else(|| "count".to_owned()));
+                self.projection[i] = SelectItem::ExprWithAlias {
+                    expr: arg.clone(),
+                    alias,
+                };
+                AggFunc::CountDistinct
+            }
             Agg::Avg => {
-                let Col::Visible(i) = col else { return };
+                let Col::Visible(i) = col else { return Ok(()) };
                 let (sum, count) = split_avg(item.expr);
                 // keep the column's name: an unaliased avg(x) is called "avg"
                 let alias = Ident::new(item.alias.clone().unwrap_or_else(|| "avg".to_owned()));
@@ -306,11 +352,20 @@ impl Builder {
             func,
             collate_c: false,
         });
+        Ok(())
     }
 
     /// Record the hidden ORDER BY aggregate `e` at hidden column `col`.
-    fn aggregate_hidden(&mut self, col: Col, e: &Expr, agg: Agg) {
+    fn aggregate_hidden(&mut self, col: Col, e: &Expr, agg: Agg) -> Result<(), Refusal> {
+        self.note(e, agg)?;
         let func = match agg {
+            Agg::CountDistinct => {
+                let arg = single_arg(e).ok_or("count(DISTINCT …) of several arguments")?;
+                if let Col::Hidden(h) = col {
+                    self.hidden[h] = arg.clone();
+                }
+                AggFunc::CountDistinct
+            }
             Agg::Avg => {
                 let (sum, count) = split_avg(e);
                 if let Col::Hidden(h) = col {
@@ -328,6 +383,7 @@ impl Builder {
             func,
             collate_c,
         });
+        Ok(())
     }
 }
 
@@ -339,7 +395,21 @@ fn simple_func(agg: Agg) -> AggFunc {
         Agg::Max => AggFunc::Max,
         Agg::BoolAnd => AggFunc::BoolAnd,
         Agg::BoolOr => AggFunc::BoolOr,
-        Agg::Avg => unreachable!("avg is split by the caller"),
+        Agg::Avg | Agg::CountDistinct => unreachable!("rewritten by the caller"),
+    }
+}
+
+/// The one argument of an aggregate call.
+fn single_arg(e: &Expr) -> Option<&Expr> {
+    let Expr::Function(f) = e else { return None };
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match list.args.as_slice() {
+        // a row `(x, y)` would be grouped as a list of columns by the shard
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Tuple(_)))] => None,
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] => Some(arg),
+        _ => None,
     }
 }
 
@@ -394,7 +464,11 @@ fn recombinable(f: &Function) -> Option<Agg> {
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() || list.args.len() != 1 {
+    let distinct = match list.duplicate_treatment {
+        None | Some(DuplicateTreatment::All) => false,
+        Some(DuplicateTreatment::Distinct) => true,
+    };
+    if !list.clauses.is_empty() || list.args.len() != 1 {
         return None;
     }
     let name = match f.name.0.as_slice() {
@@ -407,6 +481,8 @@ fn recombinable(f: &Function) -> Option<Agg> {
         _ => return None,
     };
     Some(match name.as_str() {
+        "count" if distinct => Agg::CountDistinct,
+        _ if distinct => return None,
         "count" => Agg::Count,
         "sum" => Agg::Sum,
         "avg" => Agg::Avg,
@@ -593,7 +669,7 @@ fn condition(e: &Expr, items: &[Item<'_>], b: &mut Builder) -> Result<Condition,
             Some(i) => Col::Visible(i),
             None => {
                 let col = b.hide(expr);
-                b.aggregate_hidden(col, expr, agg);
+                b.aggregate_hidden(col, expr, agg)?;
                 col
             }
         },

@@ -270,3 +270,43 @@ fn having_becomes_conditions_on_merged_groups() {
     assert!(p.single_group);
     assert_eq!(p.having[0].literal, "-1");
 }
+
+#[test]
+fn count_distinct_fetches_distinct_values_per_group() {
+    let p = plan("SELECT g, count(DISTINCT x) FROM t GROUP BY g ORDER BY 2 DESC");
+    assert_eq!(
+        p.shard_sql.as_deref(),
+        Some("SELECT g, x AS count FROM t GROUP BY g, x")
+    );
+    assert_eq!(
+        p.aggregates,
+        vec![agg(Col::Visible(1), AggFunc::CountDistinct)]
+    );
+    assert_eq!(p.group_by, Some(vec![Col::Visible(0)]));
+    let p = plan("SELECT count(DISTINCT x) AS n FROM t WHERE y > 0");
+    assert_eq!(
+        p.shard_sql.as_deref(),
+        Some("SELECT x AS n FROM t WHERE y > 0 GROUP BY x")
+    );
+    assert!(p.single_group);
+    for (sql, construct) in [
+        (
+            "SELECT count(DISTINCT x), count(DISTINCT y) FROM t",
+            "count(DISTINCT …) of different expressions",
+        ),
+        (
+            "SELECT count(DISTINCT x), sum(y) FROM t",
+            "count(DISTINCT …) with other aggregates",
+        ),
+        (
+            "SELECT count(DISTINCT x) FROM t ORDER BY max(y)",
+            "count(DISTINCT …) with other aggregates",
+        ),
+        (
+            "SELECT count(DISTINCT (x, y)) FROM t",
+            "count(DISTINCT …) of several arguments",
+        ),
+    ] {
+        assert_eq!(blocked(sql), construct, "{sql}");
+    }
+}

@@ -297,8 +297,12 @@ fn scatter_plain_only_for_one_table_without_combining_clauses() {
     for (sql, construct) in [
         ("SELECT * FROM t LIMIT $1", "LIMIT that is not a number"),
         (
-            "SELECT count(DISTINCT a) FROM t",
+            "SELECT sum(DISTINCT a) FROM t",
             "aggregate function with DISTINCT",
+        ),
+        (
+            "SELECT count(DISTINCT a), count(*) FROM t",
+            "count(DISTINCT …) with other aggregates",
         ),
         (
             "SELECT count(*) + 1 FROM t",
