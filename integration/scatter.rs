@@ -128,7 +128,10 @@ async fn what_cannot_be_merged_is_refused_and_errors_arrive_once() {
             "expression over an aggregate",
         ),
         ("SELECT aid FROM accounts LIMIT $1", "LIMIT"),
-        ("SELECT count(DISTINCT balance) FROM accounts", "DISTINCT"),
+        (
+            "SELECT count(DISTINCT balance), count(*) FROM accounts",
+            "DISTINCT",
+        ),
         (
             "SELECT DISTINCT ON (balance) aid FROM accounts",
             "DISTINCT ON",
@@ -174,11 +177,31 @@ async fn what_cannot_be_merged_is_refused_and_errors_arrive_once() {
 async fn merges_are_bounded_by_merge_memory() {
     let (_cluster, proxy) = setup("merge_memory_mb = 1").await;
     let client = proxy.client().await;
+    // a merge that must hold the rows (ORDER BY) is capped…
     let err = client
-        .simple_query("SELECT aid, repeat('x', 20000) FROM accounts")
+        .simple_query("SELECT aid, repeat('x', 20000) FROM accounts ORDER BY aid")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::PROGRAM_LIMIT_EXCEEDED), "{err}");
+    // …while a plain concatenation streams in chunks whatever its size (6 MB here)
+    for _ in 0..2 {
+        let msgs = client
+            .simple_query("SELECT aid, repeat('x', 20000) FROM accounts")
+            .await
+            .unwrap();
+        let (rows, tag) = simple_rows(&msgs);
+        assert_eq!(rows.len(), 300);
+        assert_eq!(tag, Some(300));
+        let rows = client
+            .query(
+                "SELECT aid, repeat('y', 20000) AS pad FROM accounts WHERE balance <> 3",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 300 - 43);
+        assert!(rows.iter().all(|r| r.get::<_, String>(1).len() == 20000));
+    }
     let rows = client
         .query("SELECT aid FROM accounts WHERE balance = 0", &[])
         .await

@@ -61,7 +61,7 @@ pub enum Merged {
 }
 
 /// Split a reply buffer into `(tag, whole message)` pairs.
-fn messages(reply: &[u8], shard: usize) -> Result<Vec<(u8, &[u8])>, MergeError> {
+pub(super) fn messages(reply: &[u8], shard: usize) -> Result<Vec<(u8, &[u8])>, MergeError> {
     let mut out = Vec::new();
     let mut rest = reply;
     while !rest.is_empty() {

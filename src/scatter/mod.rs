@@ -7,6 +7,7 @@ pub mod combine;
 pub mod merge;
 pub mod numeric;
 pub mod plan;
+pub mod stream;
 pub mod value;
 
 pub use merge::{MergeError, concatenate, interleave, sum_counts};

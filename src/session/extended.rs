@@ -364,6 +364,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 },
                 _ => Vec::new(),
             };
+            let streamed = match merge.merge {
+                Merge::Concatenate => Some(None),
+                Merge::FirstRows(n) => Some(Some(n)),
+                _ => None,
+            };
+            if let Some(limit) = streamed {
+                self.stream_concatenated(
+                    &shards,
+                    |conn, queue| translate(conn, &items, true, queue),
+                    limit,
+                )
+                .await?;
+                self.ready();
+                return Ok(());
+            }
             let shard_list = shards.clone();
             let replies = self
                 .gather(&shards, |conn, queue| {

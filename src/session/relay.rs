@@ -121,14 +121,33 @@ pub async fn relay_capped<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn,
     queue: &mut VecDeque<Expect>,
     out: &mut BytesMut,
-    mut client: Option<&mut ClientIo<S>>,
+    client: Option<&mut ClientIo<S>>,
     cap: usize,
 ) -> Result<RelayOutcome, RelayError> {
     let mut outcome = RelayOutcome::default();
+    if relay_until(conn, queue, out, client, cap, &mut outcome).await? {
+        Ok(outcome)
+    } else {
+        conn.broken = true;
+        Err(RelayError::TooLarge(cap))
+    }
+}
+
+/// Relay like [`relay`] until the queue is empty (`true`), or until `out` holds more
+/// than `pause_at` bytes (`false`: the reply continues; call again, after taking the
+/// whole messages out of `out`, to go on). Lets a statement on several shards stream
+/// its rows in bounded chunks instead of collecting whole replies.
+pub async fn relay_until<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BackendConn,
+    queue: &mut VecDeque<Expect>,
+    out: &mut BytesMut,
+    mut client: Option<&mut ClientIo<S>>,
+    pause_at: usize,
+    outcome: &mut RelayOutcome,
+) -> Result<bool, RelayError> {
     loop {
-        if out.len() > cap {
-            conn.broken = true;
-            return Err(RelayError::TooLarge(cap));
+        if out.len() > pause_at {
+            return Ok(false);
         }
         while let Some(front) = queue.front() {
             match front {
@@ -139,7 +158,7 @@ pub async fn relay_capped<S: AsyncRead + AsyncWrite + Unpin>(
             queue.pop_front();
         }
         if queue.is_empty() {
-            return Ok(outcome);
+            return Ok(true);
         }
         if let Some(client) = client.as_deref_mut()
             && !out.is_empty()

@@ -11,14 +11,18 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::relay::{Expect, RelayError, relay_capped};
+use super::relay::{Expect, RelayError, RelayOutcome, relay_capped, relay_until};
 use super::txn::Txn;
 use super::{Session, SessionEnd};
 use crate::backend::{PooledConn, Pools};
 use crate::protocol::reply::ProxyError;
 use crate::protocol::{Frame, SqlState};
 use crate::router::{Merge, MergeRequest, ShardSet};
+use crate::scatter::stream::ConcatStream;
 use crate::scatter::{self, combine, merge::Merged};
+
+/// Bytes read from a shard, or buffered for the client, per step of a streamed scatter.
+const STREAM_CHUNK: usize = 64 * 1024;
 use crate::sharding::ShardId;
 use crate::sql::split::split_insert;
 
@@ -94,6 +98,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ => Vec::new(),
         };
         let shard_list = shards.clone();
+        let streamed = match merge {
+            Merge::Concatenate => Some(None),
+            Merge::FirstRows(n) => Some(Some(n)),
+            _ => None,
+        };
+        if let Some(limit) = streamed {
+            let request = |conn: &mut PooledConn, queue: &mut VecDeque<Expect>| {
+                conn.queue(frame.as_bytes());
+                queue.push_back(Expect::Query { fwd: true });
+            };
+            self.stream_concatenated(&shards, request, limit).await?;
+            self.ready();
+            return Ok(());
+        }
         let replies = self
             .gather(&shards, |conn, queue| {
                 let message = shard_list
@@ -124,26 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         shards: &ShardSet,
         mut request: impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
     ) -> Result<Gathered, ProxyError> {
-        let mut conns = Vec::with_capacity(shards.len());
-        for &shard in shards {
-            match self.checkout(shard).await {
-                Ok(conn) => conns.push(conn),
-                Err(e) => {
-                    conns.into_iter().for_each(Pools::release);
-                    return Err(e);
-                }
-            }
-        }
-        let mut queues = Vec::with_capacity(conns.len());
-        for conn in conns.iter_mut() {
-            let mut queue = VecDeque::new();
-            self.prepare_conn(conn, &mut queue);
-            request(conn, &mut queue);
-            if conn.flush().await.is_err() {
-                conn.broken = true;
-            }
-            queues.push(queue);
-        }
+        let (mut conns, mut queues) = self.send_all(shards, &mut request).await?;
         let bytewise_text = conns.iter().all(|c| c.bytewise_text);
         let mut budget = self.shared.config.server.merge_memory;
         let mut replies = Vec::with_capacity(conns.len());
@@ -184,6 +183,153 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 bytewise_text,
             }),
         }
+    }
+
+    /// Check out one connection per shard (in shard order, so two scatters cannot
+    /// deadlock on pools) and send each its request; the shards then work in parallel.
+    async fn send_all(
+        &mut self,
+        shards: &ShardSet,
+        request: &mut impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
+    ) -> Result<(Vec<PooledConn>, Vec<VecDeque<Expect>>), ProxyError> {
+        let mut conns = Vec::with_capacity(shards.len());
+        for &shard in shards {
+            match self.checkout(shard).await {
+                Ok(conn) => conns.push(conn),
+                Err(e) => {
+                    conns.into_iter().for_each(Pools::release);
+                    return Err(e);
+                }
+            }
+        }
+        let mut queues = Vec::with_capacity(conns.len());
+        for conn in conns.iter_mut() {
+            let mut queue = VecDeque::new();
+            self.prepare_conn(conn, &mut queue);
+            request(conn, &mut queue);
+            if conn.flush().await.is_err() {
+                conn.broken = true;
+            }
+            queues.push(queue);
+        }
+        Ok((conns, queues))
+    }
+
+    /// Send a statement whose answer is the concatenation of the shards' rows (at most
+    /// `limit` of them) and stream it: a first chunk from every shard to check their
+    /// columns agree, then each shard's rows in turn, written to the client in chunks of
+    /// [`STREAM_CHUNK`] bytes, so memory stays bounded whatever the result size. A
+    /// shard's error ends the statement (after the rows already sent, as a single
+    /// Postgres failing mid-scan would); the other shards' connections are closed, which
+    /// stops their work.
+    pub(super) async fn stream_concatenated(
+        &mut self,
+        shards: &ShardSet,
+        mut request: impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
+        limit: Option<u64>,
+    ) -> Result<(), SessionEnd> {
+        let (mut conns, mut queues) = match self.send_all(shards, &mut request).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                self.refuse(e);
+                return Ok(());
+            }
+        };
+        let n = conns.len();
+        let mut bufs: Vec<BytesMut> = (0..n).map(|_| BytesMut::new()).collect();
+        let mut done = vec![false; n];
+        let mut outcome = RelayOutcome::default();
+        let mut failure: Option<ProxyError> = None;
+        for i in 0..n {
+            match relay_until::<S>(
+                &mut conns[i],
+                &mut queues[i],
+                &mut bufs[i],
+                None,
+                STREAM_CHUNK,
+                &mut outcome,
+            )
+            .await
+            {
+                Ok(d) => done[i] = d,
+                Err(e) => {
+                    let name = self.shared.pools.shard_name(conns[i].shard).to_owned();
+                    failure = Some(ProxyError::shard_unavailable(&name, e));
+                    break;
+                }
+            }
+        }
+        let mut stream = ConcatStream::new(limit);
+        let started = match failure {
+            Some(e) => Err(e),
+            None => {
+                let firsts: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+                stream
+                    .start(&firsts, &mut self.out)
+                    .map_err(|e| ProxyError::error(e.sqlstate(), format!("pgshard: {e}")))
+            }
+        };
+        let mut ended = matches!(started, Ok(Merged::Error));
+        if let Err(e) = started {
+            self.refuse(e);
+            ended = true;
+        }
+        let mut client_gone = false;
+        'shards: for i in 0..n {
+            while !ended {
+                let chunk = std::mem::take(&mut bufs[i]);
+                match stream.feed(&chunk, i, &mut self.out) {
+                    Ok(Merged::Rows) => {}
+                    Ok(Merged::Error) => ended = true,
+                    Err(e) => {
+                        self.refuse(ProxyError::error(e.sqlstate(), format!("pgshard: {e}")));
+                        ended = true;
+                    }
+                }
+                if ended {
+                    break 'shards;
+                }
+                if self.out.len() >= STREAM_CHUNK && self.client.send(&mut self.out).await.is_err()
+                {
+                    client_gone = true;
+                    break 'shards;
+                }
+                if done[i] {
+                    continue 'shards;
+                }
+                match relay_until::<S>(
+                    &mut conns[i],
+                    &mut queues[i],
+                    &mut bufs[i],
+                    None,
+                    STREAM_CHUNK,
+                    &mut outcome,
+                )
+                .await
+                {
+                    Ok(d) => done[i] = d,
+                    Err(e) => {
+                        let name = self.shared.pools.shard_name(conns[i].shard).to_owned();
+                        self.refuse(ProxyError::shard_unavailable(&name, e));
+                        break 'shards;
+                    }
+                }
+            }
+        }
+        // connections whose replies were not read to the end are closed, not pooled
+        for (conn, d) in conns.iter_mut().zip(&done) {
+            if !d {
+                conn.broken = true;
+            }
+        }
+        conns.into_iter().for_each(Pools::release);
+        if client_gone {
+            return Err(SessionEnd::ClientGone);
+        }
+        if !ended {
+            stream.finish(&mut self.out);
+        }
+        Ok(())
     }
 
     /// Write the merged answer (or the failure) for gathered replies.
