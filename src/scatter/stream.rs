@@ -89,11 +89,9 @@ impl ConcatStream {
         }
         for (tag, msg) in messages_of(chunk, shard)? {
             match tag {
-                b'D' => {
-                    if self.limit.is_none_or(|n| self.emitted < n) {
-                        out.extend_from_slice(msg);
-                        self.emitted += 1;
-                    }
+                b'D' if self.limit.is_none_or(|n| self.emitted < n) => {
+                    out.extend_from_slice(msg);
+                    self.emitted += 1;
                 }
                 b'C' => {
                     let text = command_tag(msg);
@@ -113,11 +111,9 @@ impl ConcatStream {
                     self.failed = true;
                     return Ok(Merged::Error);
                 }
-                b'N' => {
-                    if !self.notices.iter().any(|n| n == msg) {
-                        self.notices.push(msg.to_vec());
-                        out.extend_from_slice(msg);
-                    }
+                b'N' if !self.notices.iter().any(|n| n == msg) => {
+                    self.notices.push(msg.to_vec());
+                    out.extend_from_slice(msg);
                 }
                 _ => {}
             }
