@@ -876,3 +876,7 @@ fn encode_numeric(n: &Numeric, binary: bool) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "combine_tests.rs"]
+mod tests;
