@@ -100,6 +100,8 @@ pub fn merge_by_plan(
     let width = columns.len();
     let col = |c: Col| plan.index(c, width).ok_or(MergeError::Malformed(0));
 
+    // the columns as the merged rows hold them (recombined avg columns are numeric)
+    let mut merged = columns.clone();
     let mut rows: Vec<Row<'_>> = match &plan.group_by {
         Some(keys) => {
             let all: Vec<Row<'_>> = shard_rows.into_iter().flatten().collect();
@@ -109,7 +111,6 @@ pub fn merge_by_plan(
                 .collect::<Result<Vec<_>, _>>()?;
             let grouped = group(all, &keys, plan, &columns, options)?;
             // recombined avg columns hold numerics now
-            let mut merged = columns.clone();
             for a in &plan.aggregates {
                 if matches!(a.func, AggFunc::Avg { .. }) {
                     merged[col(a.col)?].oid = NUMERIC_OID;
@@ -129,7 +130,7 @@ pub fn merge_by_plan(
     };
     let visible = width - plan.hidden;
     if plan.distinct {
-        rows = distinct(rows, visible, &columns)?;
+        rows = distinct(rows, visible, &merged)?;
     }
     let offset = usize::try_from(plan.offset).unwrap_or(usize::MAX);
     let limit = plan
