@@ -98,6 +98,10 @@ pub fn merge_by_plan(
         return Ok(Merged::Rows);
     }
     let width = columns.len();
+    // a reply narrower than the plan's hidden columns is not this statement's
+    let visible = width
+        .checked_sub(plan.hidden)
+        .ok_or(MergeError::Malformed(0))?;
     let col = |c: Col| plan.index(c, width).ok_or(MergeError::Malformed(0));
 
     // the columns as the merged rows hold them (recombined avg columns are numeric)
@@ -128,7 +132,6 @@ pub fn merge_by_plan(
             options,
         )?,
     };
-    let visible = width - plan.hidden;
     if plan.distinct {
         rows = distinct(rows, visible, &merged)?;
     }
