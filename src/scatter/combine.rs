@@ -276,9 +276,10 @@ fn data_row(msg: &[u8]) -> Option<Vec<Field<'_>>> {
     for _ in 0..n {
         let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
         rest = &rest[4..];
-        if len < 0 {
+        if len == -1 {
             fields.push(None);
         } else {
+            // any other negative length is not a DataRow's
             let len = usize::try_from(len).ok()?;
             fields.push(Some(Cow::Borrowed(rest.get(..len)?)));
             rest = &rest[len..];
