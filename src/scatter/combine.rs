@@ -64,9 +64,11 @@ pub fn merge_by_plan(
     };
     let columns = result_columns(&parsed)?;
     preamble(&parsed, plan, options, &mut answer)?;
-    let mut has_rows = false;
+    // per shard: whether its statement completed (sent its CommandComplete)
+    let mut completed = Vec::with_capacity(parsed.len());
     let mut shard_rows = Vec::with_capacity(parsed.len());
     for (shard, msgs) in parsed.iter().enumerate() {
+        let mut done = false;
         let mut rows = Vec::new();
         for (tag, msg) in msgs {
             match tag {
@@ -83,14 +85,24 @@ pub fn merge_by_plan(
                 b'C' => {
                     let tag = command_tag(msg);
                     match split_count(&tag) {
-                        Some(("SELECT", _)) => has_rows = true,
+                        Some(("SELECT", _)) => done = true,
                         _ => return Err(MergeError::CommandTag(tag.clone(), tag)),
                     }
                 }
                 _ => {}
             }
         }
+        if !done && !rows.is_empty() {
+            return Err(MergeError::Malformed(shard));
+        }
+        completed.push(done);
         shard_rows.push(rows);
+    }
+    // either every shard ran the statement or none did (a Describe-only batch): a
+    // reply cut short must not pass for a shard with fewer rows
+    let has_rows = completed.iter().any(|&d| d);
+    if let Some(short) = completed.iter().position(|&d| !d).filter(|_| has_rows) {
+        return Err(MergeError::Malformed(short));
     }
     if !has_rows {
         // no Execute in this batch (a Describe only): the preamble is the answer
