@@ -148,7 +148,7 @@ fn out_description(out: &[u8]) -> Vec<(String, u32, i16, i32, i16)> {
         .into_iter()
         .find(|m| m.0 == b'T')
         .expect("a RowDescription");
-    let fields = describe_fields(&msg(b'T', &body))
+    describe_fields(&msg(b'T', &body))
         .expect("a well-formed RowDescription")
         .into_iter()
         .map(|f| {
@@ -160,8 +160,7 @@ fn out_description(out: &[u8]) -> Vec<(String, u32, i16, i32, i16)> {
                 f.format,
             )
         })
-        .collect();
-    fields
+        .collect()
 }
 
 fn command(out: &[u8]) -> String {
