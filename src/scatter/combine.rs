@@ -64,9 +64,11 @@ pub fn merge_by_plan(
     };
     let columns = result_columns(&parsed)?;
     preamble(&parsed, plan, options, &mut answer)?;
-    let mut has_rows = false;
+    // per shard: whether its statement completed (sent its CommandComplete)
+    let mut completed = Vec::with_capacity(parsed.len());
     let mut shard_rows = Vec::with_capacity(parsed.len());
     for (shard, msgs) in parsed.iter().enumerate() {
+        let mut done = false;
         let mut rows = Vec::new();
         for (tag, msg) in msgs {
             match tag {
@@ -83,14 +85,24 @@ pub fn merge_by_plan(
                 b'C' => {
                     let tag = command_tag(msg);
                     match split_count(&tag) {
-                        Some(("SELECT", _)) => has_rows = true,
+                        Some(("SELECT", _)) => done = true,
                         _ => return Err(MergeError::CommandTag(tag.clone(), tag)),
                     }
                 }
                 _ => {}
             }
         }
+        if !done && !rows.is_empty() {
+            return Err(MergeError::Malformed(shard));
+        }
+        completed.push(done);
         shard_rows.push(rows);
+    }
+    // either every shard ran the statement or none did (a Describe-only batch): a
+    // reply cut short must not pass for a shard with fewer rows
+    let has_rows = completed.iter().any(|&d| d);
+    if let Some(short) = completed.iter().position(|&d| !d).filter(|_| has_rows) {
+        return Err(MergeError::Malformed(short));
     }
     if !has_rows {
         // no Execute in this batch (a Describe only): the preamble is the answer
@@ -98,8 +110,14 @@ pub fn merge_by_plan(
         return Ok(Merged::Rows);
     }
     let width = columns.len();
+    // a reply narrower than the plan's hidden columns is not this statement's
+    let visible = width
+        .checked_sub(plan.hidden)
+        .ok_or(MergeError::Malformed(0))?;
     let col = |c: Col| plan.index(c, width).ok_or(MergeError::Malformed(0));
 
+    // the columns as the merged rows hold them (recombined avg columns are numeric)
+    let mut merged = columns.clone();
     let mut rows: Vec<Row<'_>> = match &plan.group_by {
         Some(keys) => {
             let all: Vec<Row<'_>> = shard_rows.into_iter().flatten().collect();
@@ -109,7 +127,6 @@ pub fn merge_by_plan(
                 .collect::<Result<Vec<_>, _>>()?;
             let grouped = group(all, &keys, plan, &columns, options)?;
             // recombined avg columns hold numerics now
-            let mut merged = columns.clone();
             for a in &plan.aggregates {
                 match a.func {
                     AggFunc::Avg { .. } => merged[col(a.col)?].oid = NUMERIC_OID,
@@ -129,9 +146,8 @@ pub fn merge_by_plan(
             options,
         )?,
     };
-    let visible = width - plan.hidden;
     if plan.distinct {
-        rows = distinct(rows, visible, &columns)?;
+        rows = distinct(rows, visible, &merged)?;
     }
     let offset = usize::try_from(plan.offset).unwrap_or(usize::MAX);
     let limit = plan
@@ -284,9 +300,10 @@ fn data_row(msg: &[u8]) -> Option<Vec<Field<'_>>> {
     for _ in 0..n {
         let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
         rest = &rest[4..];
-        if len < 0 {
+        if len == -1 {
             fields.push(None);
         } else {
+            // any other negative length is not a DataRow's
             let len = usize::try_from(len).ok()?;
             fields.push(Some(Cow::Borrowed(rest.get(..len)?)));
             rest = &rest[len..];
@@ -918,3 +935,7 @@ fn encode_numeric(n: &Numeric, binary: bool) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "combine_tests.rs"]
+mod tests;
