@@ -392,3 +392,104 @@ async fn multi_row_inserts_split_per_shard_and_return_rows_in_input_order() {
     client.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(direct_aids(&cluster, "aid > 6000").await.len(), 0);
 }
+
+/// Statements on the given shard still running `needle`.
+async fn active_on(cluster: &Cluster, shard: usize, needle: &str) -> i64 {
+    cluster
+        .shard(shard)
+        .client("app")
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+            &[&format!("%{needle}%")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Poll until no statement containing `needle` runs on any shard (or 3 s pass).
+async fn settles(cluster: &Cluster, needle: &str) -> bool {
+    for _ in 0..30 {
+        let mut busy = 0;
+        for i in 0..cluster.len() {
+            busy += active_on(cluster, i, needle).await;
+        }
+        if busy == 0 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_shard_ends_the_statement_at_once_and_cancels_the_others() {
+    let (cluster, proxy) = setup("").await;
+    let first = *direct_aids_on(&cluster, 0).await.first().unwrap();
+    let last = *direct_aids_on(&cluster, cluster.len() - 1)
+        .await
+        .first()
+        .unwrap();
+    let client = proxy.client().await;
+    // the last shard fails at once, the first would sleep for 6 s: streamed (plain) and
+    // collected (ORDER BY) merges both answer with the error right away
+    for (n, order) in [(1, ""), (2, " ORDER BY aid")] {
+        let sql = format!(
+            "SELECT aid FROM accounts WHERE aid IN ({first}, {last}) AND CASE WHEN aid = {last} THEN 1 / (aid - {last}) = 0 ELSE pg_sleep(6.{n}) IS NOT NULL END{order}"
+        );
+        let started = std::time::Instant::now();
+        let err = client.simple_query(&sql).await.unwrap_err();
+        assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{sql}: waited {:?}",
+            started.elapsed()
+        );
+        // and the sleeping shard was told to stop
+        assert!(
+            settles(&cluster, &format!("pg_sleep(6.{n})")).await,
+            "{sql}: still running"
+        );
+    }
+    // a client's cancel reaches every shard of a scatter
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let started = std::time::Instant::now();
+    let err = client
+        .simple_query(&format!(
+            "SELECT pg_sleep(7.5) FROM accounts WHERE aid IN ({first}, {last})"
+        ))
+        .await
+        .unwrap_err();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert!(settles(&cluster, "pg_sleep(7.5)").await);
+    // the session and pools carry on
+    let rows = client
+        .query(
+            "SELECT aid FROM accounts WHERE balance = 0 ORDER BY aid",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 42);
+}
+
+/// The aids stored on one shard, read directly.
+async fn direct_aids_on(cluster: &Cluster, shard: usize) -> Vec<i64> {
+    cluster
+        .shard(shard)
+        .client("app")
+        .await
+        .query("SELECT aid FROM accounts ORDER BY aid", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

@@ -18,8 +18,9 @@ use tokio::net::TcpStream;
 use crate::config::ShardConfig;
 use crate::sharding::ShardId;
 
-/// The backend process running a client's statement: shard, process id, secret key.
-pub type RunningOn = Option<(ShardId, i32, i32)>;
+/// The backend processes running a client's statement (several for a statement on
+/// several shards; none when idle): shard, process id, secret key.
+pub type RunningOn = Vec<(ShardId, i32, i32)>;
 
 /// What a session shares with cancel requests for it.
 pub type CancelSlot = Arc<tokio::sync::Mutex<RunningOn>>;
@@ -68,23 +69,29 @@ impl CancelRegistry {
         // Held until the request is written: the session cannot hand the connection to
         // another client meanwhile.
         let running = slot.lock().await;
-        let Some((shard, pid, secret)) = *running else {
-            return;
-        };
-        let Some(cfg) = shards.get(shard) else { return };
-        let mut msg = BytesMut::new();
-        postgres_protocol::message::frontend::cancel_request(pid, secret, &mut msg);
-        let send = async {
-            let mut stream = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
-            stream.write_all(&msg).await?;
-            stream.shutdown().await
-        };
-        match tokio::time::timeout(timeout, send).await {
-            Ok(Ok(())) => {
-                tracing::info!(shard = %cfg.name, backend_pid = pid, "query cancel forwarded")
+        for &(shard, pid, secret) in running.iter() {
+            if let Some(cfg) = shards.get(shard) {
+                send_cancel(cfg, pid, secret, timeout).await;
             }
-            Ok(Err(e)) => tracing::warn!(shard = %cfg.name, error = %e, "cancel request failed"),
-            Err(_) => tracing::warn!(shard = %cfg.name, "cancel request timed out"),
         }
+    }
+}
+
+/// Ask shard `cfg` to cancel the statement of backend process `pid` (CancelRequest on a
+/// new connection, as Postgres clients do). Best effort, within `timeout`.
+pub async fn send_cancel(cfg: &ShardConfig, pid: i32, secret: i32, timeout: Duration) {
+    let mut msg = BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(pid, secret, &mut msg);
+    let send = async {
+        let mut stream = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+        stream.write_all(&msg).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(())) => {
+            tracing::info!(shard = %cfg.name, backend_pid = pid, "query cancel forwarded")
+        }
+        Ok(Err(e)) => tracing::warn!(shard = %cfg.name, error = %e, "cancel request failed"),
+        Err(_) => tracing::warn!(shard = %cfg.name, "cancel request timed out"),
     }
 }

@@ -382,14 +382,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         mut conn: PooledConn,
         mut queue: VecDeque<Expect>,
     ) -> Result<RelayOutcome, SessionEnd> {
-        *self.running.lock().await = Some((conn.shard, conn.key.0, conn.key.1));
+        *self.running.lock().await = vec![(conn.shard, conn.key.0, conn.key.1)];
         let result = match conn.flush().await {
             Ok(()) => relay(&mut conn, &mut queue, &mut self.out, Some(&mut self.client)).await,
             Err(e) => Err(RelayError::Backend(e)),
         };
         // Waits for a cancel being delivered right now, so it cannot reach the
         // connection's next user.
-        *self.running.lock().await = None;
+        self.running.lock().await.clear();
         match result {
             Ok(outcome) => {
                 self.begin_in_flight = false;

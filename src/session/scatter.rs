@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::relay::{Expect, RelayError, RelayOutcome, relay_capped, relay_until};
@@ -144,45 +146,96 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> Result<Gathered, ProxyError> {
         let (mut conns, mut queues) = self.send_all(shards, &mut request).await?;
         let bytewise_text = conns.iter().all(|c| c.bytewise_text);
-        let mut budget = self.shared.config.server.merge_memory;
-        let mut replies = Vec::with_capacity(conns.len());
+        let names: Vec<String> = conns
+            .iter()
+            .map(|c| self.shared.pools.shard_name(c.shard).to_owned())
+            .collect();
+        // Each shard's reply may use an equal share of the statement's merge memory.
+        let total_budget = self.shared.config.server.merge_memory;
+        let budget = total_budget / conns.len().max(1);
+        self.set_running(&conns).await;
+        let mut replies: Vec<Option<BytesMut>> = (0..conns.len()).map(|_| None).collect();
         let mut failure: Option<ProxyError> = None;
-        for (conn, queue) in conns.iter_mut().zip(queues.iter_mut()) {
-            let name = self.shared.pools.shard_name(conn.shard).to_owned();
-            let mut reply = BytesMut::new();
-            if failure.is_some() {
-                // The statement failed already: close the other connections rather than
-                // wait for results nobody will read.
+        let mut failed_reply: Option<(usize, BytesMut)> = None;
+        {
+            // Read every shard at once: the first error ends the statement without
+            // waiting for slower shards.
+            let mut pending: FuturesUnordered<_> = conns
+                .iter_mut()
+                .zip(queues.iter_mut())
+                .enumerate()
+                .map(|(i, (conn, queue))| async move {
+                    let mut reply = BytesMut::new();
+                    let result = relay_capped::<S>(conn, queue, &mut reply, None, budget).await;
+                    (i, result, reply)
+                })
+                .collect();
+            while let Some((i, result, reply)) = pending.next().await {
+                match result {
+                    Ok(outcome) if outcome.saw_error => {
+                        failed_reply = Some((i, reply));
+                        break;
+                    }
+                    Ok(_) => replies[i] = Some(reply),
+                    Err(RelayError::TooLarge(_)) => {
+                        failure = Some(
+                            ProxyError::error(
+                                SqlState::PROGRAM_LIMIT_EXCEEDED,
+                                format!(
+                                    "pgshard: the results of this statement from several shards exceed merge_memory_mb ({} MiB)",
+                                    total_budget >> 20
+                                ),
+                            )
+                            .with_hint("add a shard key condition, or raise [server] merge_memory_mb"),
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some(ProxyError::shard_unavailable(&names[i], e));
+                        break;
+                    }
+                }
+            }
+        }
+        // Shards still working on a statement that already failed: cancel their work and
+        // close their connections (their replies were not read to the end).
+        let unfinished: Vec<usize> = (0..conns.len())
+            .filter(|&i| replies[i].is_none() && failed_reply.as_ref().is_none_or(|(f, _)| *f != i))
+            .collect();
+        if failure.is_some() || failed_reply.is_some() {
+            let timeout = self.shared.config.server.connect_timeout;
+            for &i in &unfinished {
+                let conn = &mut conns[i];
                 conn.broken = true;
-                continue;
-            }
-            match relay_capped::<S>(conn, queue, &mut reply, None, budget).await {
-                Ok(_) => {
-                    budget = budget.saturating_sub(reply.len());
-                    replies.push(reply);
+                if let Some(cfg) = self.shared.config.shards.get(conn.shard) {
+                    super::cancel::send_cancel(cfg, conn.key.0, conn.key.1, timeout).await;
                 }
-                Err(RelayError::TooLarge(cap)) => {
-                    failure = Some(ProxyError::error(
-                        SqlState::PROGRAM_LIMIT_EXCEEDED,
-                        format!(
-                            "pgshard: the results of this statement from several shards exceed merge_memory_mb ({} MiB)",
-                            self.shared.config.server.merge_memory.max(cap) >> 20
-                        ),
-                    )
-                    .with_hint("add a shard key condition, or raise [server] merge_memory_mb"));
-                }
-                Err(e) => failure = Some(ProxyError::shard_unavailable(&name, e)),
             }
         }
+        self.running.lock().await.clear();
         conns.into_iter().for_each(Pools::release);
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(Gathered {
-                replies,
-                shards: shards.clone(),
-                bytewise_text,
-            }),
+        if let Some(e) = failure {
+            return Err(e);
         }
+        if let Some((i, reply)) = failed_reply {
+            // the failing shard's reply alone: every merge writes its error, once
+            return Ok(Gathered {
+                replies: vec![reply],
+                shards: vec![shards[i]],
+                bytewise_text,
+            });
+        }
+        Ok(Gathered {
+            replies: replies.into_iter().flatten().collect(),
+            shards: shards.clone(),
+            bytewise_text,
+        })
+    }
+
+    /// Record the backend processes a scatter runs on, so a client's CancelRequest
+    /// reaches every one of them.
+    async fn set_running(&self, conns: &[PooledConn]) {
+        *self.running.lock().await = conns.iter().map(|c| (c.shard, c.key.0, c.key.1)).collect();
     }
 
     /// Check out one connection per shard (in shard order, so two scatters cannot
@@ -235,34 +288,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
         };
+        self.set_running(&conns).await;
+        let names: Vec<String> = conns
+            .iter()
+            .map(|c| self.shared.pools.shard_name(c.shard).to_owned())
+            .collect();
         let n = conns.len();
         let mut bufs: Vec<BytesMut> = (0..n).map(|_| BytesMut::new()).collect();
         let mut done = vec![false; n];
         let mut outcome = RelayOutcome::default();
         let mut failure: Option<ProxyError> = None;
-        for i in 0..n {
-            match relay_until::<S>(
-                &mut conns[i],
-                &mut queues[i],
-                &mut bufs[i],
-                None,
-                STREAM_CHUNK,
-                &mut outcome,
-            )
-            .await
-            {
-                Ok(d) => done[i] = d,
-                Err(e) => {
-                    let name = self.shared.pools.shard_name(conns[i].shard).to_owned();
-                    failure = Some(ProxyError::shard_unavailable(&name, e));
-                    break;
+        let mut early_error: Option<usize> = None;
+        {
+            // First chunks from every shard at once; a shard failing right away ends the
+            // statement without waiting for the others.
+            let mut pending: FuturesUnordered<_> = conns
+                .iter_mut()
+                .zip(queues.iter_mut())
+                .zip(bufs.iter_mut())
+                .enumerate()
+                .map(|(i, ((conn, queue), buf))| async move {
+                    let mut outcome = RelayOutcome::default();
+                    let result =
+                        relay_until::<S>(conn, queue, buf, None, STREAM_CHUNK, &mut outcome).await;
+                    (i, result.map(|d| (d, outcome.saw_error)))
+                })
+                .collect();
+            while let Some((i, result)) = pending.next().await {
+                match result {
+                    Ok((d, saw_error)) => {
+                        done[i] = d;
+                        if saw_error {
+                            early_error = Some(i);
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(ProxyError::shard_unavailable(&names[i], e));
+                        break;
+                    }
                 }
             }
         }
         let mut stream = ConcatStream::new(limit);
-        let started = match failure {
-            Some(e) => Err(e),
-            None => {
+        let started = match (failure, early_error) {
+            (Some(e), _) => Err(e),
+            (None, Some(i)) => Ok(stream
+                .start(&[&bufs[i][..]], &mut self.out)
+                .unwrap_or(Merged::Error)),
+            (None, None) => {
                 let firsts: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
                 stream
                     .start(&firsts, &mut self.out)
@@ -309,19 +383,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 {
                     Ok(d) => done[i] = d,
                     Err(e) => {
-                        let name = self.shared.pools.shard_name(conns[i].shard).to_owned();
-                        self.refuse(ProxyError::shard_unavailable(&name, e));
+                        self.refuse(ProxyError::shard_unavailable(&names[i], e));
                         break 'shards;
                     }
                 }
             }
         }
-        // connections whose replies were not read to the end are closed, not pooled
+        // connections whose replies were not read to the end are cancelled and closed,
+        // not pooled
+        let timeout = self.shared.config.server.connect_timeout;
         for (conn, d) in conns.iter_mut().zip(&done) {
             if !d {
                 conn.broken = true;
+                if let Some(cfg) = self.shared.config.shards.get(conn.shard) {
+                    super::cancel::send_cancel(cfg, conn.key.0, conn.key.1, timeout).await;
+                }
             }
         }
+        self.running.lock().await.clear();
         conns.into_iter().for_each(Pools::release);
         if client_gone {
             return Err(SessionEnd::ClientGone);
