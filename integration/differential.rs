@@ -770,8 +770,11 @@ fn corpus_is_large_enough() {
         .filter(|q| !matches!(q.expect, Expect::Later(_)))
         .count();
     println!("corpus: {all} statements, {not_later} expected to be answered or refused today");
-    // the goal, once every Later entry is merged: 150 entries that are not Later
-    assert!(all >= 150, "corpus has only {all} statements");
+    // at least 150 statements must be answered exactly (or refused by design) today
+    assert!(
+        not_later >= 150,
+        "only {not_later} of {all} statements have a firm expectation"
+    );
     let mut seen = std::collections::HashSet::new();
     for q in READS.iter().chain(WRITES) {
         assert!(
