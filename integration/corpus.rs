@@ -125,6 +125,32 @@ pub const READS: &[Q] = &[
     q("SELECT id FROM items WHERE (id = 5) IS NOT TRUE", Rows),
     q("SELECT id FROM items WHERE id = 5 IS NOT FALSE", Rows),
     q("SELECT id FROM items WHERE id = ANY(ARRAY[5, 600])", Rows),
+    // key = ANY(array) and ORs of key equalities: the shards owning the values
+    q("SELECT id FROM items WHERE id = ANY('{5,600,NULL}')", Rows),
+    q(
+        "SELECT count(*) FROM items WHERE id = ANY('{1,2,3}'::bigint[])",
+        Rows,
+    ),
+    q("SELECT id FROM items WHERE id = ANY('{}')", Rows),
+    q("SELECT id FROM items WHERE id = ANY('{NULL}')", Rows),
+    q(
+        "SELECT id FROM items WHERE id = ANY(ARRAY[7]) AND grp = 2",
+        Rows,
+    ),
+    q(
+        "SELECT id FROM items WHERE id = ANY('{{1,2},{600,3}}')",
+        Rows,
+    ),
+    q(
+        "SELECT id FROM items WHERE id = ANY('{1,x}')",
+        Fails("22P02"),
+    ),
+    q("SELECT id FROM items WHERE id = 5 OR id IN (7, 600)", Rows),
+    q(
+        "SELECT id, name FROM items WHERE (id = 3 OR id = 4) AND qty > 0 ORDER BY id",
+        Ordered,
+    ),
+    q("SELECT id FROM items WHERE id = 5 OR id = NULL", Rows),
     q("SELECT id FROM items WHERE id BETWEEN 1 AND 10", Rows),
     q("SELECT id FROM items WHERE id IS DISTINCT FROM 5", Rows),
     q("SELECT id FROM items WHERE id::text = '5'", Rows),
@@ -672,10 +698,10 @@ pub const READS: &[Q] = &[
         "SELECT i.id, i.name, o.n, o.amount FROM items i JOIN orders o ON o.item_id = i.id WHERE i.id = 7 AND o.item_id = 7",
         Rows,
     ),
-    // the key equality of an outer join's inner side in its ON clause is not seen today
+    // the key equality of an outer join's nullable side in its ON clause pins that side
     q(
         "SELECT i.id, o.n FROM items i LEFT JOIN orders o ON o.item_id = i.id AND o.item_id = 13 WHERE i.id = 13",
-        Later(&Rows),
+        Rows,
     ),
     q(
         "SELECT count(*) FROM items i JOIN orders o ON o.item_id = i.id WHERE i.id = 21 AND o.item_id = 21",
@@ -825,6 +851,10 @@ pub const WRITES: &[Q] = &[
     ),
     q(
         "UPDATE items SET qty = qty WHERE id = 5 OR id = 600 RETURNING id, qty",
+        Rows,
+    ),
+    q(
+        "UPDATE items SET qty = qty WHERE id = ANY('{5,600}') RETURNING id, qty",
         Rows,
     ),
     q(

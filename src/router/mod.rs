@@ -2,6 +2,7 @@
 //! shards it must run on, and why. No sockets, no clocks, no globals: tested by statement
 //! kind in plain unit tests.
 
+mod array;
 mod statement;
 mod unparsed;
 
@@ -104,7 +105,8 @@ pub enum Reason {
         column: String,
         /// how many shards run it
         shards: usize,
-        /// `"no key"` (all shards) or `"key IN list"` (the shards owning the values)
+        /// `"no key"` (all shards), `"key IN list"` or `"key = ANY(array)"` (the shards
+        /// owning the values)
         why: &'static str,
     },
     /// the key is compared with a list of NULLs only: no row matches, any shard answers

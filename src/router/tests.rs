@@ -37,6 +37,7 @@ fn map() -> ShardMap {
         default_shard: 0,
         vnodes: 1,
         broadcast_writes: false,
+        replicated: Default::default(),
     };
     // Key 5 lives on the default shard, so the joins of keyed rows with unsharded tables
     // below are single-shard.
@@ -554,10 +555,7 @@ fn or_and_not_do_not_constrain() {
         "SELECT * FROM accounts WHERE aid = 1 OR bid = 2",
         "accounts",
     );
-    assert_no_key(
-        "SELECT * FROM accounts WHERE aid = 1 OR aid = 1",
-        "accounts",
-    );
+    // (an OR of equalities on the key alone is a key list: see or_of_key_equalities)
     assert_no_key("SELECT * FROM accounts WHERE NOT (aid = 1)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid <> 1", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE (aid = 1) IS TRUE", "accounts");
@@ -604,16 +602,30 @@ fn subquery_key_does_not_pin_outer_scan() {
 
 #[test]
 fn outer_join_nullable_side_on_only() {
+    // the ON clause of an outer join constrains the rows of its nullable side only
+    assert_eq!(
+        target("SELECT * FROM branches b LEFT JOIN accounts a ON a.aid = 5").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM accounts a RIGHT JOIN branches b ON a.aid = 5").unwrap(),
+        one(5)
+    );
     assert_no_key(
-        "SELECT * FROM branches b LEFT JOIN accounts a ON a.aid = 5",
+        "SELECT * FROM accounts a LEFT JOIN branches b ON a.aid = 5",
         "accounts",
     );
     assert_no_key(
-        "SELECT * FROM accounts a RIGHT JOIN branches b ON a.aid = 5",
+        "SELECT * FROM branches b RIGHT JOIN accounts a ON a.aid = 5",
         "accounts",
     );
     assert_no_key(
         "SELECT * FROM accounts a FULL JOIN branches b ON a.aid = 5 AND a.bid = b.bid",
+        "accounts",
+    );
+    // unqualified: attributed to the nullable side only
+    assert_no_key(
+        "SELECT * FROM accounts LEFT JOIN branches b ON aid = 5",
         "accounts",
     );
     // but the inner join's ON does constrain
@@ -669,7 +681,6 @@ fn on_clause_of_nested_join_sees_only_its_tables() {
 
 #[test]
 fn any_and_not_in_do_not_constrain() {
-    assert_no_key("SELECT * FROM accounts WHERE aid = ANY($1)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid NOT IN (1)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid NOT IN (1, 2)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid IN (1, bid)", "accounts");
@@ -1265,8 +1276,22 @@ fn plain_select_without_key_scatters_to_every_shard() {
         "SELECT * FROM accounts WHERE NOT (aid IN (1, 2))",
         "SELECT * FROM accounts a WHERE other.aid IN (1, 2)",
         "SELECT * FROM users WHERE email LIKE 'a%'",
-        // an OR of key equalities is not read as an IN list
-        "SELECT * FROM accounts WHERE aid = 5 OR aid = 6",
+        // ORs that are not all key equalities of one occurrence
+        "SELECT * FROM accounts WHERE aid = 5 OR bid = 6",
+        "SELECT * FROM accounts a WHERE a.aid = 5 OR aid = 6",
+        "SELECT * FROM accounts WHERE aid = 5 OR aid > 6",
+        "SELECT * FROM accounts WHERE aid = 5 OR (aid = 6 AND bid = 1)",
+        "SELECT * FROM accounts WHERE NOT (aid = 5 OR aid = 6)",
+        "SELECT * FROM accounts WHERE (aid = 5 OR aid = 6) IS NOT FALSE",
+        "SELECT * FROM accounts WHERE abalance = 0 OR (aid = 5 OR aid = 6)",
+        // = ANY of something that is not a plain array
+        "SELECT * FROM accounts WHERE aid = ANY(ARRAY[1, bid])",
+        "SELECT * FROM accounts WHERE aid <> ANY(ARRAY[1, 2])",
+        "SELECT * FROM accounts WHERE aid = ALL(ARRAY[1, 2])",
+        "SELECT * FROM accounts WHERE aid = ANY('{{1,2},{3,4}}')",
+        "SELECT * FROM accounts WHERE aid = ANY('[1:2]={1,2}')",
+        "SELECT * FROM accounts WHERE aid = ANY('{1,2}'::text[])",
+        "SELECT * FROM accounts WHERE aid = ANY(string_to_array('1,2', ',')::bigint[])",
     ] {
         assert_eq!(
             target(sql).unwrap(),
@@ -1567,7 +1592,7 @@ fn constructs_that_cannot_be_concatenated_are_named() {
         ("SELECT * FROM accounts, pg_class".to_owned(), "join"),
         (
             "SELECT * FROM generate_series(1, 3) g, accounts".to_owned(),
-            "join",
+            "table function",
         ),
         (
             "SELECT * FROM accounts FOR UPDATE".to_owned(),
@@ -1755,4 +1780,278 @@ fn writes_without_a_single_key_need_broadcast_writes() {
     ));
     assert!(go("UPDATE accounts a SET abalance = 0 FROM branches b WHERE a.bid = b.bid").is_err());
     assert!(go("DELETE FROM accounts WHERE bid IN (SELECT bid FROM branches)").is_err());
+}
+
+// ---------------------------------------------------------------- key = ANY(array), OR
+
+/// A one-dimensional binary array of `oid` elements.
+fn binary_array(oid: u32, elems: &[Option<Vec<u8>>]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&i32::from(elems.iter().any(Option::is_none)).to_be_bytes());
+    b.extend_from_slice(&oid.to_be_bytes());
+    b.extend_from_slice(&(elems.len() as i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    for e in elems {
+        match e {
+            None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(v) => {
+                b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                b.extend_from_slice(v);
+            }
+        }
+    }
+    b
+}
+
+/// One parameter with a declared type.
+struct Typed<'a>(Param<'a>, u32);
+impl ParamSource for Typed<'_> {
+    fn param(&self, n: usize) -> Option<Param<'_>> {
+        (n == 1).then_some(self.0)
+    }
+    fn param_type(&self, n: usize) -> u32 {
+        if n == 1 { self.1 } else { 0 }
+    }
+}
+
+fn target_typed(sql: &str, p: Param<'_>, oid: u32) -> Result<Target, RouteError> {
+    route_with(sql, &Typed(p, oid), &NoOrdinals, UnparsedPolicy::Refuse).map(|r| r.target)
+}
+
+#[test]
+fn key_equals_any_array_literal() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    let both = Target::Scatter(sorted_shards(&keys), Merge::Concatenate);
+    let r = run(&format!(
+        "SELECT * FROM accounts WHERE aid = ANY(ARRAY[{a}, {b}])"
+    ))
+    .unwrap();
+    assert_eq!(r.target, both);
+    assert!(
+        matches!(
+            r.reason,
+            Reason::Scatter {
+                why: "key IN list",
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    for sql in [
+        format!("SELECT * FROM accounts WHERE aid = ANY('{{{a},{b}}}')"),
+        format!("SELECT * FROM accounts WHERE aid = ANY('{{ {a} , \"{b}\", NULL }}')"),
+        format!("SELECT * FROM accounts WHERE aid = ANY('{{{a},{b}}}'::bigint[])"),
+        format!("SELECT * FROM accounts WHERE aid = ANY('{{{a},{b}}}'::int8[])"),
+        format!("SELECT * FROM accounts WHERE aid = SOME(ARRAY[{a}, {b}]::bigint[])"),
+        format!("SELECT * FROM accounts a WHERE a.aid = ANY(ARRAY[{a}, '{b}']) AND abalance > 0"),
+    ] {
+        assert_eq!(target(&sql).unwrap(), both, "{sql}");
+    }
+    let r = run(&format!(
+        "SELECT * FROM accounts WHERE aid = ANY('{{{a},{b}}}')"
+    ))
+    .unwrap();
+    assert!(
+        matches!(
+            r.reason,
+            Reason::Scatter {
+                why: "key = ANY(array)",
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // one shard
+    let same = same_shard_as(a);
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts WHERE aid = ANY('{{{a},{same},NULL}}')"
+        ))
+        .unwrap(),
+        one(a)
+    );
+    // only NULLs or empty: no row matches
+    for sql in [
+        "SELECT * FROM accounts WHERE aid = ANY('{NULL}')",
+        "SELECT * FROM accounts WHERE aid = ANY('{}')",
+    ] {
+        assert_eq!(target(sql).unwrap(), default(), "{sql}");
+    }
+    // text keys
+    assert_eq!(
+        target("SELECT * FROM users WHERE email = ANY('{a@b.c}')").unwrap(),
+        Target::One(shard_of(KeyValue::Text("a@b.c".into())))
+    );
+    // bad elements are refused like bad equalities
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid = ANY('{1,x}')"),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid = ANY(ARRAY[1, '2'::text])"),
+        Err(RouteError::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn key_equals_any_array_parameter() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    let both = Target::Scatter(sorted_shards(&keys), Merge::Concatenate);
+    let sql = "SELECT * FROM accounts WHERE aid = ANY($1)";
+    let text = format!("{{{a},{b},NULL}}");
+    assert_eq!(
+        target_typed(sql, Param::Text(text.as_bytes()), 0).unwrap(),
+        both
+    );
+    assert_eq!(
+        target_typed(sql, Param::Text(text.as_bytes()), 1016).unwrap(),
+        both
+    );
+    let bin = binary_array(
+        20,
+        &[
+            Some(a.to_be_bytes().to_vec()),
+            None,
+            Some(b.to_be_bytes().to_vec()),
+        ],
+    );
+    assert_eq!(target_typed(sql, Param::Binary(&bin), 0).unwrap(), both);
+    assert_eq!(target_typed(sql, Param::Binary(&bin), 1016).unwrap(), both);
+    assert_eq!(
+        target_typed(
+            "SELECT * FROM accounts WHERE aid = ANY($1::bigint[])",
+            Param::Binary(&bin),
+            0
+        )
+        .unwrap(),
+        both
+    );
+    // one shard, NULL, empty
+    let same = same_shard_as(a);
+    let one_shard = binary_array(
+        20,
+        &[
+            Some(a.to_be_bytes().to_vec()),
+            Some(same.to_be_bytes().to_vec()),
+        ],
+    );
+    assert_eq!(
+        target_typed(sql, Param::Binary(&one_shard), 0).unwrap(),
+        one(a)
+    );
+    assert_eq!(target_typed(sql, Param::Null, 0).unwrap(), default());
+    assert_eq!(target_typed(sql, Param::Text(b"{}"), 0).unwrap(), default());
+    // not the key's array type: not used for routing (every shard)
+    let everywhere = Target::Scatter(all_shards(), Merge::Concatenate);
+    for (p, oid) in [
+        (Param::Text(text.as_bytes()), 1007), // int4[] declared for a bigint key
+        (Param::Text(text.as_bytes()), 1009), // text[]
+        (Param::Text(text.as_bytes()), 25),   // not an array type
+        (Param::Binary(&bin), 1007),
+        (Param::Text(b"{{1,2},{3,4}}"), 0),
+    ] {
+        assert_eq!(
+            target_typed(sql, p, oid).unwrap(),
+            everywhere,
+            "{p:?} as {oid}"
+        );
+    }
+    let int4_elems = binary_array(23, &[Some(1i32.to_be_bytes().to_vec())]);
+    assert_eq!(
+        target_typed(sql, Param::Binary(&int4_elems), 0).unwrap(),
+        everywhere
+    );
+    assert_eq!(
+        target_typed(sql, Param::Binary(&bin[..bin.len() - 2]), 0).unwrap(),
+        everywhere
+    );
+    // a cast to another key family: not used either
+    assert_eq!(
+        target_typed(
+            "SELECT * FROM accounts WHERE aid = ANY($1::text[])",
+            Param::Text(text.as_bytes()),
+            0
+        )
+        .unwrap(),
+        everywhere
+    );
+    // bad elements and missing parameters
+    assert!(matches!(
+        target_typed(sql, Param::Text(b"{1,x}"), 0),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert_eq!(
+        route_with(sql, &NoParams, &NoOrdinals, UnparsedPolicy::Refuse),
+        Err(RouteError::MissingParam(1))
+    );
+    // uuid keys in binary
+    let id = [7u8; 16];
+    let uuids = binary_array(2950, &[Some(id.to_vec())]);
+    assert_eq!(
+        target_typed(
+            "SELECT * FROM devices WHERE id = ANY($1)",
+            Param::Binary(&uuids),
+            2951
+        )
+        .unwrap(),
+        Target::One(shard_of(KeyValue::Uuid(id)))
+    );
+}
+
+#[test]
+fn or_of_key_equalities() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    let both = Target::Scatter(sorted_shards(&keys), Merge::Concatenate);
+    for sql in [
+        format!("SELECT * FROM accounts WHERE aid = {a} OR aid = {b}"),
+        format!("SELECT * FROM accounts WHERE (aid = {a} OR {b} = aid) AND abalance > 0"),
+        format!("SELECT * FROM accounts a WHERE a.aid = {a} OR a.aid IN ({b}, NULL)"),
+        format!("SELECT * FROM accounts WHERE aid = {a} OR aid = NULL OR aid = {b}"),
+    ] {
+        assert_eq!(target(&sql).unwrap(), both, "{sql}");
+    }
+    assert_eq!(
+        target_p(
+            "SELECT * FROM accounts WHERE aid = $1 OR aid = $2",
+            &[
+                Param::Text(a.to_string().as_bytes()),
+                Param::Text(b.to_string().as_bytes())
+            ]
+        )
+        .unwrap(),
+        both
+    );
+    let same = same_shard_as(a);
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts WHERE aid = {a} OR aid = {same}"
+        ))
+        .unwrap(),
+        one(a)
+    );
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid = 1 OR aid = 'x'"),
+        Err(RouteError::BadKey { .. })
+    ));
+    // a count is summed, an ORDER BY merged, as for IN lists
+    assert_eq!(
+        target(&format!(
+            "SELECT count(*) FROM accounts WHERE aid = {a} OR aid = {b}"
+        ))
+        .unwrap(),
+        Target::Scatter(sorted_shards(&keys), Merge::SumCounts)
+    );
+    // shows in pgshard route
+    let r = run(&format!(
+        "SELECT * FROM accounts WHERE aid = {a} OR aid = {b}"
+    ))
+    .unwrap();
+    assert_eq!(
+        r.reason.to_string(),
+        "accounts.aid: key IN list, runs on 2 shards, replies merged"
+    );
 }
