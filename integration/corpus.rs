@@ -709,7 +709,37 @@ pub const READS: &[Q] = &[
     ),
     q(
         "SELECT i.id, o.n FROM items i JOIN orders o ON o.item_id = i.id WHERE i.id = 8",
+        Rows,
+    ),
+    // the key value crosses inner-join key equalities (and outer joins into their
+    // nullable side); anything else joining two sharded tables stays refused
+    q(
+        "SELECT i.id, o.n, o.amount FROM items i, orders o WHERE o.item_id = i.id AND i.id = 600",
+        Rows,
+    ),
+    q(
+        "SELECT o.n, i.name FROM orders o JOIN items i ON i.id = o.item_id WHERE o.item_id = 17",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, count(o.n) FROM items i LEFT JOIN orders o ON o.item_id = i.id WHERE i.id = 14 GROUP BY i.id",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, o.n FROM orders o RIGHT JOIN items i ON o.item_id = i.id WHERE i.id = 599",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, o.n FROM items i LEFT JOIN orders o ON o.item_id = i.id WHERE o.item_id = 13",
         Later(&Rows),
+    ),
+    q(
+        "SELECT i.id, o.n FROM items i FULL JOIN orders o ON o.item_id = i.id WHERE i.id = 13",
+        Refused(UNSUPPORTED),
+    ),
+    q(
+        "SELECT i.id, o.n FROM items i JOIN orders o ON o.item_id = i.grp WHERE i.id = 13",
+        Refused(UNSUPPORTED),
     ),
     q(
         "SELECT i.id, o.n FROM items i, orders o WHERE i.id = 5 AND o.item_id = 6",
@@ -911,6 +941,14 @@ pub const WRITES: &[Q] = &[
     ),
     q(
         "INSERT INTO orders (item_id, n, amount) VALUES (1009, 1, 1), (1009, 2, 2.5) RETURNING *",
+        Rows,
+    ),
+    q(
+        "UPDATE orders SET amount = amount FROM items i WHERE i.id = orders.item_id AND i.id = 7 RETURNING n, amount",
+        Rows,
+    ),
+    q(
+        "DELETE FROM orders o USING items i WHERE i.id = o.item_id AND i.id = 7 AND o.amount < 0 RETURNING o.n",
         Rows,
     ),
     q(

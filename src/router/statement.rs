@@ -118,6 +118,7 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
         && st.tables.len() == 1
         && map.broadcast_writes;
     let may_spread = (st.kind == StatementKind::Select && sharded == 1) || write_spread;
+    let carried = carried_keys(st, input, map);
     let mut chosen: Option<Pin<'_>> = None;
     let mut spread: Option<Spread<'_>> = None;
     for (index, occ) in st.tables.iter().enumerate() {
@@ -141,15 +142,16 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
                     .iter()
                     .find(|(column, _)| *column == rule.key)
                     .map(|(_, v)| v);
-                let need = match equality {
-                    Some(value) => {
+                let need = match (equality, carried[index]) {
+                    (Some(value), _) => {
                         let (slot, shard) = locate(value, occ, rule, input, map)?;
                         Need::One(slot, shard)
                     }
-                    None if may_spread && (occ.role == Role::Read || write_spread) => {
+                    (None, Some((slot, shard))) => Need::One(slot, shard),
+                    (None, None) if may_spread && (occ.role == Role::Read || write_spread) => {
                         key_set(occ, rule, input, map)?
                     }
-                    None => {
+                    (None, None) => {
                         return Err(RouteError::NoShardKey {
                             table: occ.name.clone(),
                             column: rule.key.clone(),
@@ -199,6 +201,57 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
         (None, Some(table)) => on_default_shard(table, map),
         (None, None) => route_to(Target::Any, Reason::NoShardedTable),
     })
+}
+
+/// Key values carried across join links ([`Statement::links`]): per occurrence, the
+/// slot and shard its key is bound to by the key equality of an occurrence it is joined
+/// with on the key columns. Only between sharded tables whose keys have the same type
+/// (the same value hashes to the same slot), repeated until nothing changes. Values that
+/// do not locate (NULL, invalid) carry nothing; the occurrence that holds them reports
+/// the problem itself.
+fn carried_keys(
+    st: &Statement,
+    input: &RouteInput<'_>,
+    map: &ShardMap,
+) -> Vec<Option<(u32, ShardId)>> {
+    let mut pins: Vec<Option<(u32, ShardId)>> = vec![None; st.tables.len()];
+    if st.links.is_empty() {
+        return pins;
+    }
+    for (pin, occ) in pins.iter_mut().zip(&st.tables) {
+        let Some(rule) = map.table(&occ.name) else {
+            continue;
+        };
+        if let Some((_, value)) = occ.equalities.iter().find(|(c, _)| *c == rule.key) {
+            *pin = locate(value, occ, rule, input, map).ok();
+        }
+    }
+    let key_of = |i: usize| {
+        st.tables
+            .get(i)
+            .and_then(|t| map.table(&t.name))
+            .map(|r| (r.key.as_str(), r.key_type))
+    };
+    loop {
+        let mut changed = false;
+        for link in &st.links {
+            let (Some(from), Some(to)) = (key_of(link.from), key_of(link.to)) else {
+                continue;
+            };
+            let on_keys = from.0 == link.from_column && to.0 == link.to_column;
+            if on_keys
+                && from.1 == to.1
+                && pins[link.to].is_none()
+                && let Some(pin) = pins[link.from]
+            {
+                pins[link.to] = Some(pin);
+                changed = true;
+            }
+        }
+        if !changed {
+            return pins;
+        }
+    }
 }
 
 /// The shards a SELECT's only sharded occurrence needs: those owning the values of its

@@ -637,8 +637,9 @@ fn outer_join_nullable_side_on_only() {
 
 #[test]
 fn column_of_another_table_or_other_column() {
+    // (a join on the keys carries the value: see keys_joined_on_equal_keys)
     assert_no_key(
-        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE h.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.bid WHERE h.aid = 5",
         "accounts",
     );
     assert_no_key("SELECT * FROM accounts WHERE aid = bid", "accounts");
@@ -2054,4 +2055,71 @@ fn or_of_key_equalities() {
         r.reason.to_string(),
         "accounts.aid: key IN list, runs on 2 shards, replies merged"
     );
+}
+
+// ---------------------------------------------------------------- joins on equal keys
+
+#[test]
+fn keys_joined_on_equal_keys() {
+    for sql in [
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE h.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON a.aid = h.aid AND a.aid = 5",
+        "SELECT * FROM accounts a, history h WHERE h.aid = a.aid AND a.aid = '5'",
+        "SELECT * FROM history h, accounts a WHERE a.aid = 5 AND a.aid = h.aid",
+        // through a third sharded table
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid \
+         JOIN history g ON g.aid = h.aid WHERE a.aid = 5",
+        // with an unsharded table
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid \
+         JOIN branches b ON b.bid = a.bid WHERE a.aid = 5",
+        // into the nullable side of an outer join
+        "SELECT * FROM accounts a LEFT JOIN history h ON h.aid = a.aid WHERE a.aid = 5",
+        "SELECT * FROM history h RIGHT JOIN accounts a ON h.aid = a.aid WHERE a.aid = 5",
+        // writes reading another sharded table
+        "UPDATE accounts SET abalance = 0 FROM history h WHERE h.aid = accounts.aid AND h.aid = 5",
+        "DELETE FROM history h USING accounts a WHERE a.aid = h.aid AND a.aid = 5",
+    ] {
+        let route = run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(route.target, one(5), "{sql}");
+    }
+    assert_eq!(
+        target_p(
+            "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE a.aid = $1",
+            &[Param::Text(b"5")]
+        )
+        .unwrap(),
+        one(5)
+    );
+    // not carried: out of an outer join's nullable side, a FULL JOIN, other columns,
+    // keys of different types, unqualified columns, OR
+    for sql in [
+        "SELECT * FROM accounts a LEFT JOIN history h ON h.aid = a.aid WHERE h.aid = 5",
+        "SELECT * FROM accounts a FULL JOIN history h ON h.aid = a.aid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.bid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN pgbench_accounts p ON p.aid = a.aid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN users u ON u.email = a.filler WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid OR h.aid = 1 WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid::bigint = a.aid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h USING (aid) WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid \
+         WHERE a.aid IN (SELECT aid FROM history)",
+    ] {
+        assert!(
+            matches!(run(sql), Err(RouteError::NoShardKey { .. })),
+            "{sql}: {:?}",
+            run(sql)
+        );
+    }
+    // a different value on each side stays cross-shard
+    let (a, b) = split_keys();
+    assert_cross(&format!(
+        "SELECT * FROM accounts x JOIN history h ON h.aid = x.aid WHERE x.aid = {a} AND h.aid = {b}"
+    ));
+    // a value in another query block does not cross into this one
+    assert!(matches!(
+        run("SELECT * FROM accounts a JOIN history h ON h.aid = a.aid \
+             WHERE a.abalance = (SELECT 1 FROM accounts WHERE aid = 5)"),
+        Err(RouteError::NoShardKey { .. })
+    ));
 }
