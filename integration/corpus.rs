@@ -3,7 +3,7 @@
 //!
 //! Tables (created by the differential test): `items` sharded on `id bigint`, `orders`
 //! sharded on `item_id bigint` (co-located with `items`: same key values, same shard),
-//! and `kinds`, not sharded (it lives on the default shard).
+//! and `kinds`, a reference table (`replicated = true`: a full copy on every shard).
 //!
 //! An entry's expectation is what must hold *today*. [`Expect::Later`] marks constructs
 //! whose merge is not built yet: the proxy may refuse them with 0A000 or answer exactly
@@ -327,7 +327,7 @@ pub const READS: &[Q] = &[
     q("SELECT count(*) AS c FROM items ORDER BY 1", Rows),
     q("SELECT DISTINCT count(*) FROM items", Rows),
     q("SELECT count(*), 1 FROM items", Rows),
-    q("SELECT count(*) FROM items, kinds", Refused(UNSUPPORTED)),
+    q("SELECT count(*) FROM items, kinds", Rows),
     q("SELECT count(*)::int FROM items", Later(&Rows)),
     q("SELECT count(*)::text AS t FROM items", Later(&Rows)),
     q("SELECT -count(*) FROM items", Later(&Rows)),
@@ -753,17 +753,59 @@ pub const READS: &[Q] = &[
         "SELECT i.id, o.n FROM items i JOIN orders o ON o.item_id = i.id WHERE i.grp = 1",
         Refused(UNSUPPORTED),
     ),
+    // joins with the reference table: like the sharded table alone
     q(
         "SELECT i.id, k.label FROM items i JOIN kinds k ON k.id = i.grp",
-        Refused(UNSUPPORTED),
+        Rows,
     ),
     q(
         "SELECT i.id, k.label FROM items i JOIN kinds k ON k.id = i.grp WHERE i.id = 5",
-        Later(&Rows),
+        Rows,
     ),
     q(
         "SELECT i.id, k.label FROM items i JOIN kinds k ON k.id = i.grp WHERE i.id IN (1, 2, 3, 4)",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, k.label FROM items i LEFT JOIN kinds k ON k.id = i.grp WHERE i.qty > 30",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, k.label FROM kinds k RIGHT JOIN items i ON k.id = i.grp WHERE i.grp IS NULL",
+        Rows,
+    ),
+    q(
+        "SELECT count(*) FROM items i, kinds k WHERE k.id = i.grp AND k.label <> 'zero'",
+        Rows,
+    ),
+    q(
+        "SELECT k.label, count(*), sum(i.qty) FROM items i JOIN kinds k ON k.id = i.grp GROUP BY k.label ORDER BY k.label",
+        Ordered,
+    ),
+    q(
+        "SELECT i.id, k.label FROM items i JOIN kinds k ON k.id = i.grp ORDER BY i.id LIMIT 5",
+        Ordered,
+    ),
+    q(
+        "SELECT o.n, k.label FROM orders o JOIN items i ON i.id = o.item_id JOIN kinds k ON k.id = i.grp WHERE i.id = 44",
+        Rows,
+    ),
+    q(
+        "SELECT k.id, k.label, i.id FROM kinds k LEFT JOIN items i ON i.grp = k.id",
         Refused(UNSUPPORTED),
+    ),
+    q(
+        "SELECT k.id, i.id FROM items i FULL JOIN kinds k ON i.grp = k.id",
+        Refused(UNSUPPORTED),
+    ),
+    q(
+        "SELECT i.id, o.n, k.label FROM items i JOIN orders o ON o.item_id = i.id JOIN kinds k ON k.id = i.grp",
+        Refused(UNSUPPORTED),
+    ),
+    q("SELECT k.label FROM kinds k WHERE k.id = 2", Rows),
+    q(
+        "SELECT count(*) FROM kinds k JOIN kinds j ON j.id = k.id + 1",
+        Rows,
     ),
     // --- subqueries, CTEs, set operations ------------------------------------------------
     q(
@@ -980,4 +1022,26 @@ pub const WRITES: &[Q] = &[
     ),
     q("DELETE FROM items WHERE name = 'w5' RETURNING *", Rows),
     q("DELETE FROM items WHERE false RETURNING id", Rows),
+    // writes of the reference table reach every copy (simple protocol; the extended
+    // protocol refuses them with 0A000 for now)
+    q(
+        "INSERT INTO kinds (id, label) VALUES (50, 'fifty'), (51, NULL) RETURNING *",
+        Later(&Rows),
+    ),
+    q(
+        "UPDATE kinds SET label = upper(label) WHERE id >= 50 RETURNING id, label",
+        Later(&Rows),
+    ),
+    q(
+        "UPDATE items SET qty = qty FROM kinds k WHERE k.id = items.grp AND items.id = 8 RETURNING items.id, k.label",
+        Rows,
+    ),
+    q(
+        "DELETE FROM kinds WHERE id >= 50 RETURNING id",
+        Later(&Rows),
+    ),
+    q(
+        "INSERT INTO kinds (id, label) SELECT id, name FROM items WHERE id = 1",
+        Refused(UNSUPPORTED),
+    ),
 ];

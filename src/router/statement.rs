@@ -32,14 +32,18 @@ pub(super) fn route(
             ))),
             None => Ok(route_to(Target::All, Reason::Ddl)),
         },
-        StatementKind::Copy { .. } => match sharded() {
-            Some(t) => Err(unsupported(format!(
+        StatementKind::Copy { from } => match (sharded(), reference_table(st, map)) {
+            (Some(t), _) => Err(unsupported(format!(
                 "COPY of sharded table \"{}\" (yet)",
                 t.name
             ))),
-            None => Ok(match unsharded_table(st, map) {
-                Some(table) => on_default_shard(table, map),
-                None => route_to(Target::Any, Reason::NoShardedTable),
+            (None, Some(t)) if from => Err(unsupported(format!(
+                "COPY into reference table \"{t}\" (yet): use INSERT, which writes every copy"
+            ))),
+            (None, reference) => Ok(match (unsharded_table(st, map), reference) {
+                (Some(table), _) => on_default_shard(table, map),
+                (None, Some(table)) => reference_read(table),
+                (None, None) => route_to(Target::Any, Reason::NoShardedTable),
             }),
         },
         StatementKind::SqlPrepared => match sharded() {
@@ -107,15 +111,22 @@ enum Need {
 /// shards its `key IN (…)` list names, or on every shard, when its result is the
 /// concatenation of theirs.
 fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, RouteError> {
+    if let Some(route) = reference_write(st, map)? {
+        return Ok(route);
+    }
     let sharded = st
         .tables
         .iter()
         .filter(|t| map.table(&t.name).is_some())
         .count();
-    // UPDATE/DELETE of one table with nothing else in the statement may run on several
-    // shards when the map allows it (each shard commits on its own).
+    // UPDATE/DELETE of one table, reading nothing else but reference tables, may run on
+    // several shards when the map allows it (each shard commits on its own).
     let write_spread = matches!(st.kind, StatementKind::Update | StatementKind::Delete)
-        && st.tables.len() == 1
+        && sharded == 1
+        && st
+            .tables
+            .iter()
+            .all(|t| map.table(&t.name).is_some() || map.is_replicated(&t.name))
         && map.broadcast_writes;
     let may_spread = (st.kind == StatementKind::Select && sharded == 1) || write_spread;
     let carried = carried_keys(st, input, map);
@@ -199,8 +210,63 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
             },
         ),
         (None, Some(table)) => on_default_shard(table, map),
-        (None, None) => route_to(Target::Any, Reason::NoShardedTable),
+        (None, None) => match reference_table(st, map) {
+            Some(table) => reference_read(table),
+            None => route_to(Target::Any, Reason::NoShardedTable),
+        },
     })
+}
+
+/// The first reference table the statement names (not a WITH name).
+fn reference_table<'s>(st: &'s Statement, map: &ShardMap) -> Option<&'s str> {
+    st.tables
+        .iter()
+        .find(|t| map.is_replicated(&t.name) && !st.cte_names.contains(&t.name))
+        .map(|t| t.name.as_str())
+}
+
+fn reference_read(table: &str) -> Route {
+    route_to(
+        Target::OneCopy,
+        Reason::ReferenceRead {
+            table: table.to_owned(),
+        },
+    )
+}
+
+/// A statement that writes a reference table (as its target, or in a nested WITH) runs
+/// on every shard, so that every copy changes alike. It may read only reference tables
+/// and catalogs: a sharded table has different rows on each shard, an unsharded one
+/// lives on the default shard only.
+fn reference_write(st: &Statement, map: &ShardMap) -> Result<Option<Route>, RouteError> {
+    let Some(written) = st
+        .tables
+        .iter()
+        .find(|t| t.role != Role::Read && map.is_replicated(&t.name))
+    else {
+        return Ok(None);
+    };
+    if let Some(other) = st.tables.iter().find(|t| {
+        !map.is_replicated(&t.name)
+            && !st.cte_names.contains(&t.name)
+            && !is_catalog(t.schema.as_deref(), &t.name)
+    }) {
+        let what = if map.table(&other.name).is_some() {
+            "sharded"
+        } else {
+            "unsharded"
+        };
+        return Err(unsupported(format!(
+            "a write to reference table \"{}\" that also uses {what} table \"{}\" (every shard must compute the same change from its own rows)",
+            written.name, other.name
+        )));
+    }
+    Ok(Some(route_to(
+        Target::AllCopies,
+        Reason::ReferenceWrite {
+            table: written.name.clone(),
+        },
+    )))
 }
 
 /// Key values carried across join links ([`Statement::links`]): per occurrence, the
@@ -489,7 +555,8 @@ fn join_construct(st: &Statement, split: usize, map: &ShardMap) -> &'static str 
     }
 }
 
-/// The first table the statement uses that is neither sharded nor a system catalog:
+/// The first table the statement uses that is neither sharded, nor a reference table,
+/// nor a system catalog:
 /// its rows live on the default shard only (DDL creates it everywhere, data goes to the
 /// default shard).
 fn unsharded_table<'s>(st: &'s Statement, map: &ShardMap) -> Option<&'s str> {
@@ -497,6 +564,7 @@ fn unsharded_table<'s>(st: &'s Statement, map: &ShardMap) -> Option<&'s str> {
         .iter()
         .find(|t| {
             map.table(&t.name).is_none()
+                && !map.is_replicated(&t.name)
                 && !st.cte_names.contains(&t.name)
                 && !is_catalog(t.schema.as_deref(), &t.name)
         })

@@ -37,7 +37,9 @@ fn map() -> ShardMap {
         default_shard: 0,
         vnodes: 1,
         broadcast_writes: false,
-        replicated: Default::default(),
+        replicated: ["kinds".to_owned(), "currencies".to_owned()]
+            .into_iter()
+            .collect(),
     };
     // Key 5 lives on the default shard, so the joins of keyed rows with unsharded tables
     // below are single-shard.
@@ -2121,5 +2123,230 @@ fn keys_joined_on_equal_keys() {
         run("SELECT * FROM accounts a JOIN history h ON h.aid = a.aid \
              WHERE a.abalance = (SELECT 1 FROM accounts WHERE aid = 5)"),
         Err(RouteError::NoShardKey { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- reference tables
+
+fn copy_read(table: &str) -> Route {
+    Route {
+        target: Target::OneCopy,
+        reason: Reason::ReferenceRead {
+            table: table.to_owned(),
+        },
+    }
+}
+
+#[test]
+fn reads_of_reference_tables_go_to_one_copy() {
+    for sql in [
+        "SELECT * FROM kinds",
+        "SELECT * FROM kinds k JOIN currencies c ON c.id = k.cur ORDER BY 1",
+        "SELECT count(*) FROM kinds WHERE id IN (SELECT id FROM currencies)",
+        "SELECT k.*, c.relname FROM kinds k, pg_class c",
+        "SELECT * FROM public.KINDS FOR UPDATE",
+        "WITH x AS (SELECT * FROM kinds) SELECT * FROM x",
+        "COPY kinds TO STDOUT",
+        "EXPLAIN SELECT * FROM kinds",
+    ] {
+        assert_eq!(run(sql).unwrap(), copy_read("kinds"), "{sql}");
+    }
+    assert_eq!(
+        run("SELECT * FROM kinds").unwrap().reason.to_string(),
+        "reference table \"kinds\": every shard holds a copy, one answers"
+    );
+    // with an unsharded table: the default shard, which also holds a copy
+    assert_eq!(
+        target("SELECT * FROM kinds k JOIN branches b ON b.bid = k.id").unwrap(),
+        default()
+    );
+    // with one keyed sharded table: its shard
+    for k in [1, 5, 600] {
+        assert_eq!(
+            target(&format!(
+                "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid WHERE a.aid = {k}"
+            ))
+            .unwrap(),
+            one(k)
+        );
+        assert_eq!(
+            target(&format!(
+                "SELECT * FROM accounts a WHERE a.aid = {k} AND a.bid IN (SELECT id FROM kinds)"
+            ))
+            .unwrap(),
+            one(k)
+        );
+    }
+    // in one query string: joins whatever the others need
+    assert_eq!(
+        target("SELECT * FROM kinds; SELECT * FROM accounts WHERE aid = 600").unwrap(),
+        one(600)
+    );
+    assert_eq!(
+        target("SELECT * FROM kinds; SELECT * FROM currencies").unwrap(),
+        Target::OneCopy
+    );
+}
+
+#[test]
+fn scatter_joined_with_reference_tables() {
+    let everywhere = |m: Merge| Target::Scatter(all_shards(), m);
+    for sql in [
+        "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid",
+        "SELECT * FROM accounts a, kinds k WHERE k.id = a.bid AND k.label = 'x'",
+        "SELECT * FROM kinds k JOIN accounts a ON k.id = a.bid",
+        "SELECT * FROM accounts a LEFT JOIN kinds k ON k.id = a.bid",
+        "SELECT * FROM kinds k RIGHT JOIN accounts a ON k.id = a.bid",
+        "SELECT * FROM accounts a JOIN kinds k USING (bid) JOIN currencies c ON c.id = k.cur",
+        "SELECT * FROM kinds k LEFT JOIN currencies c ON c.id = k.cur JOIN accounts a ON a.bid = k.id",
+    ] {
+        assert_eq!(
+            target(sql).unwrap(),
+            everywhere(Merge::Concatenate),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        target("SELECT count(*) FROM accounts a JOIN kinds k ON k.id = a.bid").unwrap(),
+        everywhere(Merge::SumCounts)
+    );
+    assert!(matches!(
+        target("SELECT k.label, count(*) FROM accounts a JOIN kinds k ON k.id = a.bid GROUP BY k.label ORDER BY 1")
+            .unwrap(),
+        Target::Scatter(_, Merge::Plan(_))
+    ));
+    let keys = keys_on_distinct_shards(2);
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid WHERE a.aid IN ({}, {})",
+            keys[0], keys[1]
+        ))
+        .unwrap(),
+        Target::Scatter(sorted_shards(&keys), Merge::Concatenate)
+    );
+    // unmatched reference rows would be padded once per shard; other tables are not
+    // complete on every shard
+    for (sql, construct) in [
+        (
+            "SELECT * FROM kinds k LEFT JOIN accounts a ON k.id = a.bid",
+            "an outer join that keeps unmatched rows of a reference table (reference LEFT JOIN sharded, or FULL JOIN)",
+        ),
+        (
+            "SELECT * FROM accounts a RIGHT JOIN kinds k ON k.id = a.bid",
+            "an outer join that keeps unmatched rows of a reference table (reference LEFT JOIN sharded, or FULL JOIN)",
+        ),
+        (
+            "SELECT * FROM accounts a FULL JOIN kinds k ON k.id = a.bid",
+            "an outer join that keeps unmatched rows of a reference table (reference LEFT JOIN sharded, or FULL JOIN)",
+        ),
+        (
+            "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid JOIN branches b ON true",
+            "join",
+        ),
+        (
+            "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid JOIN pg_class c ON true",
+            "join",
+        ),
+        (
+            "SELECT * FROM accounts a JOIN kinds k ON k.id = (SELECT 1)",
+            "subquery",
+        ),
+        (
+            "SELECT * FROM accounts a WHERE a.bid IN (SELECT id FROM kinds)",
+            "subquery",
+        ),
+    ] {
+        assert_scatter_blocked(sql, construct);
+    }
+}
+
+#[test]
+fn writes_to_reference_tables_go_to_every_copy() {
+    for sql in [
+        "INSERT INTO kinds (id, label) VALUES (1, 'a'), (2, 'b')",
+        "INSERT INTO kinds SELECT id + 100, label FROM kinds",
+        "UPDATE kinds SET label = 'x' WHERE id = 1",
+        "UPDATE kinds k SET label = c.name FROM currencies c WHERE c.id = k.cur",
+        "DELETE FROM kinds WHERE id IN (SELECT id FROM currencies) RETURNING *",
+        "INSERT INTO kinds (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET label = 'y'",
+        "WITH d AS (DELETE FROM kinds RETURNING id) SELECT count(*) FROM d",
+        "INSERT INTO kinds SELECT oid::int, relname FROM pg_class LIMIT 1",
+    ] {
+        let r = run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(r.target, Target::AllCopies, "{sql}");
+        assert_eq!(
+            r.reason,
+            Reason::ReferenceWrite {
+                table: "kinds".into()
+            },
+            "{sql}"
+        );
+    }
+    // reading sharded or unsharded rows: every shard would compute another change
+    for sql in [
+        "INSERT INTO kinds SELECT aid, filler FROM accounts WHERE aid = 5",
+        "UPDATE kinds SET label = 'x' WHERE id IN (SELECT bid FROM accounts WHERE aid = 5)",
+        "DELETE FROM kinds k USING branches b WHERE b.bid = k.id",
+        "WITH d AS (DELETE FROM kinds RETURNING id) SELECT * FROM accounts WHERE aid = 5",
+    ] {
+        let e = run(sql).unwrap_err();
+        assert!(matches!(e, RouteError::Unsupported { .. }), "{sql}: {e:?}");
+        assert!(e.to_string().contains("reference table \"kinds\""), "{e}");
+    }
+    // COPY into a reference table: not yet
+    assert_unsupported("COPY kinds FROM STDIN");
+    // writes to sharded tables reading reference tables route like the sharded table
+    assert_eq!(
+        target(
+            "UPDATE accounts a SET bid = k.id FROM kinds k WHERE k.label = a.filler AND a.aid = 5"
+        )
+        .unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("DELETE FROM accounts a USING kinds k WHERE k.id = a.bid AND a.aid = 600").unwrap(),
+        one(600)
+    );
+    assert!(matches!(
+        run("INSERT INTO accounts (aid, bid) SELECT 5, id FROM kinds"),
+        Err(RouteError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        run("UPDATE accounts a SET bid = k.id FROM kinds k WHERE k.label = a.filler"),
+        Err(RouteError::NoShardKey { .. })
+    ));
+    let mut m = map();
+    m.broadcast_writes = true;
+    let sql = "UPDATE accounts a SET bid = k.id FROM kinds k WHERE k.label = a.filler";
+    let analysis = analyze(sql);
+    let input = RouteInput {
+        sql,
+        analysis: &analysis,
+        params: &NoParams,
+        ordinals: &NoOrdinals,
+    };
+    assert_eq!(
+        route(&input, &m, UnparsedPolicy::Refuse).unwrap().target,
+        Target::Scatter(all_shards(), Merge::Concatenate)
+    );
+    // in one query string with other writes of reference tables, or DDL
+    assert_eq!(
+        target("UPDATE kinds SET label = 'a'; DELETE FROM currencies").unwrap(),
+        Target::AllCopies
+    );
+    assert_eq!(
+        target("CREATE TABLE x (a int); INSERT INTO kinds VALUES (1)").unwrap(),
+        Target::All
+    );
+    assert_cross("INSERT INTO kinds VALUES (1); SELECT * FROM accounts WHERE aid = 5");
+    // unparseable text naming a reference table is not sent to the default shard only
+    assert!(matches!(
+        route_with(
+            "VACUUM ANALYZE kinds",
+            &NoParams,
+            &NoOrdinals,
+            UnparsedPolicy::DefaultShard
+        ),
+        Err(RouteError::Unparsed { .. })
     ));
 }
