@@ -32,6 +32,7 @@ fn map() -> ShardMap {
         default_shard: 0,
         vnodes: 64,
         broadcast_writes: false,
+        replicated: Default::default(),
     }
 }
 

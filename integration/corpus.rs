@@ -3,7 +3,7 @@
 //!
 //! Tables (created by the differential test): `items` sharded on `id bigint`, `orders`
 //! sharded on `item_id bigint` (co-located with `items`: same key values, same shard),
-//! and `kinds`, not sharded (it lives on the default shard).
+//! and `kinds`, a reference table (`replicated = true`: a full copy on every shard).
 //!
 //! An entry's expectation is what must hold *today*. [`Expect::Later`] marks constructs
 //! whose merge is not built yet: the proxy may refuse them with 0A000 or answer exactly
@@ -122,6 +122,32 @@ pub const READS: &[Q] = &[
     q("SELECT id FROM items WHERE (id = 5) IS NOT TRUE", Rows),
     q("SELECT id FROM items WHERE id = 5 IS NOT FALSE", Rows),
     q("SELECT id FROM items WHERE id = ANY(ARRAY[5, 600])", Rows),
+    // key = ANY(array) and ORs of key equalities: the shards owning the values
+    q("SELECT id FROM items WHERE id = ANY('{5,600,NULL}')", Rows),
+    q(
+        "SELECT count(*) FROM items WHERE id = ANY('{1,2,3}'::bigint[])",
+        Rows,
+    ),
+    q("SELECT id FROM items WHERE id = ANY('{}')", Rows),
+    q("SELECT id FROM items WHERE id = ANY('{NULL}')", Rows),
+    q(
+        "SELECT id FROM items WHERE id = ANY(ARRAY[7]) AND grp = 2",
+        Rows,
+    ),
+    q(
+        "SELECT id FROM items WHERE id = ANY('{{1,2},{600,3}}')",
+        Rows,
+    ),
+    q(
+        "SELECT id FROM items WHERE id = ANY('{1,x}')",
+        Fails("22P02"),
+    ),
+    q("SELECT id FROM items WHERE id = 5 OR id IN (7, 600)", Rows),
+    q(
+        "SELECT id, name FROM items WHERE (id = 3 OR id = 4) AND qty > 0 ORDER BY id",
+        Ordered,
+    ),
+    q("SELECT id FROM items WHERE id = 5 OR id = NULL", Rows),
     q("SELECT id FROM items WHERE id BETWEEN 1 AND 10", Rows),
     q("SELECT id FROM items WHERE id IS DISTINCT FROM 5", Rows),
     q("SELECT id FROM items WHERE id::text = '5'", Rows),
@@ -291,7 +317,7 @@ pub const READS: &[Q] = &[
     q("SELECT count(*) AS c FROM items ORDER BY 1", Rows),
     q("SELECT DISTINCT count(*) FROM items", Rows),
     q("SELECT count(*), 1 FROM items", Rows),
-    q("SELECT count(*) FROM items, kinds", Refused(UNSUPPORTED)),
+    q("SELECT count(*) FROM items, kinds", Rows),
     q("SELECT count(*)::int FROM items", Later(&Rows)),
     q("SELECT count(*)::text AS t FROM items", Later(&Rows)),
     q("SELECT -count(*) FROM items", Later(&Rows)),
@@ -675,10 +701,10 @@ pub const READS: &[Q] = &[
         "SELECT i.id, i.name, o.n, o.amount FROM items i JOIN orders o ON o.item_id = i.id WHERE i.id = 7 AND o.item_id = 7",
         Rows,
     ),
-    // the key equality of an outer join's inner side in its ON clause is not seen today
+    // the key equality of an outer join's nullable side in its ON clause pins that side
     q(
         "SELECT i.id, o.n FROM items i LEFT JOIN orders o ON o.item_id = i.id AND o.item_id = 13 WHERE i.id = 13",
-        Later(&Rows),
+        Rows,
     ),
     q(
         "SELECT count(*) FROM items i JOIN orders o ON o.item_id = i.id WHERE i.id = 21 AND o.item_id = 21",
@@ -686,7 +712,37 @@ pub const READS: &[Q] = &[
     ),
     q(
         "SELECT i.id, o.n FROM items i JOIN orders o ON o.item_id = i.id WHERE i.id = 8",
+        Rows,
+    ),
+    // the key value crosses inner-join key equalities (and outer joins into their
+    // nullable side); anything else joining two sharded tables stays refused
+    q(
+        "SELECT i.id, o.n, o.amount FROM items i, orders o WHERE o.item_id = i.id AND i.id = 600",
+        Rows,
+    ),
+    q(
+        "SELECT o.n, i.name FROM orders o JOIN items i ON i.id = o.item_id WHERE o.item_id = 17",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, count(o.n) FROM items i LEFT JOIN orders o ON o.item_id = i.id WHERE i.id = 14 GROUP BY i.id",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, o.n FROM orders o RIGHT JOIN items i ON o.item_id = i.id WHERE i.id = 599",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, o.n FROM items i LEFT JOIN orders o ON o.item_id = i.id WHERE o.item_id = 13",
         Later(&Rows),
+    ),
+    q(
+        "SELECT i.id, o.n FROM items i FULL JOIN orders o ON o.item_id = i.id WHERE i.id = 13",
+        Refused(UNSUPPORTED),
+    ),
+    q(
+        "SELECT i.id, o.n FROM items i JOIN orders o ON o.item_id = i.grp WHERE i.id = 13",
+        Refused(UNSUPPORTED),
     ),
     q(
         "SELECT i.id, o.n FROM items i, orders o WHERE i.id = 5 AND o.item_id = 6",
@@ -700,17 +756,59 @@ pub const READS: &[Q] = &[
         "SELECT i.id, o.n FROM items i JOIN orders o ON o.item_id = i.id WHERE i.grp = 1",
         Refused(UNSUPPORTED),
     ),
+    // joins with the reference table: like the sharded table alone
     q(
         "SELECT i.id, k.label FROM items i JOIN kinds k ON k.id = i.grp",
-        Refused(UNSUPPORTED),
+        Rows,
     ),
     q(
         "SELECT i.id, k.label FROM items i JOIN kinds k ON k.id = i.grp WHERE i.id = 5",
-        Later(&Rows),
+        Rows,
     ),
     q(
         "SELECT i.id, k.label FROM items i JOIN kinds k ON k.id = i.grp WHERE i.id IN (1, 2, 3, 4)",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, k.label FROM items i LEFT JOIN kinds k ON k.id = i.grp WHERE i.qty > 30",
+        Rows,
+    ),
+    q(
+        "SELECT i.id, k.label FROM kinds k RIGHT JOIN items i ON k.id = i.grp WHERE i.grp IS NULL",
+        Rows,
+    ),
+    q(
+        "SELECT count(*) FROM items i, kinds k WHERE k.id = i.grp AND k.label <> 'zero'",
+        Rows,
+    ),
+    q(
+        "SELECT k.label, count(*), sum(i.qty) FROM items i JOIN kinds k ON k.id = i.grp GROUP BY k.label ORDER BY k.label",
+        Ordered,
+    ),
+    q(
+        "SELECT i.id, k.label FROM items i JOIN kinds k ON k.id = i.grp ORDER BY i.id LIMIT 5",
+        Ordered,
+    ),
+    q(
+        "SELECT o.n, k.label FROM orders o JOIN items i ON i.id = o.item_id JOIN kinds k ON k.id = i.grp WHERE i.id = 44",
+        Rows,
+    ),
+    q(
+        "SELECT k.id, k.label, i.id FROM kinds k LEFT JOIN items i ON i.grp = k.id",
         Refused(UNSUPPORTED),
+    ),
+    q(
+        "SELECT k.id, i.id FROM items i FULL JOIN kinds k ON i.grp = k.id",
+        Refused(UNSUPPORTED),
+    ),
+    q(
+        "SELECT i.id, o.n, k.label FROM items i JOIN orders o ON o.item_id = i.id JOIN kinds k ON k.id = i.grp",
+        Refused(UNSUPPORTED),
+    ),
+    q("SELECT k.label FROM kinds k WHERE k.id = 2", Rows),
+    q(
+        "SELECT count(*) FROM kinds k JOIN kinds j ON j.id = k.id + 1",
+        Rows,
     ),
     // --- subqueries, CTEs, set operations ------------------------------------------------
     q(
@@ -860,6 +958,10 @@ pub const WRITES: &[Q] = &[
         Rows,
     ),
     q(
+        "UPDATE items SET qty = qty WHERE id = ANY('{5,600}') RETURNING id, qty",
+        Rows,
+    ),
+    q(
         "UPDATE items SET qty = qty WHERE id NOT IN (1, 2, 3) AND grp = 4 RETURNING id",
         Rows,
     ),
@@ -916,6 +1018,14 @@ pub const WRITES: &[Q] = &[
         Rows,
     ),
     q(
+        "UPDATE orders SET amount = amount FROM items i WHERE i.id = orders.item_id AND i.id = 7 RETURNING n, amount",
+        Rows,
+    ),
+    q(
+        "DELETE FROM orders o USING items i WHERE i.id = o.item_id AND i.id = 7 AND o.amount < 0 RETURNING o.n",
+        Rows,
+    ),
+    q(
         "DELETE FROM orders WHERE item_id = 1009 RETURNING n, amount",
         Rows,
     ),
@@ -944,4 +1054,26 @@ pub const WRITES: &[Q] = &[
     ),
     q("DELETE FROM items WHERE name = 'w5' RETURNING *", Rows),
     q("DELETE FROM items WHERE false RETURNING id", Rows),
+    // writes of the reference table reach every copy (simple protocol; the extended
+    // protocol refuses them with 0A000 for now)
+    q(
+        "INSERT INTO kinds (id, label) VALUES (50, 'fifty'), (51, NULL) RETURNING *",
+        Later(&Rows),
+    ),
+    q(
+        "UPDATE kinds SET label = upper(label) WHERE id >= 50 RETURNING id, label",
+        Later(&Rows),
+    ),
+    q(
+        "UPDATE items SET qty = qty FROM kinds k WHERE k.id = items.grp AND items.id = 8 RETURNING items.id, k.label",
+        Rows,
+    ),
+    q(
+        "DELETE FROM kinds WHERE id >= 50 RETURNING id",
+        Later(&Rows),
+    ),
+    q(
+        "INSERT INTO kinds (id, label) SELECT id, name FROM items WHERE id = 1",
+        Refused(UNSUPPORTED),
+    ),
 ];

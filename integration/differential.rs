@@ -44,6 +44,10 @@ type = "bigint"
 name = "orders"
 key = "item_id"
 type = "bigint"
+
+[[tables]]
+name = "kinds"
+replicated = true
 "#;
 
 const SCHEMA: [&str; 3] = [

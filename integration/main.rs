@@ -8,5 +8,6 @@ mod corpus;
 mod differential;
 mod hash_compat;
 mod proxy;
+mod reference;
 mod robustness;
 mod scatter;

@@ -19,10 +19,15 @@ pub fn run(config: &Path) -> ExitCode {
     }
 }
 
-/// `FILE: ok (N shards, M slots, K sharded tables)`
+/// `FILE: ok (N shards, M slots, K sharded tables)`, and `, R reference tables` when
+/// there are any
 pub(crate) fn summary(origin: &str, c: &Config) -> String {
+    let reference = match c.map.replicated.len() {
+        0 => String::new(),
+        n => format!(", {n} reference tables"),
+    };
     format!(
-        "{origin}: ok ({} shards, {} slots, {} sharded tables)",
+        "{origin}: ok ({} shards, {} slots, {} sharded tables{reference})",
         c.map.shard_count(),
         c.map.slots,
         c.map.tables.len()
@@ -49,5 +54,15 @@ mod tests {
             summary("m.toml", &c),
             "m.toml: ok (2 shards, 16 slots, 1 sharded tables)"
         );
+        let text = format!(
+            "{}\n[[tables]]\nname = \"Kinds\"\nreplicated = true\n",
+            include_str!("../config/testdata/base.toml")
+        );
+        let c = config::parse(&text, "m.toml").unwrap();
+        assert_eq!(
+            summary("m.toml", &c),
+            "m.toml: ok (2 shards, 16 slots, 1 sharded tables, 1 reference tables)"
+        );
+        assert!(c.map.is_replicated("kinds"));
     }
 }

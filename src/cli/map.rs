@@ -220,6 +220,13 @@ pub(crate) fn render_show(map: &ShardMap) -> String {
             counts[id], share
         ));
     }
+    if !map.replicated.is_empty() {
+        let names: Vec<&str> = map.replicated.iter().map(String::as_str).collect();
+        out.push_str(&format!(
+            "reference tables (a copy on every shard): {}\n",
+            names.join(", ")
+        ));
+    }
     out
 }
 
@@ -302,6 +309,12 @@ mod tests {
         let shown = render_show(&map);
         assert!(shown.contains("s0          0    0.0%  -\n"), "{shown}");
         assert!(shown.contains("s1         16  100.0%  0-15\n"), "{shown}");
+        map.replicated.insert("kinds".into());
+        assert!(
+            render_show(&map).ends_with("reference tables (a copy on every shard): kinds\n"),
+            "{}",
+            render_show(&map)
+        );
     }
 
     #[test]

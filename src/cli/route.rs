@@ -74,6 +74,9 @@ pub(crate) fn explain(map: &ShardMap, policy: UnparsedPolicy, sql: &str) -> Expl
             let shards = match route.target {
                 Target::One(id) => vec![map.shard_name(id).to_owned()],
                 Target::Any => vec![map.shard_name(map.default_shard).to_owned()],
+                // one of them, chosen by the session (round-robin outside a transaction)
+                Target::OneCopy => map.shard_names.clone(),
+                Target::AllCopies => map.shard_names.clone(),
                 Target::All => map.shard_names.clone(),
                 Target::Scatter(set, _) => set
                     .iter()

@@ -6,7 +6,7 @@ pub mod raw;
 pub mod url;
 pub mod validate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -214,6 +214,9 @@ pub struct ShardMap {
     /// UPDATE/DELETE without a single key may run on several shards (each shard in its
     /// own transaction: not atomic across shards)
     pub broadcast_writes: bool,
+    /// reference tables (`replicated = true`) by lower-case name: a full copy on every
+    /// shard; reads go to one shard, writes to all
+    pub replicated: BTreeSet<String>,
 }
 
 impl ShardMap {
@@ -221,6 +224,12 @@ impl ShardMap {
     /// (lower-case unless quoted); a schema-qualified name matches on its last part.
     pub fn table(&self, name: &str) -> Option<&TableRule> {
         self.tables.get(name)
+    }
+
+    /// Whether a table is a reference table (a full copy on every shard). `name` must be
+    /// folded like for [`table`](Self::table).
+    pub fn is_replicated(&self, name: &str) -> bool {
+        self.replicated.contains(name)
     }
 
     /// Which shard owns a slot.

@@ -99,11 +99,13 @@ pub struct RawSharding {
 pub struct RawTable {
     /// table name
     pub name: Spanned<String>,
-    /// key column
-    pub key: Spanned<String>,
-    /// key column type
+    /// key column (sharded tables)
+    pub key: Option<Spanned<String>>,
+    /// key column type (sharded tables)
     #[serde(rename = "type")]
-    pub key_type: Spanned<String>,
+    pub key_type: Option<Spanned<String>>,
+    /// `true`: a reference table, a full copy on every shard (no key, no type)
+    pub replicated: Option<Spanned<bool>>,
 }
 
 /// 1-based line number of a byte offset in `text`. Offsets past the end map to the last

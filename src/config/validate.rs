@@ -3,7 +3,7 @@
 //! Checks run in file order (server, users, shards, sharding, tables, slot map) and stop
 //! at the first problem, so the message always points at one concrete line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
@@ -124,7 +124,7 @@ impl Cx<'_> {
         let shards = self.shards(&raw.shards)?;
         let shard_names: Vec<String> = shards.iter().map(|s| s.name.clone()).collect();
         let (slots, vnodes, default_shard) = self.sharding(&raw.sharding, &shard_names)?;
-        let tables = self.tables(&raw.tables)?;
+        let (tables, replicated) = self.tables(&raw.tables)?;
         let slot_owner = match source {
             SlotMapSource::File => match &raw.slot_map {
                 Some(map) => self.slot_map(map, &shard_names, slots)?,
@@ -162,6 +162,7 @@ impl Cx<'_> {
                 default_shard,
                 vnodes,
                 broadcast_writes: raw.sharding.get_ref().broadcast_writes.unwrap_or(false),
+                replicated,
             },
         })
     }
@@ -394,14 +395,16 @@ impl Cx<'_> {
         Ok((slots, vnodes, default_shard))
     }
 
+    /// Sharded tables by name, and the names of the reference tables.
     fn tables(
         &self,
         tables: &[Spanned<RawTable>],
-    ) -> Result<HashMap<String, TableRule>, ConfigError> {
+    ) -> Result<(HashMap<String, TableRule>, BTreeSet<String>), ConfigError> {
         let mut out: HashMap<String, TableRule> = HashMap::new();
+        let mut replicated = BTreeSet::new();
         let mut lines: HashMap<String, usize> = HashMap::new();
-        for t in tables {
-            let t = t.get_ref();
+        for entry in tables {
+            let t = entry.get_ref();
             let name = fold_identifier(self.name(&t.name, "table")?);
             if name.contains('.') {
                 return Err(self.at(
@@ -412,10 +415,6 @@ impl Cx<'_> {
                     ),
                 ));
             }
-            let key = fold_identifier(self.name(&t.key, "key column")?);
-            let key_type: KeyType = t.key_type.get_ref().parse().map_err(|m: String| {
-                self.at(&t.key_type.span(), format!("table \"{name}\": {m}"))
-            })?;
             if let Some(first) = lines.get(&name) {
                 return Err(self.at(
                     &t.name.span(),
@@ -423,6 +422,37 @@ impl Cx<'_> {
                 ));
             }
             lines.insert(name.clone(), self.line(&t.name.span()));
+            if t.replicated.as_ref().is_some_and(|r| *r.get_ref()) {
+                let extra = t
+                    .key
+                    .as_ref()
+                    .map(|k| (k.span(), "key"))
+                    .or_else(|| t.key_type.as_ref().map(|k| (k.span(), "type")));
+                if let Some((span, what)) = extra {
+                    return Err(self.at(
+                        &span,
+                        format!(
+                            "table \"{name}\" is replicated (a full copy on every shard): remove `{what}`, a reference table has no shard key"
+                        ),
+                    ));
+                }
+                replicated.insert(name);
+                continue;
+            }
+            let (Some(key), Some(key_type)) = (&t.key, &t.key_type) else {
+                let missing = if t.key.is_none() { "key" } else { "type" };
+                return Err(self.at(
+                    &t.name.span(),
+                    format!(
+                        "table \"{name}\" has no `{missing}`: a sharded table needs `key` and `type`, a reference table `replicated = true`"
+                    ),
+                ));
+            };
+            let key = fold_identifier(self.name(key, "key column")?);
+            let key_type: KeyType = key_type
+                .get_ref()
+                .parse()
+                .map_err(|m: String| self.at(&key_type.span(), format!("table \"{name}\": {m}")))?;
             out.insert(
                 name.clone(),
                 TableRule {
@@ -432,7 +462,7 @@ impl Cx<'_> {
                 },
             );
         }
-        Ok(out)
+        Ok((out, replicated))
     }
 
     fn slot_map(

@@ -527,3 +527,60 @@ fn unreadable_file_is_io_error() {
     let e = load(Path::new("/nonexistent/shardmap.toml")).unwrap_err();
     assert!(matches!(e, ConfigError::Io { .. }));
 }
+
+/// The base map with a reference table `kinds` after the sharded table (its `name` is
+/// on line 28, `extra` starts on line 29).
+fn with_reference(extra: &str) -> String {
+    edit(
+        "type = \"bigint\"\n",
+        &format!("type = \"bigint\"\n\n[[tables]]\nname = \"Kinds\"\n{extra}"),
+    )
+}
+
+#[test]
+fn reference_tables() {
+    let c = parse(&with_reference("replicated = true\n"), "t").unwrap();
+    assert!(c.map.is_replicated("kinds"));
+    assert!(c.map.table("kinds").is_none());
+    assert!(c.map.table("accounts").is_some());
+    // `replicated = false` is an ordinary sharded table
+    let c = parse(
+        &with_reference("replicated = false\nkey = \"id\"\ntype = \"integer\"\n"),
+        "t",
+    )
+    .unwrap();
+    assert!(!c.map.is_replicated("kinds"));
+    assert!(c.map.table("kinds").is_some());
+}
+
+#[test]
+fn reference_table_errors_name_the_line() {
+    let (line, msg) = err(&with_reference("replicated = true\nkey = \"id\"\n"));
+    assert_eq!(line, 30);
+    assert!(
+        msg.contains("\"kinds\" is replicated") && msg.contains("remove `key`"),
+        "{msg}"
+    );
+    let (line, msg) = err(&with_reference("replicated = true\ntype = \"bigint\"\n"));
+    assert_eq!(line, 30);
+    assert!(msg.contains("remove `type`"), "{msg}");
+    let (line, msg) = err(&with_reference(""));
+    assert_eq!(line, 28);
+    assert!(
+        msg.contains("has no `key`") && msg.contains("replicated = true"),
+        "{msg}"
+    );
+    let (line, msg) = err(&with_reference("key = \"id\"\n"));
+    assert_eq!(line, 28);
+    assert!(msg.contains("has no `type`"), "{msg}");
+    let (line, msg) = err(&with_reference("replicated = \"yes\"\n"));
+    assert_eq!(line, 29);
+    assert!(msg.contains("invalid type"), "{msg}");
+    // one name, sharded and replicated
+    let (line, msg) = err(&edit(
+        "type = \"bigint\"\n",
+        "type = \"bigint\"\n\n[[tables]]\nname = \"accounts\"\nreplicated = true\n",
+    ));
+    assert_eq!(line, 28);
+    assert!(msg.contains("duplicate table \"accounts\""), "{msg}");
+}

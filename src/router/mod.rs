@@ -2,6 +2,7 @@
 //! shards it must run on, and why. No sockets, no clocks, no globals: tested by statement
 //! kind in plain unit tests.
 
+mod array;
 mod statement;
 mod unparsed;
 
@@ -75,6 +76,14 @@ pub enum Target {
     /// touches no sharded table: any shard gives the same answer; the session uses the
     /// transaction's shard, or the default shard
     Any,
+    /// reads reference tables (a full copy on every shard) and nothing sharded or
+    /// unsharded: any one shard answers. The session uses the transaction's shard (the
+    /// default shard for a transaction that has not chosen one), else spreads such reads
+    /// over the shards round-robin.
+    OneCopy,
+    /// writes a reference table: runs on every shard (each in its own transaction), the
+    /// first shard's reply is the answer
+    AllCopies,
 }
 
 /// Why a target was chosen: shown by `pgshard route` and in debug logs.
@@ -111,7 +120,8 @@ pub enum Reason {
         column: String,
         /// how many shards run it
         shards: usize,
-        /// `"no key"` (all shards) or `"key IN list"` (the shards owning the values)
+        /// `"no key"` (all shards), `"key IN list"` or `"key = ANY(array)"` (the shards
+        /// owning the values)
         why: &'static str,
     },
     /// a multi-row INSERT whose rows belong to several shards: each gets its own rows
@@ -120,6 +130,16 @@ pub enum Reason {
         table: String,
         /// how many shards receive rows
         shards: usize,
+    },
+    /// only reference tables (and catalogs) are read: one copy answers
+    ReferenceRead {
+        /// the first reference table
+        table: String,
+    },
+    /// a reference table is written: every copy is changed
+    ReferenceWrite {
+        /// the table
+        table: String,
     },
     /// the key is compared with a list of NULLs only: no row matches, any shard answers
     EmptyKeyList {
@@ -166,6 +186,13 @@ impl fmt::Display for Reason {
                 f,
                 "INSERT into {table}: rows on {shards} shards, each shard inserts its own rows in its own transaction"
             ),
+            Reason::ReferenceRead { table } => write!(
+                f,
+                "reference table \"{table}\": every shard holds a copy, one answers"
+            ),
+            Reason::ReferenceWrite { table } => {
+                write!(f, "reference table \"{table}\": written on every shard")
+            }
             Reason::EmptyKeyList { table, column } => write!(
                 f,
                 "{table}.{column} IN (NULL, …) matches no row: any shard answers"
@@ -452,6 +479,12 @@ fn combine(prev: Route, next: Route, map: &ShardMap) -> Result<Route, RouteError
         (Target::Any, _) => Ok(next),
         (Target::One(a), Target::One(b)) if a == b => Ok(prev),
         (Target::All, Target::All) => Ok(prev),
+        // every shard holds the reference tables: a read of them joins anything; a
+        // write of them joins only other broadcasts
+        (_, Target::OneCopy) => Ok(prev),
+        (Target::OneCopy, _) => Ok(next),
+        (Target::AllCopies, Target::AllCopies) | (Target::All, Target::AllCopies) => Ok(prev),
+        (Target::AllCopies, Target::All) => Ok(next),
         (a, b) => Err(RouteError::CrossShard {
             detail: format!(
                 "statements of one query string go to {} and {}",
@@ -468,6 +501,8 @@ fn describe(target: &Target, map: &ShardMap) -> String {
         Target::One(id) => format!("shard {}", map.shard_name(*id)),
         Target::All => "all shards".to_owned(),
         Target::Any => "any shard".to_owned(),
+        Target::OneCopy => "one copy of the reference tables".to_owned(),
+        Target::AllCopies => "every copy of a reference table".to_owned(),
         Target::Scatter(set, _) => format!(
             "shards {}",
             set.iter()

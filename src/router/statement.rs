@@ -2,7 +2,9 @@
 
 use crate::config::{ShardMap, TableRule};
 use crate::sharding::{KeyError, KeyType, KeyValue, ShardId};
-use crate::sql::{Role, Scatter, Statement, StatementKind, TableOccurrence, ValueExpr, ValueType};
+use crate::sql::{
+    KeyArray, Role, Scatter, Statement, StatementKind, TableOccurrence, ValueExpr, ValueType,
+};
 
 use super::{Merge, Param, Reason, Route, RouteError, RouteInput, Target};
 
@@ -30,14 +32,18 @@ pub(super) fn route(
             ))),
             None => Ok(route_to(Target::All, Reason::Ddl)),
         },
-        StatementKind::Copy { .. } => match sharded() {
-            Some(t) => Err(unsupported(format!(
+        StatementKind::Copy { from } => match (sharded(), reference_table(st, map)) {
+            (Some(t), _) => Err(unsupported(format!(
                 "COPY of sharded table \"{}\" (yet)",
                 t.name
             ))),
-            None => Ok(match unsharded_table(st, map) {
-                Some(table) => on_default_shard(table, map),
-                None => route_to(Target::Any, Reason::NoShardedTable),
+            (None, Some(t)) if from => Err(unsupported(format!(
+                "COPY into reference table \"{t}\" (yet): use INSERT, which writes every copy"
+            ))),
+            (None, reference) => Ok(match (unsharded_table(st, map), reference) {
+                (Some(table), _) => on_default_shard(table, map),
+                (None, Some(table)) => reference_read(table),
+                (None, None) => route_to(Target::Any, Reason::NoShardedTable),
             }),
         },
         StatementKind::SqlPrepared => match sharded() {
@@ -83,6 +89,8 @@ struct Pin<'s> {
 
 /// A SELECT's only sharded occurrence, not pinned to one shard by its key.
 struct Spread<'s> {
+    /// index of the occurrence in the statement's tables
+    index: usize,
     table: &'s str,
     column: &'s str,
     /// the shards that may hold its rows (sorted, no duplicates; empty if none can)
@@ -103,21 +111,29 @@ enum Need {
 /// shards its `key IN (…)` list names, or on every shard, when its result is the
 /// concatenation of theirs.
 fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, RouteError> {
+    if let Some(route) = reference_write(st, map)? {
+        return Ok(route);
+    }
     let sharded = st
         .tables
         .iter()
         .filter(|t| map.table(&t.name).is_some())
         .count();
-    // UPDATE/DELETE of one table with nothing else in the statement may run on several
-    // shards when the map allows it (each shard commits on its own).
+    // UPDATE/DELETE of one table, reading nothing else but reference tables, may run on
+    // several shards when the map allows it (each shard commits on its own).
     let write_spread = matches!(st.kind, StatementKind::Update | StatementKind::Delete)
-        && st.tables.len() == 1
+        && sharded == 1
+        && st
+            .tables
+            .iter()
+            .all(|t| map.table(&t.name).is_some() || map.is_replicated(&t.name))
         && map.broadcast_writes;
     let may_spread = (st.kind == StatementKind::Select && sharded == 1) || write_spread;
+    let carried = carried_keys(st, input, map);
     let mut chosen: Option<Pin<'_>> = None;
     let mut spread: Option<Spread<'_>> = None;
     let mut split: Option<Vec<ShardId>> = None;
-    for occ in &st.tables {
+    for (index, occ) in st.tables.iter().enumerate() {
         let Some(rule) = map.table(&occ.name) else {
             continue;
         };
@@ -138,8 +154,8 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
                     .iter()
                     .find(|(column, _)| *column == rule.key)
                     .map(|(_, v)| v);
-                let need = match equality {
-                    Some(value) => match locate(value, occ, rule, input, map) {
+                let need = match (equality, carried[index]) {
+                    (Some(value), _) => match locate(value, occ, rule, input, map) {
                         Ok((slot, shard)) => Need::One(slot, shard),
                         // `key = NULL`, or a value no key can equal (`bigint_key =
                         // 99999999999999999999` compares as numeric): this occurrence
@@ -152,10 +168,11 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
                         }) => continue,
                         Err(e) => return Err(e),
                     },
-                    None if may_spread && (occ.role == Role::Read || write_spread) => {
+                    (None, Some((slot, shard))) => Need::One(slot, shard),
+                    (None, None) if may_spread && (occ.role == Role::Read || write_spread) => {
                         key_set(occ, rule, input, map)?
                     }
-                    None => {
+                    (None, None) => {
                         return Err(RouteError::NoShardKey {
                             table: occ.name.clone(),
                             column: rule.key.clone(),
@@ -166,6 +183,7 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
                     Need::One(slot, shard) => pin(&mut chosen, occ, rule, slot, shard, map)?,
                     Need::Shards(shards, why) => {
                         spread = Some(Spread {
+                            index,
                             table: &occ.name,
                             column: &rule.key,
                             shards,
@@ -205,39 +223,256 @@ fn dml(st: &Statement, input: &RouteInput<'_>, map: &ShardMap) -> Result<Route, 
             },
         ),
         (None, Some(table)) => on_default_shard(table, map),
-        (None, None) => route_to(Target::Any, Reason::NoShardedTable),
+        (None, None) => match reference_table(st, map) {
+            Some(table) => reference_read(table),
+            None => route_to(Target::Any, Reason::NoShardedTable),
+        },
     })
 }
 
+/// The first reference table the statement names (not a WITH name).
+fn reference_table<'s>(st: &'s Statement, map: &ShardMap) -> Option<&'s str> {
+    st.tables
+        .iter()
+        .find(|t| map.is_replicated(&t.name) && !st.cte_names.contains(&t.name))
+        .map(|t| t.name.as_str())
+}
+
+fn reference_read(table: &str) -> Route {
+    route_to(
+        Target::OneCopy,
+        Reason::ReferenceRead {
+            table: table.to_owned(),
+        },
+    )
+}
+
+/// A statement that writes a reference table (as its target, or in a nested WITH) runs
+/// on every shard, so that every copy changes alike. It may read only reference tables
+/// and catalogs: a sharded table has different rows on each shard, an unsharded one
+/// lives on the default shard only.
+fn reference_write(st: &Statement, map: &ShardMap) -> Result<Option<Route>, RouteError> {
+    let Some(written) = st
+        .tables
+        .iter()
+        .find(|t| t.role != Role::Read && map.is_replicated(&t.name))
+    else {
+        return Ok(None);
+    };
+    if let Some(other) = st.tables.iter().find(|t| {
+        !map.is_replicated(&t.name)
+            && !st.cte_names.contains(&t.name)
+            && !is_catalog(t.schema.as_deref(), &t.name)
+    }) {
+        let what = if map.table(&other.name).is_some() {
+            "sharded"
+        } else {
+            "unsharded"
+        };
+        return Err(unsupported(format!(
+            "a write to reference table \"{}\" that also uses {what} table \"{}\" (every shard must compute the same change from its own rows)",
+            written.name, other.name
+        )));
+    }
+    Ok(Some(route_to(
+        Target::AllCopies,
+        Reason::ReferenceWrite {
+            table: written.name.clone(),
+        },
+    )))
+}
+
+/// Key values carried across join links ([`Statement::links`]): per occurrence, the
+/// slot and shard its key is bound to by the key equality of an occurrence it is joined
+/// with on the key columns. Only between sharded tables whose keys have the same type
+/// (the same value hashes to the same slot), repeated until nothing changes. Values that
+/// do not locate (NULL, invalid) carry nothing; the occurrence that holds them reports
+/// the problem itself.
+fn carried_keys(
+    st: &Statement,
+    input: &RouteInput<'_>,
+    map: &ShardMap,
+) -> Vec<Option<(u32, ShardId)>> {
+    let mut pins: Vec<Option<(u32, ShardId)>> = vec![None; st.tables.len()];
+    if st.links.is_empty() {
+        return pins;
+    }
+    for (pin, occ) in pins.iter_mut().zip(&st.tables) {
+        let Some(rule) = map.table(&occ.name) else {
+            continue;
+        };
+        if let Some((_, value)) = occ.equalities.iter().find(|(c, _)| *c == rule.key) {
+            *pin = locate(value, occ, rule, input, map).ok();
+        }
+    }
+    let key_of = |i: usize| {
+        st.tables
+            .get(i)
+            .and_then(|t| map.table(&t.name))
+            .map(|r| (r.key.as_str(), r.key_type))
+    };
+    loop {
+        let mut changed = false;
+        for link in &st.links {
+            let (Some(from), Some(to)) = (key_of(link.from), key_of(link.to)) else {
+                continue;
+            };
+            let on_keys = from.0 == link.from_column && to.0 == link.to_column;
+            if on_keys
+                && from.1 == to.1
+                && pins[link.to].is_none()
+                && let Some(pin) = pins[link.from]
+            {
+                pins[link.to] = Some(pin);
+                changed = true;
+            }
+        }
+        if !changed {
+            return pins;
+        }
+    }
+}
+
 /// The shards a SELECT's only sharded occurrence needs: those owning the values of its
-/// key list (NULLs match nothing and are skipped), else all of them.
+/// key list, or of the elements of its `key = ANY(array)` (NULLs match nothing and are
+/// skipped), else all of them.
 fn key_set(
     occ: &TableOccurrence,
     rule: &TableRule,
     input: &RouteInput<'_>,
     map: &ShardMap,
 ) -> Result<Need, RouteError> {
-    let Some((_, values)) = occ.key_lists.iter().find(|(column, _)| *column == rule.key) else {
-        return Ok(Need::Shards((0..map.shard_count()).collect(), "no key"));
+    let mut located = Vec::new();
+    let why =
+        if let Some((_, values)) = occ.key_lists.iter().find(|(column, _)| *column == rule.key) {
+            for value in values {
+                match locate(value, occ, rule, input, map) {
+                    Err(RouteError::NullKey { .. }) => continue,
+                    Err(e) => return Err(e),
+                    Ok(found) => located.push(found),
+                }
+            }
+            "key IN list"
+        } else {
+            let mut keys = None;
+            for (_, array) in occ
+                .key_arrays
+                .iter()
+                .filter(|(column, _)| *column == rule.key)
+            {
+                keys = array_keys(array, occ, rule, input)?;
+                if keys.is_some() {
+                    break;
+                }
+            }
+            let Some(keys) = keys else {
+                return Ok(Need::Shards((0..map.shard_count()).collect(), "no key"));
+            };
+            located.extend(keys.iter().flatten().map(|k| map.locate(k)));
+            "key = ANY(array)"
+        };
+    let mut shards: Vec<ShardId> = located.iter().map(|(_, shard)| *shard).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    Ok(match (shards.len(), located.first()) {
+        (1, Some((slot, shard))) => Need::One(*slot, *shard),
+        _ => Need::Shards(shards, why),
+    })
+}
+
+/// The elements of the array in `key = ANY(array)` (`None` for NULL elements), or `None`
+/// when the array cannot be read as the key's: a cast or declared parameter type other
+/// than an array of the key's type, a binary element type other than the key's, or a
+/// form [`array`](super::array) does not read. Elements that are not valid values of
+/// the key type are refused as for an equality.
+fn array_keys(
+    array: &KeyArray,
+    occ: &TableOccurrence,
+    rule: &TableRule,
+    input: &RouteInput<'_>,
+) -> Result<Option<Vec<Option<KeyValue>>>, RouteError> {
+    let bad = |source: KeyError| RouteError::BadKey {
+        table: occ.name.clone(),
+        column: rule.key.clone(),
+        source,
     };
-    let mut first = None;
-    let mut shards = Vec::with_capacity(values.len());
-    for value in values {
-        match locate(value, occ, rule, input, map) {
-            Err(RouteError::NullKey { .. }) => continue,
-            Err(e) => return Err(e),
-            Ok((slot, shard)) => {
-                first.get_or_insert((slot, shard));
-                shards.push(shard);
+    let from_text = |text: &str| -> Result<Option<Vec<Option<KeyValue>>>, RouteError> {
+        let Some(elements) = super::array::parse_text(text) else {
+            return Ok(None);
+        };
+        elements
+            .iter()
+            .map(|e| match e {
+                None => Ok(None),
+                Some(t) => rule.key_type.parse_text(t).map(Some).map_err(bad),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    };
+    match array {
+        KeyArray::Literal(text, ty) => {
+            if !type_fits(*ty, rule.key_type) {
+                return Ok(None);
+            }
+            from_text(text)
+        }
+        KeyArray::Param(n, ty) => {
+            let oid = input.params.param_type(*n);
+            if !type_fits(*ty, rule.key_type) || !array_oid_fits(oid, rule.key_type) {
+                return Ok(None);
+            }
+            match input.params.param(*n) {
+                None => Err(RouteError::MissingParam(*n)),
+                Some(Param::Null) => Ok(Some(Vec::new())),
+                Some(Param::Text(bytes)) => match std::str::from_utf8(bytes) {
+                    Ok(text) => from_text(text),
+                    Err(_) => Ok(None),
+                },
+                Some(Param::Binary(bytes)) => {
+                    let Some((elem_oid, elements)) = super::array::parse_binary(bytes) else {
+                        return Ok(None);
+                    };
+                    if !element_oid_is_key(elem_oid, rule.key_type) {
+                        return Ok(None);
+                    }
+                    elements
+                        .iter()
+                        .map(|e| match e {
+                            None => Ok(None),
+                            Some(b) => rule.key_type.parse_binary(b).map(Some).map_err(bad),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(Some)
+                }
             }
         }
     }
-    shards.sort_unstable();
-    shards.dedup();
-    Ok(match (shards.len(), first) {
-        (1, Some((slot, shard))) => Need::One(slot, shard),
-        _ => Need::Shards(shards, "key IN list"),
-    })
+}
+
+/// Whether an array parameter declared with this type OID holds values of the key's
+/// type: unspecified (0) takes the key's array type from the comparison; otherwise it
+/// must be the key type's own array type.
+fn array_oid_fits(oid: u32, key: KeyType) -> bool {
+    match oid {
+        0 => true,
+        1005 => key == KeyType::SmallInt,
+        1007 => key == KeyType::Integer,
+        1016 => key == KeyType::BigInt,
+        1009 | 1015 => key == KeyType::Text,
+        2951 => key == KeyType::Uuid,
+        _ => false,
+    }
+}
+
+/// Whether a binary array's element type is the key's own type.
+fn element_oid_is_key(oid: u32, key: KeyType) -> bool {
+    match key {
+        KeyType::SmallInt => oid == 21,
+        KeyType::Integer => oid == 23,
+        KeyType::BigInt => oid == 20,
+        KeyType::Text => oid == 25 || oid == 1043,
+        KeyType::Uuid => oid == 2950,
+    }
 }
 
 /// Route a SELECT whose only sharded occurrence needs `s.shards`.
@@ -265,6 +500,18 @@ fn scatter(st: &Statement, s: Spread<'_>, map: &ShardMap) -> Result<Route, Route
             Target::Scatter(s.shards.clone(), Merge::Concatenate),
             reason(),
         )),
+        // joined with other tables: each shard must hold all of their rows, and the
+        // split table must not be padded once per shard by an outer join
+        _ if st.tables.len() > 1
+            && !matches!(st.scatter, Scatter::Blocked(_))
+            && !joins_complete_copies(st, s.index, map) =>
+        {
+            Err(RouteError::ScatterUnsupported {
+                table: s.table.to_owned(),
+                column: s.column.to_owned(),
+                construct: join_construct(st, s.index, map),
+            })
+        }
         _ => match st.scatter {
             Scatter::Plain => Ok(route_to(
                 Target::Scatter(s.shards.clone(), Merge::Concatenate),
@@ -291,7 +538,38 @@ fn scatter(st: &Statement, s: Spread<'_>, map: &ShardMap) -> Result<Route, Route
     }
 }
 
-/// The first table the statement uses that is neither sharded nor a system catalog:
+/// Whether the occurrence `split` of a SELECT may be the one split across shards: it is
+/// on the kept side of every join, and every other table of the statement is replicated
+/// (a full copy on every shard).
+fn joins_complete_copies(st: &Statement, split: usize, map: &ShardMap) -> bool {
+    st.partitionable.len() == st.tables.len()
+        && st.partitionable.get(split) == Some(&true)
+        && st
+            .tables
+            .iter()
+            .enumerate()
+            .all(|(i, t)| i == split || map.is_replicated(&t.name))
+}
+
+/// Why [`joins_complete_copies`] refused, for the message.
+fn join_construct(st: &Statement, split: usize, map: &ShardMap) -> &'static str {
+    if st.partitionable.len() != st.tables.len() {
+        return "subquery";
+    }
+    let others_copied = st
+        .tables
+        .iter()
+        .enumerate()
+        .all(|(i, t)| i == split || map.is_replicated(&t.name));
+    if others_copied {
+        "an outer join that keeps unmatched rows of a reference table (reference LEFT JOIN sharded, or FULL JOIN)"
+    } else {
+        "join"
+    }
+}
+
+/// The first table the statement uses that is neither sharded, nor a reference table,
+/// nor a system catalog:
 /// its rows live on the default shard only (DDL creates it everywhere, data goes to the
 /// default shard).
 fn unsharded_table<'s>(st: &'s Statement, map: &ShardMap) -> Option<&'s str> {
@@ -299,6 +577,7 @@ fn unsharded_table<'s>(st: &'s Statement, map: &ShardMap) -> Option<&'s str> {
         .iter()
         .find(|t| {
             map.table(&t.name).is_none()
+                && !map.is_replicated(&t.name)
                 && !st.cte_names.contains(&t.name)
                 && !is_catalog(t.schema.as_deref(), &t.name)
         })

@@ -37,6 +37,9 @@ fn map() -> ShardMap {
         default_shard: 0,
         vnodes: 1,
         broadcast_writes: false,
+        replicated: ["kinds".to_owned(), "currencies".to_owned()]
+            .into_iter()
+            .collect(),
     };
     // Key 5 lives on the default shard, so the joins of keyed rows with unsharded tables
     // below are single-shard.
@@ -589,10 +592,7 @@ fn or_and_not_do_not_constrain() {
         "SELECT * FROM accounts WHERE aid = 1 OR bid = 2",
         "accounts",
     );
-    assert_no_key(
-        "SELECT * FROM accounts WHERE aid = 1 OR aid = 1",
-        "accounts",
-    );
+    // (an OR of equalities on the key alone is a key list: see or_of_key_equalities)
     assert_no_key("SELECT * FROM accounts WHERE NOT (aid = 1)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid <> 1", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE (aid = 1) IS TRUE", "accounts");
@@ -639,16 +639,30 @@ fn subquery_key_does_not_pin_outer_scan() {
 
 #[test]
 fn outer_join_nullable_side_on_only() {
+    // the ON clause of an outer join constrains the rows of its nullable side only
+    assert_eq!(
+        target("SELECT * FROM branches b LEFT JOIN accounts a ON a.aid = 5").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("SELECT * FROM accounts a RIGHT JOIN branches b ON a.aid = 5").unwrap(),
+        one(5)
+    );
     assert_no_key(
-        "SELECT * FROM branches b LEFT JOIN accounts a ON a.aid = 5",
+        "SELECT * FROM accounts a LEFT JOIN branches b ON a.aid = 5",
         "accounts",
     );
     assert_no_key(
-        "SELECT * FROM accounts a RIGHT JOIN branches b ON a.aid = 5",
+        "SELECT * FROM branches b RIGHT JOIN accounts a ON a.aid = 5",
         "accounts",
     );
     assert_no_key(
         "SELECT * FROM accounts a FULL JOIN branches b ON a.aid = 5 AND a.bid = b.bid",
+        "accounts",
+    );
+    // unqualified: attributed to the nullable side only
+    assert_no_key(
+        "SELECT * FROM accounts LEFT JOIN branches b ON aid = 5",
         "accounts",
     );
     // but the inner join's ON does constrain
@@ -660,8 +674,9 @@ fn outer_join_nullable_side_on_only() {
 
 #[test]
 fn column_of_another_table_or_other_column() {
+    // (a join on the keys carries the value: see keys_joined_on_equal_keys)
     assert_no_key(
-        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE h.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.bid WHERE h.aid = 5",
         "accounts",
     );
     assert_no_key("SELECT * FROM accounts WHERE aid = bid", "accounts");
@@ -704,7 +719,6 @@ fn on_clause_of_nested_join_sees_only_its_tables() {
 
 #[test]
 fn any_and_not_in_do_not_constrain() {
-    assert_no_key("SELECT * FROM accounts WHERE aid = ANY($1)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid NOT IN (1)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid NOT IN (1, 2)", "accounts");
     assert_no_key("SELECT * FROM accounts WHERE aid IN (1, bid)", "accounts");
@@ -1300,8 +1314,22 @@ fn plain_select_without_key_scatters_to_every_shard() {
         "SELECT * FROM accounts WHERE NOT (aid IN (1, 2))",
         "SELECT * FROM accounts a WHERE other.aid IN (1, 2)",
         "SELECT * FROM users WHERE email LIKE 'a%'",
-        // an OR of key equalities is not read as an IN list
-        "SELECT * FROM accounts WHERE aid = 5 OR aid = 6",
+        // ORs that are not all key equalities of one occurrence
+        "SELECT * FROM accounts WHERE aid = 5 OR bid = 6",
+        "SELECT * FROM accounts a WHERE a.aid = 5 OR aid = 6",
+        "SELECT * FROM accounts WHERE aid = 5 OR aid > 6",
+        "SELECT * FROM accounts WHERE aid = 5 OR (aid = 6 AND bid = 1)",
+        "SELECT * FROM accounts WHERE NOT (aid = 5 OR aid = 6)",
+        "SELECT * FROM accounts WHERE (aid = 5 OR aid = 6) IS NOT FALSE",
+        "SELECT * FROM accounts WHERE abalance = 0 OR (aid = 5 OR aid = 6)",
+        // = ANY of something that is not a plain array
+        "SELECT * FROM accounts WHERE aid = ANY(ARRAY[1, bid])",
+        "SELECT * FROM accounts WHERE aid <> ANY(ARRAY[1, 2])",
+        "SELECT * FROM accounts WHERE aid = ALL(ARRAY[1, 2])",
+        "SELECT * FROM accounts WHERE aid = ANY('{{1,2},{3,4}}')",
+        "SELECT * FROM accounts WHERE aid = ANY('[1:2]={1,2}')",
+        "SELECT * FROM accounts WHERE aid = ANY('{1,2}'::text[])",
+        "SELECT * FROM accounts WHERE aid = ANY(string_to_array('1,2', ',')::bigint[])",
     ] {
         assert_eq!(
             target(sql).unwrap(),
@@ -1602,7 +1630,7 @@ fn constructs_that_cannot_be_concatenated_are_named() {
         ("SELECT * FROM accounts, pg_class".to_owned(), "join"),
         (
             "SELECT * FROM generate_series(1, 3) g, accounts".to_owned(),
-            "join",
+            "table function",
         ),
         (
             "SELECT * FROM accounts FOR UPDATE".to_owned(),
@@ -1790,4 +1818,570 @@ fn writes_without_a_single_key_need_broadcast_writes() {
     ));
     assert!(go("UPDATE accounts a SET abalance = 0 FROM branches b WHERE a.bid = b.bid").is_err());
     assert!(go("DELETE FROM accounts WHERE bid IN (SELECT bid FROM branches)").is_err());
+}
+
+// ---------------------------------------------------------------- key = ANY(array), OR
+
+/// A one-dimensional binary array of `oid` elements.
+fn binary_array(oid: u32, elems: &[Option<Vec<u8>>]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&i32::from(elems.iter().any(Option::is_none)).to_be_bytes());
+    b.extend_from_slice(&oid.to_be_bytes());
+    b.extend_from_slice(&(elems.len() as i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    for e in elems {
+        match e {
+            None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(v) => {
+                b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                b.extend_from_slice(v);
+            }
+        }
+    }
+    b
+}
+
+/// One parameter with a declared type.
+struct Typed<'a>(Param<'a>, u32);
+impl ParamSource for Typed<'_> {
+    fn param(&self, n: usize) -> Option<Param<'_>> {
+        (n == 1).then_some(self.0)
+    }
+    fn param_type(&self, n: usize) -> u32 {
+        if n == 1 { self.1 } else { 0 }
+    }
+}
+
+fn target_typed(sql: &str, p: Param<'_>, oid: u32) -> Result<Target, RouteError> {
+    route_with(sql, &Typed(p, oid), &NoOrdinals, UnparsedPolicy::Refuse).map(|r| r.target)
+}
+
+#[test]
+fn key_equals_any_array_literal() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    let both = Target::Scatter(sorted_shards(&keys), Merge::Concatenate);
+    let r = run(&format!(
+        "SELECT * FROM accounts WHERE aid = ANY(ARRAY[{a}, {b}])"
+    ))
+    .unwrap();
+    assert_eq!(r.target, both);
+    assert!(
+        matches!(
+            r.reason,
+            Reason::Scatter {
+                why: "key IN list",
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    for sql in [
+        format!("SELECT * FROM accounts WHERE aid = ANY('{{{a},{b}}}')"),
+        format!("SELECT * FROM accounts WHERE aid = ANY('{{ {a} , \"{b}\", NULL }}')"),
+        format!("SELECT * FROM accounts WHERE aid = ANY('{{{a},{b}}}'::bigint[])"),
+        format!("SELECT * FROM accounts WHERE aid = ANY('{{{a},{b}}}'::int8[])"),
+        format!("SELECT * FROM accounts WHERE aid = SOME(ARRAY[{a}, {b}]::bigint[])"),
+        format!("SELECT * FROM accounts a WHERE a.aid = ANY(ARRAY[{a}, '{b}']) AND abalance > 0"),
+    ] {
+        assert_eq!(target(&sql).unwrap(), both, "{sql}");
+    }
+    let r = run(&format!(
+        "SELECT * FROM accounts WHERE aid = ANY('{{{a},{b}}}')"
+    ))
+    .unwrap();
+    assert!(
+        matches!(
+            r.reason,
+            Reason::Scatter {
+                why: "key = ANY(array)",
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // one shard
+    let same = same_shard_as(a);
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts WHERE aid = ANY('{{{a},{same},NULL}}')"
+        ))
+        .unwrap(),
+        one(a)
+    );
+    // only NULLs or empty: no row matches
+    for sql in [
+        "SELECT * FROM accounts WHERE aid = ANY('{NULL}')",
+        "SELECT * FROM accounts WHERE aid = ANY('{}')",
+    ] {
+        assert_eq!(target(sql).unwrap(), default(), "{sql}");
+    }
+    // text keys
+    assert_eq!(
+        target("SELECT * FROM users WHERE email = ANY('{a@b.c}')").unwrap(),
+        Target::One(shard_of(KeyValue::Text("a@b.c".into())))
+    );
+    // bad elements are refused like bad equalities
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid = ANY('{1,x}')"),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid = ANY(ARRAY[1, '2'::text])"),
+        Err(RouteError::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn key_equals_any_array_parameter() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    let both = Target::Scatter(sorted_shards(&keys), Merge::Concatenate);
+    let sql = "SELECT * FROM accounts WHERE aid = ANY($1)";
+    let text = format!("{{{a},{b},NULL}}");
+    assert_eq!(
+        target_typed(sql, Param::Text(text.as_bytes()), 0).unwrap(),
+        both
+    );
+    assert_eq!(
+        target_typed(sql, Param::Text(text.as_bytes()), 1016).unwrap(),
+        both
+    );
+    let bin = binary_array(
+        20,
+        &[
+            Some(a.to_be_bytes().to_vec()),
+            None,
+            Some(b.to_be_bytes().to_vec()),
+        ],
+    );
+    assert_eq!(target_typed(sql, Param::Binary(&bin), 0).unwrap(), both);
+    assert_eq!(target_typed(sql, Param::Binary(&bin), 1016).unwrap(), both);
+    assert_eq!(
+        target_typed(
+            "SELECT * FROM accounts WHERE aid = ANY($1::bigint[])",
+            Param::Binary(&bin),
+            0
+        )
+        .unwrap(),
+        both
+    );
+    // one shard, NULL, empty
+    let same = same_shard_as(a);
+    let one_shard = binary_array(
+        20,
+        &[
+            Some(a.to_be_bytes().to_vec()),
+            Some(same.to_be_bytes().to_vec()),
+        ],
+    );
+    assert_eq!(
+        target_typed(sql, Param::Binary(&one_shard), 0).unwrap(),
+        one(a)
+    );
+    assert_eq!(target_typed(sql, Param::Null, 0).unwrap(), default());
+    assert_eq!(target_typed(sql, Param::Text(b"{}"), 0).unwrap(), default());
+    // not the key's array type: not used for routing (every shard)
+    let everywhere = Target::Scatter(all_shards(), Merge::Concatenate);
+    for (p, oid) in [
+        (Param::Text(text.as_bytes()), 1007), // int4[] declared for a bigint key
+        (Param::Text(text.as_bytes()), 1009), // text[]
+        (Param::Text(text.as_bytes()), 25),   // not an array type
+        (Param::Binary(&bin), 1007),
+        (Param::Text(b"{{1,2},{3,4}}"), 0),
+    ] {
+        assert_eq!(
+            target_typed(sql, p, oid).unwrap(),
+            everywhere,
+            "{p:?} as {oid}"
+        );
+    }
+    let int4_elems = binary_array(23, &[Some(1i32.to_be_bytes().to_vec())]);
+    assert_eq!(
+        target_typed(sql, Param::Binary(&int4_elems), 0).unwrap(),
+        everywhere
+    );
+    assert_eq!(
+        target_typed(sql, Param::Binary(&bin[..bin.len() - 2]), 0).unwrap(),
+        everywhere
+    );
+    // a cast to another key family: not used either
+    assert_eq!(
+        target_typed(
+            "SELECT * FROM accounts WHERE aid = ANY($1::text[])",
+            Param::Text(text.as_bytes()),
+            0
+        )
+        .unwrap(),
+        everywhere
+    );
+    // bad elements and missing parameters
+    assert!(matches!(
+        target_typed(sql, Param::Text(b"{1,x}"), 0),
+        Err(RouteError::BadKey { .. })
+    ));
+    assert_eq!(
+        route_with(sql, &NoParams, &NoOrdinals, UnparsedPolicy::Refuse),
+        Err(RouteError::MissingParam(1))
+    );
+    // uuid keys in binary
+    let id = [7u8; 16];
+    let uuids = binary_array(2950, &[Some(id.to_vec())]);
+    assert_eq!(
+        target_typed(
+            "SELECT * FROM devices WHERE id = ANY($1)",
+            Param::Binary(&uuids),
+            2951
+        )
+        .unwrap(),
+        Target::One(shard_of(KeyValue::Uuid(id)))
+    );
+}
+
+#[test]
+fn or_of_key_equalities() {
+    let keys = keys_on_distinct_shards(2);
+    let (a, b) = (keys[0], keys[1]);
+    let both = Target::Scatter(sorted_shards(&keys), Merge::Concatenate);
+    for sql in [
+        format!("SELECT * FROM accounts WHERE aid = {a} OR aid = {b}"),
+        format!("SELECT * FROM accounts WHERE (aid = {a} OR {b} = aid) AND abalance > 0"),
+        format!("SELECT * FROM accounts a WHERE a.aid = {a} OR a.aid IN ({b}, NULL)"),
+        format!("SELECT * FROM accounts WHERE aid = {a} OR aid = NULL OR aid = {b}"),
+    ] {
+        assert_eq!(target(&sql).unwrap(), both, "{sql}");
+    }
+    assert_eq!(
+        target_p(
+            "SELECT * FROM accounts WHERE aid = $1 OR aid = $2",
+            &[
+                Param::Text(a.to_string().as_bytes()),
+                Param::Text(b.to_string().as_bytes())
+            ]
+        )
+        .unwrap(),
+        both
+    );
+    let same = same_shard_as(a);
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts WHERE aid = {a} OR aid = {same}"
+        ))
+        .unwrap(),
+        one(a)
+    );
+    assert!(matches!(
+        run("SELECT * FROM accounts WHERE aid = 1 OR aid = 'x'"),
+        Err(RouteError::BadKey { .. })
+    ));
+    // a count is summed, an ORDER BY merged, as for IN lists
+    assert_eq!(
+        target(&format!(
+            "SELECT count(*) FROM accounts WHERE aid = {a} OR aid = {b}"
+        ))
+        .unwrap(),
+        Target::Scatter(sorted_shards(&keys), Merge::SumCounts)
+    );
+    // shows in pgshard route
+    let r = run(&format!(
+        "SELECT * FROM accounts WHERE aid = {a} OR aid = {b}"
+    ))
+    .unwrap();
+    assert_eq!(
+        r.reason.to_string(),
+        "accounts.aid: key IN list, runs on 2 shards, replies merged"
+    );
+}
+
+// ---------------------------------------------------------------- joins on equal keys
+
+#[test]
+fn keys_joined_on_equal_keys() {
+    for sql in [
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE h.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON a.aid = h.aid AND a.aid = 5",
+        "SELECT * FROM accounts a, history h WHERE h.aid = a.aid AND a.aid = '5'",
+        "SELECT * FROM history h, accounts a WHERE a.aid = 5 AND a.aid = h.aid",
+        // through a third sharded table
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid \
+         JOIN history g ON g.aid = h.aid WHERE a.aid = 5",
+        // with an unsharded table
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid \
+         JOIN branches b ON b.bid = a.bid WHERE a.aid = 5",
+        // into the nullable side of an outer join
+        "SELECT * FROM accounts a LEFT JOIN history h ON h.aid = a.aid WHERE a.aid = 5",
+        "SELECT * FROM history h RIGHT JOIN accounts a ON h.aid = a.aid WHERE a.aid = 5",
+        // writes reading another sharded table
+        "UPDATE accounts SET abalance = 0 FROM history h WHERE h.aid = accounts.aid AND h.aid = 5",
+        "DELETE FROM history h USING accounts a WHERE a.aid = h.aid AND a.aid = 5",
+    ] {
+        let route = run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(route.target, one(5), "{sql}");
+    }
+    assert_eq!(
+        target_p(
+            "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE a.aid = $1",
+            &[Param::Text(b"5")]
+        )
+        .unwrap(),
+        one(5)
+    );
+    // not carried: out of an outer join's nullable side, a FULL JOIN, other columns,
+    // keys of different types, unqualified columns, OR
+    for sql in [
+        "SELECT * FROM accounts a LEFT JOIN history h ON h.aid = a.aid WHERE h.aid = 5",
+        "SELECT * FROM accounts a FULL JOIN history h ON h.aid = a.aid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.bid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN pgbench_accounts p ON p.aid = a.aid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN users u ON u.email = a.filler WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid OR h.aid = 1 WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid::bigint = a.aid WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h USING (aid) WHERE a.aid = 5",
+        "SELECT * FROM accounts a JOIN history h ON h.aid = a.aid \
+         WHERE a.aid IN (SELECT aid FROM history)",
+    ] {
+        assert!(
+            matches!(run(sql), Err(RouteError::NoShardKey { .. })),
+            "{sql}: {:?}",
+            run(sql)
+        );
+    }
+    // a different value on each side stays cross-shard
+    let (a, b) = split_keys();
+    assert_cross(&format!(
+        "SELECT * FROM accounts x JOIN history h ON h.aid = x.aid WHERE x.aid = {a} AND h.aid = {b}"
+    ));
+    // a value in another query block does not cross into this one
+    assert!(matches!(
+        run("SELECT * FROM accounts a JOIN history h ON h.aid = a.aid \
+             WHERE a.abalance = (SELECT 1 FROM accounts WHERE aid = 5)"),
+        Err(RouteError::NoShardKey { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- reference tables
+
+fn copy_read(table: &str) -> Route {
+    Route {
+        target: Target::OneCopy,
+        reason: Reason::ReferenceRead {
+            table: table.to_owned(),
+        },
+    }
+}
+
+#[test]
+fn reads_of_reference_tables_go_to_one_copy() {
+    for sql in [
+        "SELECT * FROM kinds",
+        "SELECT * FROM kinds k JOIN currencies c ON c.id = k.cur ORDER BY 1",
+        "SELECT count(*) FROM kinds WHERE id IN (SELECT id FROM currencies)",
+        "SELECT k.*, c.relname FROM kinds k, pg_class c",
+        "SELECT * FROM public.KINDS FOR UPDATE",
+        "WITH x AS (SELECT * FROM kinds) SELECT * FROM x",
+        "COPY kinds TO STDOUT",
+        "EXPLAIN SELECT * FROM kinds",
+    ] {
+        assert_eq!(run(sql).unwrap(), copy_read("kinds"), "{sql}");
+    }
+    assert_eq!(
+        run("SELECT * FROM kinds").unwrap().reason.to_string(),
+        "reference table \"kinds\": every shard holds a copy, one answers"
+    );
+    // with an unsharded table: the default shard, which also holds a copy
+    assert_eq!(
+        target("SELECT * FROM kinds k JOIN branches b ON b.bid = k.id").unwrap(),
+        default()
+    );
+    // with one keyed sharded table: its shard
+    for k in [1, 5, 600] {
+        assert_eq!(
+            target(&format!(
+                "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid WHERE a.aid = {k}"
+            ))
+            .unwrap(),
+            one(k)
+        );
+        assert_eq!(
+            target(&format!(
+                "SELECT * FROM accounts a WHERE a.aid = {k} AND a.bid IN (SELECT id FROM kinds)"
+            ))
+            .unwrap(),
+            one(k)
+        );
+    }
+    // in one query string: joins whatever the others need
+    assert_eq!(
+        target("SELECT * FROM kinds; SELECT * FROM accounts WHERE aid = 600").unwrap(),
+        one(600)
+    );
+    assert_eq!(
+        target("SELECT * FROM kinds; SELECT * FROM currencies").unwrap(),
+        Target::OneCopy
+    );
+}
+
+#[test]
+fn scatter_joined_with_reference_tables() {
+    let everywhere = |m: Merge| Target::Scatter(all_shards(), m);
+    for sql in [
+        "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid",
+        "SELECT * FROM accounts a, kinds k WHERE k.id = a.bid AND k.label = 'x'",
+        "SELECT * FROM kinds k JOIN accounts a ON k.id = a.bid",
+        "SELECT * FROM accounts a LEFT JOIN kinds k ON k.id = a.bid",
+        "SELECT * FROM kinds k RIGHT JOIN accounts a ON k.id = a.bid",
+        "SELECT * FROM accounts a JOIN kinds k USING (bid) JOIN currencies c ON c.id = k.cur",
+        "SELECT * FROM kinds k LEFT JOIN currencies c ON c.id = k.cur JOIN accounts a ON a.bid = k.id",
+    ] {
+        assert_eq!(
+            target(sql).unwrap(),
+            everywhere(Merge::Concatenate),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        target("SELECT count(*) FROM accounts a JOIN kinds k ON k.id = a.bid").unwrap(),
+        everywhere(Merge::SumCounts)
+    );
+    assert!(matches!(
+        target("SELECT k.label, count(*) FROM accounts a JOIN kinds k ON k.id = a.bid GROUP BY k.label ORDER BY 1")
+            .unwrap(),
+        Target::Scatter(_, Merge::Plan(_))
+    ));
+    let keys = keys_on_distinct_shards(2);
+    assert_eq!(
+        target(&format!(
+            "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid WHERE a.aid IN ({}, {})",
+            keys[0], keys[1]
+        ))
+        .unwrap(),
+        Target::Scatter(sorted_shards(&keys), Merge::Concatenate)
+    );
+    // unmatched reference rows would be padded once per shard; other tables are not
+    // complete on every shard
+    for (sql, construct) in [
+        (
+            "SELECT * FROM kinds k LEFT JOIN accounts a ON k.id = a.bid",
+            "an outer join that keeps unmatched rows of a reference table (reference LEFT JOIN sharded, or FULL JOIN)",
+        ),
+        (
+            "SELECT * FROM accounts a RIGHT JOIN kinds k ON k.id = a.bid",
+            "an outer join that keeps unmatched rows of a reference table (reference LEFT JOIN sharded, or FULL JOIN)",
+        ),
+        (
+            "SELECT * FROM accounts a FULL JOIN kinds k ON k.id = a.bid",
+            "an outer join that keeps unmatched rows of a reference table (reference LEFT JOIN sharded, or FULL JOIN)",
+        ),
+        (
+            "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid JOIN branches b ON true",
+            "join",
+        ),
+        (
+            "SELECT * FROM accounts a JOIN kinds k ON k.id = a.bid JOIN pg_class c ON true",
+            "join",
+        ),
+        (
+            "SELECT * FROM accounts a JOIN kinds k ON k.id = (SELECT 1)",
+            "subquery",
+        ),
+        (
+            "SELECT * FROM accounts a WHERE a.bid IN (SELECT id FROM kinds)",
+            "subquery",
+        ),
+    ] {
+        assert_scatter_blocked(sql, construct);
+    }
+}
+
+#[test]
+fn writes_to_reference_tables_go_to_every_copy() {
+    for sql in [
+        "INSERT INTO kinds (id, label) VALUES (1, 'a'), (2, 'b')",
+        "INSERT INTO kinds SELECT id + 100, label FROM kinds",
+        "UPDATE kinds SET label = 'x' WHERE id = 1",
+        "UPDATE kinds k SET label = c.name FROM currencies c WHERE c.id = k.cur",
+        "DELETE FROM kinds WHERE id IN (SELECT id FROM currencies) RETURNING *",
+        "INSERT INTO kinds (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET label = 'y'",
+        "WITH d AS (DELETE FROM kinds RETURNING id) SELECT count(*) FROM d",
+        "INSERT INTO kinds SELECT oid::int, relname FROM pg_class LIMIT 1",
+    ] {
+        let r = run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(r.target, Target::AllCopies, "{sql}");
+        assert_eq!(
+            r.reason,
+            Reason::ReferenceWrite {
+                table: "kinds".into()
+            },
+            "{sql}"
+        );
+    }
+    // reading sharded or unsharded rows: every shard would compute another change
+    for sql in [
+        "INSERT INTO kinds SELECT aid, filler FROM accounts WHERE aid = 5",
+        "UPDATE kinds SET label = 'x' WHERE id IN (SELECT bid FROM accounts WHERE aid = 5)",
+        "DELETE FROM kinds k USING branches b WHERE b.bid = k.id",
+        "WITH d AS (DELETE FROM kinds RETURNING id) SELECT * FROM accounts WHERE aid = 5",
+    ] {
+        let e = run(sql).unwrap_err();
+        assert!(matches!(e, RouteError::Unsupported { .. }), "{sql}: {e:?}");
+        assert!(e.to_string().contains("reference table \"kinds\""), "{e}");
+    }
+    // COPY into a reference table: not yet
+    assert_unsupported("COPY kinds FROM STDIN");
+    // writes to sharded tables reading reference tables route like the sharded table
+    assert_eq!(
+        target(
+            "UPDATE accounts a SET bid = k.id FROM kinds k WHERE k.label = a.filler AND a.aid = 5"
+        )
+        .unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("DELETE FROM accounts a USING kinds k WHERE k.id = a.bid AND a.aid = 600").unwrap(),
+        one(600)
+    );
+    assert!(matches!(
+        run("INSERT INTO accounts (aid, bid) SELECT 5, id FROM kinds"),
+        Err(RouteError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        run("UPDATE accounts a SET bid = k.id FROM kinds k WHERE k.label = a.filler"),
+        Err(RouteError::NoShardKey { .. })
+    ));
+    let mut m = map();
+    m.broadcast_writes = true;
+    let sql = "UPDATE accounts a SET bid = k.id FROM kinds k WHERE k.label = a.filler";
+    let analysis = analyze(sql);
+    let input = RouteInput {
+        sql,
+        analysis: &analysis,
+        params: &NoParams,
+        ordinals: &NoOrdinals,
+    };
+    assert_eq!(
+        route(&input, &m, UnparsedPolicy::Refuse).unwrap().target,
+        Target::Scatter(all_shards(), Merge::Concatenate)
+    );
+    // in one query string with other writes of reference tables, or DDL
+    assert_eq!(
+        target("UPDATE kinds SET label = 'a'; DELETE FROM currencies").unwrap(),
+        Target::AllCopies
+    );
+    assert_eq!(
+        target("CREATE TABLE x (a int); INSERT INTO kinds VALUES (1)").unwrap(),
+        Target::All
+    );
+    assert_cross("INSERT INTO kinds VALUES (1); SELECT * FROM accounts WHERE aid = 5");
+    // unparseable text naming a reference table is not sent to the default shard only
+    assert!(matches!(
+        route_with(
+            "VACUUM ANALYZE kinds",
+            &NoParams,
+            &NoOrdinals,
+            UnparsedPolicy::DefaultShard
+        ),
+        Err(RouteError::Unparsed { .. })
+    ));
 }

@@ -28,7 +28,12 @@ pub(super) fn route(
                 Some(table) => Err(RouteError::Unparsed {
                     error: error.to_owned(),
                     hint: format!(
-                        "; it names sharded table \"{table}\", so it cannot be sent to the default shard"
+                        "; it names {} table \"{table}\", so it cannot be sent to the default shard",
+                        if map.table(table).is_some() {
+                            "sharded"
+                        } else {
+                            "reference"
+                        }
                     ),
                 }),
                 // It may use unsharded tables, whose rows live on the default shard.
@@ -60,7 +65,14 @@ fn opaque(sql: &str) -> Option<&'static str> {
 /// case-insensitively and also inside quotes or comments: over-matching only refuses more.
 pub(super) fn named_sharded_table<'m>(sql: &str, map: &'m ShardMap) -> Option<&'m str> {
     let text = sql.to_ascii_lowercase();
-    let mut names: Vec<&str> = map.tables.keys().map(String::as_str).collect();
+    // reference tables too: sent to the default shard only, a write would change one
+    // copy of several
+    let mut names: Vec<&str> = map
+        .tables
+        .keys()
+        .chain(&map.replicated)
+        .map(String::as_str)
+        .collect();
     names.sort_unstable();
     names
         .into_iter()

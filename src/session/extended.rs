@@ -94,6 +94,8 @@ pub(super) struct Batch {
     bound: Vec<(StatementKind, Arc<str>)>,
     /// the batch's one Bind needs several shards: run it on each and merge at Sync
     scatter: Option<(ShardSet, MergeRequest)>,
+    /// a shard for reads of reference tables when nothing else chooses one
+    copy: Option<ShardId>,
 }
 
 impl Batch {
@@ -291,8 +293,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
             Target::Any => return Ok(()),
+            Target::OneCopy => {
+                if pinned.is_none() && matches!(self.txn, Txn::Idle) && self.batch.copy.is_none() {
+                    self.batch.copy = Some(self.next_copy_shard(map.shard_count()));
+                }
+                return Ok(());
+            }
             Target::One(s) => s,
-            Target::All if map.shard_count() == 1 => 0,
+            Target::All | Target::AllCopies if map.shard_count() == 1 => 0,
+            Target::AllCopies => {
+                return Err(ProxyError::cross_shard_unsupported(
+                    "pgshard: a write to a reference table through the extended query protocol is not supported yet; send it as a simple query outside a transaction block (it then runs on every shard)",
+                ));
+            }
             Target::All => {
                 return Err(ProxyError::cross_shard_unsupported(
                     "pgshard: DDL through the extended query protocol is not supported; send it as a simple query (it then runs on every shard)",
@@ -436,6 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ => self
                 .batch
                 .shard
+                .or(self.batch.copy)
                 .unwrap_or_else(|| self.shared.map.load().default_shard),
         };
         let mut queue = VecDeque::new();

@@ -71,6 +71,8 @@ pub struct Session<S> {
     /// this client's cancel key and the backend process running its statement
     cancel_key: (i32, i32),
     running: cancel::CancelSlot,
+    /// turn counter spreading reads of reference tables over the shards
+    copy_turn: usize,
 }
 
 /// Serve one client connection to the end.
@@ -89,6 +91,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         begin_in_flight: false,
         cancel_key,
         running,
+        // sessions start at different shards (the key is random)
+        copy_turn: cancel_key.0.unsigned_abs() as usize,
     };
     let end = match session.startup().await {
         Ok(()) => session.serve().await,
@@ -150,6 +154,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return SessionEnd::ClientGone;
             }
         }
+    }
+
+    /// The shard for the next read of reference tables outside a transaction: each in
+    /// turn.
+    fn next_copy_shard(&mut self, shards: usize) -> ShardId {
+        let shard = self.copy_turn % shards.max(1);
+        self.copy_turn = self.copy_turn.wrapping_add(1);
+        shard
     }
 
     /// Release whatever the session holds. A connection still inside a transaction is

@@ -17,6 +17,9 @@ use crate::protocol::reply::ProxyError;
 use crate::router::{NoParams, Target};
 use crate::sql::{Analysis, StatementKind};
 
+/// Why a write to a reference table is refused inside a transaction block.
+const REFERENCE_WRITE_IN_TXN: &str = "pgshard: a write to a reference table runs on every shard and cannot run inside a transaction block yet (cross-shard transactions do not exist); run it outside BEGIN/COMMIT";
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), SessionEnd> {
         let sql = match decode_query(frame.body()) {
@@ -80,13 +83,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         self.ready();
                         return Ok(());
                     }
+                    Target::AllCopies if map.shard_count() > 1 => {
+                        self.refuse(ProxyError::cross_shard_unsupported(REFERENCE_WRITE_IN_TXN));
+                        self.ready();
+                        return Ok(());
+                    }
                     _ => pinned,
                 }
             }
             (Target::One(s), _) => s,
             (Target::Any, _) => map.default_shard,
             (Target::All, Txn::Idle) if map.shard_count() > 1 => {
-                return self.broadcast(&frame).await;
+                return self.broadcast(&frame, true).await;
             }
             (Target::All, Txn::Deferred { .. }) if map.shard_count() > 1 => {
                 self.refuse(ProxyError::cross_shard_unsupported(
@@ -96,6 +104,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
             (Target::All, _) => 0,
+            (Target::OneCopy, Txn::Idle) => self.next_copy_shard(map.shard_count()),
+            // a transaction that has not chosen a shard: the default shard, as for any
+            // other statement that names no sharded table
+            (Target::OneCopy, _) => map.default_shard,
+            (Target::AllCopies, Txn::Idle) if map.shard_count() > 1 => {
+                return self.broadcast(&frame, false).await;
+            }
+            (Target::AllCopies, Txn::Deferred { .. }) if map.shard_count() > 1 => {
+                self.refuse(ProxyError::cross_shard_unsupported(REFERENCE_WRITE_IN_TXN));
+                self.ready();
+                return Ok(());
+            }
+            (Target::AllCopies, _) => 0,
             (Target::Scatter(..), _) => unreachable!("handled above"),
         };
         if matches!(route.target, Target::All) {
@@ -185,12 +206,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(true)
     }
 
-    /// DDL outside a transaction: run on every shard inside a transaction each, commit
-    /// everywhere only if it succeeded everywhere, otherwise roll back everywhere and
-    /// report the first failure.
-    async fn broadcast(&mut self, frame: &Frame) -> Result<(), SessionEnd> {
+    /// DDL (`ddl`) or a write to a reference table, outside a transaction: run on every
+    /// shard inside a transaction each, commit everywhere only if it succeeded
+    /// everywhere, otherwise roll back everywhere and report the first failure. The
+    /// answer is the first shard's (for a reference table every copy holds the same
+    /// rows). The commits are not atomic across shards: one may fail after another
+    /// succeeded, which is logged and reported.
+    async fn broadcast(&mut self, frame: &Frame, ddl: bool) -> Result<(), SessionEnd> {
         let map = self.shared.map.load_full();
-        self.shared.forget_ordinals();
+        if ddl {
+            self.shared.forget_ordinals();
+        }
         let mut conns = Vec::with_capacity(map.shard_count());
         // Always acquire in shard order, so two broadcasts cannot deadlock on pools.
         for shard in 0..map.shard_count() {
@@ -210,7 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut queues = Vec::with_capacity(conns.len());
         for conn in conns.iter_mut() {
             // DDL may create temporary objects that live in the session.
-            conn.retire = true;
+            conn.retire |= ddl;
             let mut queue = VecDeque::new();
             self.prepare_conn(conn, &mut queue);
             conn.queue(&begin);
@@ -276,11 +302,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         conns.into_iter().for_each(Pools::release);
         // Again after the commit: a concurrent INSERT may have learned the old column
         // order while the DDL was in flight.
-        self.shared.forget_ordinals();
+        if ddl {
+            self.shared.forget_ordinals();
+        }
         match (failed, commit_error) {
             (Some(i), _) => append_without_ready(&outputs[i], &mut self.out),
             (None, Some(e)) => {
-                tracing::error!("DDL committed on some shards but failed to commit on another");
+                tracing::error!(
+                    ddl,
+                    "broadcast committed on some shards but failed to commit on another"
+                );
                 append_without_ready(&e, &mut self.out);
             }
             (None, None) => append_without_ready(&outputs[0], &mut self.out),

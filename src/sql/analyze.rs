@@ -31,6 +31,8 @@ fn plain(kind: StatementKind, command: &'static str) -> Statement {
         limitation: None,
         cte_names: Vec::new(),
         scatter: Scatter::Blocked(command),
+        links: Vec::new(),
+        partitionable: Vec::new(),
     }
 }
 
@@ -46,6 +48,8 @@ fn walked(kind: StatementKind, command: &'static str, w: Walker) -> Statement {
         limitation: w.limitation,
         cte_names: w.ctes,
         scatter: Scatter::Blocked(command),
+        links: w.links,
+        partitionable: Vec::new(),
     }
 }
 
@@ -79,13 +83,16 @@ fn summarise(st: &Ast) -> Statement {
                     SetExpr::Merge(_) => walked(K::Other, "MERGE", w),
                     _ => {
                         let mut s = walked(K::Select, "SELECT", w);
+                        let partitionable = scatter::partitionable(q);
                         s.scatter = match scatter::query(q) {
-                            // belt and braces: the whole statement reads one table
-                            Scatter::Plain | Scatter::Merge(_) if s.tables.len() > 1 => {
+                            // belt and braces: the statement reads only its FROM list
+                            Scatter::Blocked(c) => Scatter::Blocked(c),
+                            _ if s.tables.len() != partitionable.len() => {
                                 Scatter::Blocked("subquery")
                             }
                             other => other,
                         };
+                        s.partitionable = partitionable;
                         s
                     }
                 }
@@ -190,6 +197,7 @@ fn summarise(st: &Ast) -> Statement {
                         schema,
                         equalities: Vec::new(),
                         key_lists: Vec::new(),
+                        key_arrays: Vec::new(),
                         role: if *to { Role::Read } else { Role::Insert },
                     });
                     s
@@ -324,6 +332,7 @@ fn push_name(s: &mut Statement, name: &sqlparser::ast::ObjectName) {
         schema,
         equalities: Vec::new(),
         key_lists: Vec::new(),
+        key_arrays: Vec::new(),
         role: Role::Read,
     });
 }

@@ -2,10 +2,11 @@
 //! literal forms a key value may take.
 
 use sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, Ident, InTarget, ObjectName, UnaryOperator, Value,
+    ArrayElemTypeDef, BinaryOperator, CastKind, DataType, Expr, Ident, InTarget, ObjectName,
+    UnaryOperator, Value,
 };
 
-use super::{ValueExpr, ValueType};
+use super::{KeyArray, ValueExpr, ValueType};
 
 /// Fold an identifier like Postgres: unquoted → ASCII lower case, quoted → as written.
 pub(crate) fn fold(ident: &Ident) -> String {
@@ -123,6 +124,108 @@ pub(crate) fn in_list(expr: &Expr) -> Option<(ColumnRef, Vec<ValueExpr>)> {
             Some((column, values))
         }
         Expr::Nested(inner) => in_list(inner),
+        _ => None,
+    }
+}
+
+/// `column = value OR column IN (…) OR …`: every disjunct an equality or IN list (as
+/// [`equality`] and [`in_list`] read them) on the same column reference. Every row that
+/// satisfies it has `column` equal to one of the values, as for `column IN (all values)`.
+pub(crate) fn key_disjunction(expr: &Expr) -> Option<(ColumnRef, Vec<ValueExpr>)> {
+    fn disjuncts<'a>(expr: &'a Expr, out: &mut Vec<&'a Expr>) {
+        match expr {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Or,
+                right,
+            } => {
+                disjuncts(left, out);
+                disjuncts(right, out);
+            }
+            Expr::Nested(inner) => disjuncts(inner, out),
+            other => out.push(other),
+        }
+    }
+    let mut parts = Vec::new();
+    disjuncts(expr, &mut parts);
+    if parts.len() < 2 {
+        return None;
+    }
+    let mut column: Option<ColumnRef> = None;
+    let mut values = Vec::new();
+    for part in parts {
+        let (c, vs) = match equality(part) {
+            Some((c, v)) => (c, vec![v]),
+            None => in_list(part)?,
+        };
+        match &column {
+            Some(first) if *first != c => return None,
+            Some(_) => {}
+            None => column = Some(c),
+        }
+        values.extend(vs);
+    }
+    Some((column?, values))
+}
+
+/// The array side of `column = ANY(…)`.
+pub(crate) enum AnyArray {
+    /// `ARRAY[v1, …]` (optionally cast): its elements, each a value as [`value`] reads it
+    Values(Vec<ValueExpr>),
+    /// one literal or parameter, read by the router
+    Whole(KeyArray),
+}
+
+/// `column = ANY(array)` / `column = SOME(array)`, where the array is `ARRAY[…]` of
+/// values, a string literal or a parameter, optionally under one cast to an array of a
+/// key-compatible type. A subquery, an expression or another operator gives None.
+pub(crate) fn any_array(expr: &Expr) -> Option<(ColumnRef, AnyArray)> {
+    match expr {
+        Expr::AnyOp {
+            left,
+            compare_op: BinaryOperator::Eq,
+            right,
+            ..
+        } => Some((column_ref(left)?, array(right, None)?)),
+        Expr::Nested(inner) => any_array(inner),
+        _ => None,
+    }
+}
+
+/// An array operand; `cast_to` is the element type of an enclosing array cast.
+fn array(expr: &Expr, cast_to: Option<ValueType>) -> Option<AnyArray> {
+    match expr {
+        Expr::Nested(inner) => array(inner, cast_to),
+        Expr::Cast {
+            kind: CastKind::Cast | CastKind::DoubleColon,
+            expr,
+            data_type: DataType::Array(ArrayElemTypeDef::SquareBracket(elem, None)),
+            format: None,
+            ..
+        } if cast_to.is_none() => array(expr, Some(key_type_of(elem)?)),
+        Expr::Array(a) if !a.elem.is_empty() => {
+            let values = a.elem.iter().map(value).collect::<Option<Vec<_>>>()?;
+            match cast_to {
+                None => Some(AnyArray::Values(values)),
+                Some(to) => values
+                    .into_iter()
+                    .map(|v| cast(v, to))
+                    .collect::<Option<Vec<_>>>()
+                    .map(AnyArray::Values),
+            }
+        }
+        Expr::Value(v) => {
+            let ty = cast_to.unwrap_or(ValueType::Unknown);
+            match &v.value {
+                Value::SingleQuotedString(s) if !s.contains('\\') => {
+                    Some(AnyArray::Whole(KeyArray::Literal(s.clone(), ty)))
+                }
+                Value::Placeholder(p) => {
+                    param_number(p).map(|n| AnyArray::Whole(KeyArray::Param(n, ty)))
+                }
+                _ => None,
+            }
+        }
         _ => None,
     }
 }

@@ -130,8 +130,39 @@ pub struct TableOccurrence {
     /// `column` equal to one of the values. `IN (v)` with one value is recorded as an
     /// equality instead.
     pub key_lists: Vec<(String, Vec<ValueExpr>)>,
+    /// `column = ANY(<array>)` where the array is one literal or parameter whose elements
+    /// are read by the router (`= ANY(ARRAY[…])` and an OR of key equalities are recorded
+    /// in [`key_lists`](Self::key_lists) instead); attributed by the same rules
+    pub key_arrays: Vec<(String, KeyArray)>,
     /// how the statement uses it
     pub role: Role,
+}
+
+/// The array of a `column = ANY(…)` condition whose elements only the router can read:
+/// from the array's text form, or from a Bind parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyArray {
+    /// a string literal (`'{1,2,NULL}'`), and the element type of a cast around it
+    /// (`'{1,2}'::bigint[]` → [`ValueType::Integer`]; uncast: [`ValueType::Unknown`])
+    Literal(String, ValueType),
+    /// `$n` (1-based), and the element type of a cast around it
+    Param(usize, ValueType),
+}
+
+/// `a.x = b.y` between two table occurrences of one query block, at the top level of its
+/// WHERE or of a join's ON: every row occurrence `to` contributes has `to_column` equal to
+/// `from_column` of the `from` row it is combined with. Inner joins and WHERE give both
+/// directions; the ON of an outer join only the direction into its nullable side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLink {
+    /// index in [`Statement::tables`] of the side the value comes from
+    pub from: usize,
+    /// its column (folded)
+    pub from_column: String,
+    /// index in [`Statement::tables`] of the side the value is carried to
+    pub to: usize,
+    /// its column (folded)
+    pub to_column: String,
 }
 
 /// Rows of an `INSERT … VALUES` (or `DEFAULT VALUES`, which is one row with no columns).
@@ -242,6 +273,15 @@ pub struct Statement {
     pub cte_names: Vec<String>,
     /// whether per-shard results of this text can simply be concatenated
     pub scatter: Scatter,
+    /// column equalities between table occurrences (for carrying a key value across a
+    /// join)
+    pub links: Vec<KeyLink>,
+    /// for a SELECT whose only query block is a FROM list of plain tables: per table
+    /// occurrence (index as in [`tables`](Self::tables)), whether
+    /// [`scatter`](Self::scatter) still holds when that occurrence is the one split
+    /// across shards and every other one is complete on each shard (it is inner-joined,
+    /// or on the kept side of every outer join above it). Empty otherwise.
+    pub partitionable: Vec<bool>,
 }
 
 /// The analysis of one query string: its statements, or why it could not be parsed.

@@ -15,7 +15,7 @@ use sqlparser::ast::{
 };
 
 use super::expr::{conjuncts, fold};
-use super::scatter::{aggregate, check_exprs, check_from_item, check_select_clauses};
+use super::scatter::{aggregate, check_exprs, check_from, check_select_clauses};
 use crate::scatter::plan::{AggFunc, Aggregate, CmpOp, Col, Condition, MergePlan, SortKey};
 
 /// Why a query cannot be merged: the construct, for the error message.
@@ -69,11 +69,10 @@ pub(crate) fn plan(q: &Query) -> Result<MergePlan, Refusal> {
         });
     };
     check_select_clauses(s)?;
-    match s.from.as_slice() {
-        [only] if only.joins.is_empty() => check_from_item(&only.relation)?,
-        [] => return Err("a SELECT without FROM"),
-        _ => return Err("join"),
+    if s.from.is_empty() {
+        return Err("a SELECT without FROM");
     }
+    check_from(&s.from)?;
     if let Some(w) = &s.selection {
         check_exprs(w)?;
     }

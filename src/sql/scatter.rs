@@ -10,8 +10,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     Distinct, DuplicateTreatment, Expr, Function, FunctionArgumentClause, FunctionArguments,
-    GroupByExpr, LimitClause, ObjectName, Query, Select, SelectFlavor, SelectItem, SetExpr,
-    TableFactor, Value, Visit, Visitor,
+    GroupByExpr, JoinConstraint, JoinOperator, LimitClause, ObjectName, Query, Select,
+    SelectFlavor, SelectItem, SetExpr, TableFactor, TableWithJoins, Value, Visit, Visitor,
 };
 
 use super::Scatter;
@@ -114,11 +114,7 @@ fn check_select(s: &Select, projection: Projection) -> Check {
         Projection::Plain => check_exprs(&s.projection)?,
         Projection::CountOnly => check_count_only(&s.projection)?,
     }
-    match s.from.as_slice() {
-        [] => {}
-        [only] if only.joins.is_empty() => check_from_item(&only.relation)?,
-        _ => return Err("join"),
-    }
+    check_from(&s.from)?;
     if let Some(w) = &s.selection {
         check_exprs(w)?;
     }
@@ -180,6 +176,54 @@ fn check_count_only(projection: &[SelectItem]) -> Check {
         FunctionArguments::List(list) => check_exprs(&list.args),
         _ => Err("a function call pgshard does not model"),
     }
+}
+
+/// [`check_from`] of the query's one SELECT (through parentheses), or nothing.
+pub(crate) fn partitionable(q: &Query) -> Vec<bool> {
+    match q.body.as_ref() {
+        SetExpr::Select(s) => check_from(&s.from).unwrap_or_default(),
+        SetExpr::Query(inner) => partitionable(inner),
+        _ => Vec::new(),
+    }
+}
+
+/// A FROM list of plain tables, separated by commas or joined (inner, cross, LEFT, RIGHT
+/// or FULL, with ON conditions free of subqueries, USING or NATURAL). Returns, per table
+/// in order, whether the result is still the union of per-shard results when that table
+/// is the one whose rows are split across shards and every other table is complete on
+/// each shard: true when every join above it is inner, or keeps its side (LEFT JOIN for
+/// the left operand, RIGHT JOIN for the right one). A FULL JOIN or the nullable side of
+/// an outer join would pad unmatched rows of the complete tables once per shard.
+/// Whether the other tables are complete on each shard is the router's to check.
+pub(super) fn check_from(from: &[TableWithJoins]) -> Result<Vec<bool>, &'static str> {
+    let mut flags = Vec::new();
+    for twj in from {
+        check_from_item(&twj.relation)?;
+        let start = flags.len();
+        flags.push(true);
+        for join in &twj.joins {
+            check_from_item(&join.relation)?;
+            let (constraint, left, right) = match &join.join_operator {
+                JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => {
+                    (c, true, true)
+                }
+                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (c, true, false),
+                JoinOperator::Right(c) | JoinOperator::RightOuter(c) => (c, false, true),
+                JoinOperator::FullOuter(c) => (c, false, false),
+                _ => return Err("join"),
+            };
+            match constraint {
+                JoinConstraint::On(e) => check_exprs(e)?,
+                JoinConstraint::Using(_) | JoinConstraint::Natural | JoinConstraint::None => {}
+                JoinConstraint::UsingAlias(..) => return Err("join"),
+            }
+            for f in &mut flags[start..] {
+                *f &= left;
+            }
+            flags.push(right);
+        }
+    }
+    Ok(flags)
 }
 
 /// The one FROM item: a plain table (optionally `ONLY`, aliased, sampled).

@@ -268,7 +268,8 @@ fn key_lists_follow_the_equality_attribution_rules() {
         "SELECT * FROM t WHERE k IN (1, f())",
         "SELECT * FROM t WHERE k IN (1, 2 + 3)",
         "SELECT * FROM t WHERE k IN (1, 'a\\b')",
-        "SELECT * FROM v LEFT JOIN t ON t.k IN (1, 2)",
+        "SELECT * FROM t LEFT JOIN v ON t.k IN (1, 2)",
+        "SELECT * FROM t FULL JOIN v ON t.k IN (1, 2)",
         "SELECT * FROM t WHERE x IN (SELECT 1 FROM u WHERE k IN (1, 2))",
         "SELECT * FROM t JOIN u USING (id) WHERE k IN (1, 2)",
     ] {
@@ -328,9 +329,13 @@ fn scatter_plain_only_for_one_table_without_combining_clauses() {
             "SELECT * FROM t WHERE a = ANY (ARRAY(SELECT 1))",
             "subquery",
         ),
-        ("SELECT * FROM t, u", "join"),
-        ("SELECT * FROM t CROSS JOIN u", "join"),
         ("SELECT * FROM (t JOIN u ON true)", "join"),
+        ("SELECT * FROM t JOIN (SELECT 1) s ON true", "subquery"),
+        ("SELECT * FROM t JOIN u ON u.a IN (SELECT 1)", "subquery"),
+        (
+            "SELECT * FROM t LEFT JOIN LATERAL f(t.a) x ON true",
+            "table function",
+        ),
         ("SELECT * FROM f(1)", "table function"),
         ("WITH x AS (SELECT 1) SELECT * FROM t", "WITH"),
         ("SELECT * FROM t FOR UPDATE", "FOR UPDATE/SHARE"),
@@ -370,6 +375,138 @@ fn scatter_plain_only_for_one_table_without_combining_clauses() {
             one(sql).scatter
         );
     }
+}
+
+#[test]
+fn any_arrays_and_disjunctions_of_key_equalities() {
+    use crate::sql::ValueType;
+    let s = one("SELECT * FROM t WHERE k = ANY('{1,2}') AND j = ANY($1::bigint[])");
+    assert_eq!(
+        s.tables[0].key_arrays,
+        vec![
+            (
+                "k".into(),
+                KeyArray::Literal("{1,2}".into(), ValueType::Unknown)
+            ),
+            ("j".into(), KeyArray::Param(1, ValueType::Integer)),
+        ]
+    );
+    let s = one("SELECT * FROM t WHERE k = ANY(ARRAY[1, '2']::text[]) AND j = SOME(ARRAY[3])");
+    assert_eq!(
+        s.tables[0].key_lists,
+        vec![
+            (
+                "k".into(),
+                vec![
+                    ValueExpr::Literal("1".into(), ValueType::Text),
+                    ValueExpr::Literal("2".into(), ValueType::Text)
+                ]
+            ),
+            ("j".into(), vec![lit("3")]),
+        ]
+    );
+    let s = one("SELECT * FROM t x WHERE x.k = 1 OR x.k IN (2, 3) OR (x.k = $1)");
+    assert_eq!(
+        s.tables[0].key_lists,
+        vec![(
+            "k".into(),
+            vec![
+                lit("1"),
+                lit("2"),
+                lit("3"),
+                ValueExpr::Param(1, ValueType::Unknown)
+            ]
+        )]
+    );
+    for sql in [
+        "SELECT * FROM t WHERE k = 1 OR j = 2",
+        "SELECT * FROM t x WHERE x.k = 1 OR k = 2",
+        "SELECT * FROM t WHERE k = 1 OR k > 2",
+        "SELECT * FROM t WHERE NOT (k = 1 OR k = 2)",
+        "SELECT * FROM t WHERE k = ANY(ARRAY[1, f()])",
+        "SELECT * FROM t WHERE k = ANY(ARRAY(SELECT 1))",
+        "SELECT * FROM t WHERE k = ANY(f())",
+        "SELECT * FROM t WHERE k = ANY('{1}'::varchar(3)[])",
+        "SELECT * FROM t WHERE k > ANY('{1}')",
+        "SELECT * FROM t WHERE k = ALL('{1}')",
+        "SELECT * FROM t WHERE k = ANY('{1}') IS TRUE",
+    ] {
+        let s = one(sql);
+        let t = &s.tables[0];
+        assert!(
+            t.key_lists.is_empty() && t.key_arrays.is_empty(),
+            "{sql}: {t:?}"
+        );
+    }
+}
+
+#[test]
+fn links_between_join_columns() {
+    let link = |from: usize, fc: &str, to: usize, tc: &str| KeyLink {
+        from,
+        from_column: fc.into(),
+        to,
+        to_column: tc.into(),
+    };
+    let s = one("SELECT * FROM t JOIN u ON u.k = t.k WHERE t.k = 1");
+    assert_eq!(s.links, vec![link(1, "k", 0, "k"), link(0, "k", 1, "k")]);
+    let s = one("SELECT * FROM t, u WHERE t.a = u.b");
+    assert_eq!(s.links, vec![link(0, "a", 1, "b"), link(1, "b", 0, "a")]);
+    // the ON of an outer join carries values into its nullable side only
+    let s = one("SELECT * FROM t LEFT JOIN u ON u.k = t.k");
+    assert_eq!(s.links, vec![link(0, "k", 1, "k")]);
+    let s = one("SELECT * FROM t RIGHT JOIN u ON u.k = t.k");
+    assert_eq!(s.links, vec![link(1, "k", 0, "k")]);
+    for sql in [
+        "SELECT * FROM t FULL JOIN u ON u.k = t.k",
+        "SELECT * FROM t JOIN u ON k = j",
+        "SELECT * FROM t JOIN u ON u.k = t.k OR true",
+        "SELECT * FROM t JOIN u USING (k)",
+        "SELECT * FROM t x JOIN t y ON x.k = x.j",
+        "SELECT * FROM t JOIN (SELECT 1 AS k) s ON s.k = t.k",
+        "SELECT * FROM t JOIN u ON u.k::int = t.k",
+    ] {
+        assert!(one(sql).links.is_empty(), "{sql}: {:?}", one(sql).links);
+    }
+}
+
+#[test]
+fn partitionable_tables_of_a_join() {
+    for (sql, flags) in [
+        ("SELECT * FROM t", vec![true]),
+        ("SELECT * FROM t, u", vec![true, true]),
+        ("SELECT * FROM t JOIN u ON u.a = t.a", vec![true, true]),
+        (
+            "SELECT * FROM t LEFT JOIN u ON u.a = t.a",
+            vec![true, false],
+        ),
+        (
+            "SELECT * FROM t RIGHT JOIN u ON u.a = t.a",
+            vec![false, true],
+        ),
+        (
+            "SELECT * FROM t FULL JOIN u ON u.a = t.a",
+            vec![false, false],
+        ),
+        (
+            "SELECT * FROM t JOIN u USING (a) LEFT JOIN v ON v.a = t.a",
+            vec![true, true, false],
+        ),
+        (
+            "SELECT * FROM t LEFT JOIN u ON true JOIN v ON true",
+            vec![true, false, true],
+        ),
+        ("SELECT * FROM t WHERE a IN (SELECT 1)", vec![true]),
+        ("SELECT * FROM (t JOIN u ON true)", vec![]),
+        ("SELECT * FROM t UNION SELECT * FROM u", vec![]),
+    ] {
+        assert_eq!(one(sql).partitionable, flags, "{sql}");
+    }
+    assert_eq!(one("SELECT * FROM t, u").scatter, Scatter::Plain);
+    assert!(matches!(
+        one("SELECT t.b, count(*) FROM t JOIN u ON u.a = t.a GROUP BY t.b ORDER BY t.b").scatter,
+        Scatter::Merge(_)
+    ));
 }
 
 #[path = "plan_tests.rs"]

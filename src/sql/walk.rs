@@ -19,8 +19,11 @@ use sqlparser::ast::{
     TableFactor, TableObject, TableWithJoins, Update, UpdateTableFromKind, Visit, Visitor,
 };
 
-use super::expr::{conjuncts, equality, fold, in_list, split_name};
-use super::{InsertValues, Limitation, Role, TableOccurrence, ValueExpr};
+use super::expr::{
+    AnyArray, ColumnRef, any_array, column_ref, conjuncts, equality, fold, in_list,
+    key_disjunction, split_name,
+};
+use super::{InsertValues, KeyArray, KeyLink, Limitation, Role, TableOccurrence, ValueExpr};
 
 /// Collected facts of one statement.
 #[derive(Default)]
@@ -35,6 +38,8 @@ pub(crate) struct Walker {
     pub limitation: Option<Limitation>,
     /// names defined by WITH: references to them are not tables
     pub ctes: Vec<String>,
+    /// column equalities between occurrences of one block
+    pub links: Vec<KeyLink>,
 }
 
 /// What a conjunct says about a column.
@@ -43,6 +48,17 @@ enum Fact {
     Equal(ValueExpr),
     /// `column IN (values)`
     OneOf(Vec<ValueExpr>),
+    /// `column = ANY(array)`
+    InArray(KeyArray),
+}
+
+/// A conjunct of a block: the entries its column references may name (`visible`), and
+/// those whose rows it constrains (`targets`, a subrange: the nullable side of an outer
+/// join's ON, else all of `visible`).
+struct Conjunct<'a> {
+    expr: &'a Expr,
+    visible: Range<usize>,
+    targets: Range<usize>,
 }
 
 /// A name visible in a block's FROM clause.
@@ -62,7 +78,7 @@ struct Entry {
 struct Block<'a> {
     entries: Vec<Entry>,
     /// conjuncts, each with the entries its column references may resolve to
-    conjuncts: Vec<(&'a Expr, Range<usize>)>,
+    conjuncts: Vec<Conjunct<'a>>,
     /// a USING / NATURAL join merges columns: unqualified references are not attributed
     merged: bool,
     /// a join form the walk does not model: attribute nothing in this block
@@ -124,6 +140,7 @@ impl Walker {
                     schema,
                     equalities: Vec::new(),
                     key_lists: Vec::new(),
+                    key_arrays: Vec::new(),
                     role: Role::Read,
                 });
             }
@@ -170,6 +187,7 @@ impl Walker {
                     schema: t.schema_name.as_ref().map(fold),
                     equalities: Vec::new(),
                     key_lists: Vec::new(),
+                    key_arrays: Vec::new(),
                     role: Role::Read,
                 });
             }
@@ -220,18 +238,24 @@ impl Walker {
         let start = block.entries.len();
         self.table_factor(&twj.relation, block);
         for join in &twj.joins {
+            let right_start = block.entries.len();
             self.table_factor(&join.relation, block);
             let range = start..block.entries.len();
-            let (constraint, inner) = match &join.join_operator {
+            // which entries the ON clause constrains: both sides of an inner join; only
+            // the nullable side of an outer join (the kept side's rows appear whether the
+            // condition holds or not)
+            let (constraint, targets) = match &join.join_operator {
                 JoinOperator::Join(c)
                 | JoinOperator::Inner(c)
                 | JoinOperator::CrossJoin(c)
-                | JoinOperator::StraightJoin(c) => (c, true),
-                JoinOperator::Left(c)
-                | JoinOperator::LeftOuter(c)
-                | JoinOperator::Right(c)
-                | JoinOperator::RightOuter(c)
-                | JoinOperator::FullOuter(c) => (c, false),
+                | JoinOperator::StraightJoin(c) => (c, Some(range.clone())),
+                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => {
+                    (c, Some(right_start..range.end))
+                }
+                JoinOperator::Right(c) | JoinOperator::RightOuter(c) => {
+                    (c, Some(range.start..right_start))
+                }
+                JoinOperator::FullOuter(c) => (c, None),
                 other => {
                     block.unsure = true;
                     self.subqueries(other);
@@ -240,12 +264,14 @@ impl Walker {
             };
             match constraint {
                 JoinConstraint::On(e) => {
-                    if inner {
+                    if let Some(targets) = targets {
                         let mut parts = Vec::new();
                         conjuncts(e, &mut parts);
-                        block
-                            .conjuncts
-                            .extend(parts.into_iter().map(|p| (p, range.clone())));
+                        block.conjuncts.extend(parts.into_iter().map(|p| Conjunct {
+                            expr: p,
+                            visible: range.clone(),
+                            targets: targets.clone(),
+                        }));
                     }
                     self.subqueries(e);
                 }
@@ -272,6 +298,7 @@ impl Walker {
                     schema: schema.clone(),
                     equalities: Vec::new(),
                     key_lists: Vec::new(),
+                    key_arrays: Vec::new(),
                     role: Role::Read,
                 });
                 if let Some(args) = args {
@@ -312,40 +339,40 @@ impl Walker {
         }
     }
 
-    /// Attribute the block's equalities and key lists to the occurrences they constrain.
+    /// Attribute the block's equalities and key lists to the occurrences they constrain,
+    /// and record the column equalities between its occurrences.
     fn apply(&mut self, block: &Block<'_>) {
         if block.unsure {
             return;
         }
-        for (conj, range) in &block.conjuncts {
-            let (col, fact) = if let Some((col, value)) = equality(conj) {
+        for conj in &block.conjuncts {
+            if let Some((a, b)) = column_pair(conj.expr) {
+                self.link(block, conj, &a, &b);
+                continue;
+            }
+            let (col, fact) = if let Some((col, value)) = equality(conj.expr) {
                 (col, Fact::Equal(value))
-            } else if let Some((col, values)) = in_list(conj) {
+            } else if let Some((col, values)) = in_list(conj.expr) {
                 (col, Fact::OneOf(values))
+            } else if let Some((col, values)) = key_disjunction(conj.expr) {
+                (col, Fact::OneOf(values))
+            } else if let Some((col, array)) = any_array(conj.expr) {
+                match array {
+                    AnyArray::Values(values) => (col, Fact::OneOf(values)),
+                    AnyArray::Whole(array) => (col, Fact::InArray(array)),
+                }
             } else {
                 continue;
             };
-            let entries = &block.entries[range.clone()];
             let targets: Vec<usize> = match &col.qualifier {
-                Some(q) => {
-                    let mut hits = entries.iter().filter(|e| {
-                        e.qualifier.as_deref() == Some(q.as_str())
-                            && (col.schema.is_none() || e.schema == col.schema)
-                    });
-                    match (hits.next(), hits.next()) {
-                        (
-                            Some(Entry {
-                                occ: Some(occ),
-                                attributable: true,
-                                ..
-                            }),
-                            None,
-                        ) => vec![*occ],
-                        _ => Vec::new(),
+                Some(_) => match resolve(block, conj, &col) {
+                    Some(i) if conj.targets.contains(&i) => {
+                        block.entries[i].occ.into_iter().collect()
                     }
-                }
+                    _ => Vec::new(),
+                },
                 None if block.merged => Vec::new(),
-                None => entries
+                None => block.entries[conj.targets.clone()]
                     .iter()
                     .filter(|e| e.attributable)
                     .filter_map(|e| e.occ)
@@ -356,7 +383,32 @@ impl Walker {
                 match &fact {
                     Fact::Equal(v) => t.equalities.push((col.column.clone(), v.clone())),
                     Fact::OneOf(vs) => t.key_lists.push((col.column.clone(), vs.clone())),
+                    Fact::InArray(a) => t.key_arrays.push((col.column.clone(), a.clone())),
                 }
+            }
+        }
+    }
+
+    /// Record `a = b` between two qualified columns of distinct occurrences, in each
+    /// direction whose receiving side the conjunct constrains.
+    fn link(&mut self, block: &Block<'_>, conj: &Conjunct<'_>, a: &ColumnRef, b: &ColumnRef) {
+        let (Some(ea), Some(eb)) = (resolve(block, conj, a), resolve(block, conj, b)) else {
+            return;
+        };
+        let (Some(oa), Some(ob)) = (block.entries[ea].occ, block.entries[eb].occ) else {
+            return;
+        };
+        if oa == ob {
+            return;
+        }
+        for (from, from_col, to_entry, to, to_col) in [(oa, a, eb, ob, b), (ob, b, ea, oa, a)] {
+            if conj.targets.contains(&to_entry) {
+                self.links.push(KeyLink {
+                    from,
+                    from_column: from_col.column.clone(),
+                    to,
+                    to_column: to_col.column.clone(),
+                });
             }
         }
     }
@@ -443,6 +495,7 @@ impl Walker {
             schema,
             equalities: Vec::new(),
             key_lists: Vec::new(),
+            key_arrays: Vec::new(),
             role: Role::Insert,
         });
         if !i.assignments.is_empty() || i.partitioned.is_some() {
@@ -557,7 +610,40 @@ impl<'a> Block<'a> {
         let mut parts = Vec::new();
         conjuncts(w, &mut parts);
         let all = 0..self.entries.len();
-        self.conjuncts
-            .extend(parts.into_iter().map(|p| (p, all.clone())));
+        self.conjuncts.extend(parts.into_iter().map(|p| Conjunct {
+            expr: p,
+            visible: all.clone(),
+            targets: all.clone(),
+        }));
+    }
+}
+
+/// The entry a qualified column reference names among the conjunct's visible entries:
+/// exactly one match, a plain table whose columns are its own. Unqualified references
+/// give None.
+fn resolve(block: &Block<'_>, conj: &Conjunct<'_>, col: &ColumnRef) -> Option<usize> {
+    let q = col.qualifier.as_deref()?;
+    let mut hits = conj.visible.clone().filter(|&i| {
+        let e = &block.entries[i];
+        e.qualifier.as_deref() == Some(q) && (col.schema.is_none() || e.schema == col.schema)
+    });
+    match (hits.next(), hits.next()) {
+        (Some(i), None) if block.entries[i].occ.is_some() && block.entries[i].attributable => {
+            Some(i)
+        }
+        _ => None,
+    }
+}
+
+/// `a.x = b.y`: two column references compared by `=`.
+fn column_pair(expr: &Expr) -> Option<(ColumnRef, ColumnRef)> {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: sqlparser::ast::BinaryOperator::Eq,
+            right,
+        } => Some((column_ref(left)?, column_ref(right)?)),
+        Expr::Nested(inner) => column_pair(inner),
+        _ => None,
     }
 }
