@@ -168,7 +168,10 @@ pub const READS: &[Q] = &[
         Rows,
     ),
     // refused today (a subquery), although every shard could answer for its rows
-    q("SELECT id FROM items WHERE (SELECT id = 5)", Refused("0A000")),
+    q(
+        "SELECT id FROM items WHERE (SELECT id = 5)",
+        Refused("0A000"),
+    ),
     q("SELECT id FROM items WHERE id IS NULL", Rows),
     // refused today (a NULL-only key list is taken for a NULL key); Postgres: no rows
     q("SELECT * FROM items WHERE id IN (NULL)", Rows),
@@ -212,12 +215,18 @@ pub const READS: &[Q] = &[
     q("SELECT id FROM items WHERE id = 2 + 3", Rows),
     // Postgres compares bigint with numeric and finds no row: so must the proxy
     q("SELECT id FROM items WHERE id = 99999999999999999999", Rows),
-    q("SELECT * FROM items WHERE id = (SELECT 5)", Refused("0A000")),
+    q(
+        "SELECT * FROM items WHERE id = (SELECT 5)",
+        Refused("0A000"),
+    ),
     q(
         "SELECT * FROM items WHERE id = (SELECT max(item_id) FROM orders)",
         Refused("0A000"),
     ),
-    q("SELECT id FROM items WHERE id IN (SELECT 5)", Refused("0A000")),
+    q(
+        "SELECT id FROM items WHERE id IN (SELECT 5)",
+        Refused("0A000"),
+    ),
     q(
         "SELECT * FROM items WHERE id = 5 UNION ALL SELECT * FROM items WHERE id = 600",
         Rows,
@@ -527,7 +536,10 @@ pub const READS: &[Q] = &[
         Refused("0A000"),
     ),
     q("SELECT sum(qty) + 1 AS s1 FROM items", Refused("0A000")),
-    q("SELECT max(price) - min(price) FROM items", Refused("0A000")),
+    q(
+        "SELECT max(price) - min(price) FROM items",
+        Refused("0A000"),
+    ),
     q(
         "SELECT count(*) FILTER (WHERE flag) FROM items",
         Refused("0A000"),
@@ -831,7 +843,10 @@ pub const READS: &[Q] = &[
         "SELECT id FROM items WHERE price = (SELECT max(price) FROM items)",
         Refused("0A000"),
     ),
-    q("SELECT (SELECT count(*) FROM orders) AS n", Refused("0A000")),
+    q(
+        "SELECT (SELECT count(*) FROM orders) AS n",
+        Refused("0A000"),
+    ),
     q(
         "SELECT * FROM (SELECT grp, count(*) AS c FROM items GROUP BY grp) s",
         Refused("0A000"),
@@ -1058,20 +1073,17 @@ pub const WRITES: &[Q] = &[
     // protocol refuses them with 0A000 for now)
     q(
         "INSERT INTO kinds (id, label) VALUES (50, 'fifty'), (51, NULL) RETURNING *",
-        Later(&Rows),
+        Rows,
     ),
     q(
         "UPDATE kinds SET label = upper(label) WHERE id >= 50 RETURNING id, label",
-        Later(&Rows),
+        Rows,
     ),
     q(
         "UPDATE items SET qty = qty FROM kinds k WHERE k.id = items.grp AND items.id = 8 RETURNING items.id, k.label",
         Rows,
     ),
-    q(
-        "DELETE FROM kinds WHERE id >= 50 RETURNING id",
-        Later(&Rows),
-    ),
+    q("DELETE FROM kinds WHERE id >= 50 RETURNING id", Rows),
     q(
         "INSERT INTO kinds (id, label) SELECT id, name FROM items WHERE id = 1",
         Refused(UNSUPPORTED),

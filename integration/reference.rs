@@ -145,12 +145,54 @@ async fn writes_reach_every_copy() {
         .unwrap();
     refused(&client, "DELETE FROM kinds").await;
     client.batch_execute("ROLLBACK").await.unwrap();
-    // the extended protocol refuses them for now
+    // the extended protocol writes every copy too (parameters, RETURNING, errors)
+    let n = client
+        .execute(
+            "UPDATE kinds SET label = $2 WHERE id = $1",
+            &[&3i32, &"three"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_copies(&cluster, &["1:one", "2:TWO", "3:three", "4:-"]).await;
+    let r = client
+        .query(
+            "INSERT INTO kinds VALUES ($1, $2) RETURNING id, label",
+            &[&6i32, &"six"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r[0].get::<_, i32>(0), r[0].get::<_, String>(1)),
+        (6, "six".to_owned())
+    );
+    let e = client
+        .execute(
+            "INSERT INTO kinds VALUES ($1, $2), (1, 'dup')",
+            &[&7i32, &"seven"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNIQUE_VIOLATION), "{e}");
+    client
+        .execute("DELETE FROM kinds WHERE id = $1", &[&6i32])
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE kinds SET label = upper($1) WHERE id = 3",
+            &[&"three"],
+        )
+        .await
+        .unwrap();
+    // inside a transaction block: refused
+    client.batch_execute("BEGIN").await.unwrap();
     let e = client
         .execute("UPDATE kinds SET label = 'x' WHERE id = $1", &[&1i32])
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+    client.batch_execute("ROLLBACK").await.unwrap();
     // reading sharded rows into a reference table would differ per shard
     refused(
         &client,

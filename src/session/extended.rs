@@ -94,6 +94,9 @@ pub(super) struct Batch {
     bound: Vec<(StatementKind, Arc<str>)>,
     /// the batch's one Bind needs several shards: run it on each and merge at Sync
     scatter: Option<(ShardSet, MergeRequest)>,
+    /// the batch's one Bind writes a reference table: run it on every shard at Sync,
+    /// committed only where it succeeded everywhere
+    copies: bool,
     /// a shard for reads of reference tables when nothing else chooses one
     copy: Option<ShardId>,
 }
@@ -262,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Txn::Attached { conn } => Some(conn.shard),
             _ => self.batch.shard,
         };
-        if self.batch.scatter.is_some() {
+        if self.batch.scatter.is_some() || self.batch.copies {
             return Err(ProxyError::cross_shard_unsupported(
                 "pgshard: a batch with a statement on several shards cannot hold other statements; send a Sync after it",
             ));
@@ -302,9 +305,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Target::One(s) => s,
             Target::All | Target::AllCopies if map.shard_count() == 1 => 0,
             Target::AllCopies => {
-                return Err(ProxyError::cross_shard_unsupported(
-                    "pgshard: a write to a reference table through the extended query protocol is not supported yet; send it as a simple query outside a transaction block (it then runs on every shard)",
-                ));
+                let alone = matches!(self.txn, Txn::Idle)
+                    && self.batch.shard.is_none()
+                    && !self.batch.open
+                    && !self
+                        .batch
+                        .items
+                        .iter()
+                        .any(|i| matches!(i, Item::Bind { .. }));
+                if !alone {
+                    return Err(ProxyError::cross_shard_unsupported(
+                        "pgshard: a write to a reference table runs on every shard: send it alone (its own Sync), outside a transaction block",
+                    ));
+                }
+                self.batch.copies = true;
+                return Ok(());
             }
             Target::All => {
                 return Err(ProxyError::cross_shard_unsupported(
@@ -352,6 +367,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             } else {
                 Ok(())
             };
+        }
+        if self.batch.copies {
+            let items = std::mem::take(&mut self.batch.items);
+            self.batch.close();
+            return self
+                .broadcast_request(false, |conn, queue| translate(conn, &items, true, queue))
+                .await;
         }
         if let Some((shards, mut merge)) = self.batch.scatter.take() {
             let mut items = std::mem::take(&mut self.batch.items);

@@ -9,7 +9,7 @@ use super::relay::{Expect, relay};
 use super::settings::UNKNOWN_SIG;
 use super::txn::Txn;
 use super::{Session, SessionEnd};
-use crate::backend::Pools;
+use crate::backend::{PooledConn, Pools};
 use crate::protocol::Frame;
 use crate::protocol::SqlState;
 use crate::protocol::frontend::decode_query;
@@ -213,6 +213,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// rows). The commits are not atomic across shards: one may fail after another
     /// succeeded, which is logged and reported.
     async fn broadcast(&mut self, frame: &Frame, ddl: bool) -> Result<(), SessionEnd> {
+        self.broadcast_request(ddl, |conn, queue| {
+            conn.queue(frame.as_bytes());
+            queue.push_back(Expect::Query { fwd: true });
+        })
+        .await
+    }
+
+    /// Run what `request` queues on every shard, each inside a transaction, committed
+    /// only if it succeeded on all of them (DDL, reference-table writes); the answer is
+    /// the first shard's, or the first error.
+    pub(super) async fn broadcast_request(
+        &mut self,
+        ddl: bool,
+        mut request: impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
+    ) -> Result<(), SessionEnd> {
         let map = self.shared.map.load_full();
         if ddl {
             self.shared.forget_ordinals();
@@ -241,8 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.prepare_conn(conn, &mut queue);
             conn.queue(&begin);
             queue.push_back(Expect::Query { fwd: false });
-            conn.queue(frame.as_bytes());
-            queue.push_back(Expect::Query { fwd: true });
+            request(conn, &mut queue);
             if conn.flush().await.is_err() {
                 conn.broken = true;
             }
