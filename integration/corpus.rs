@@ -28,6 +28,8 @@ pub enum Expect {
     /// an error from Postgres itself, on both sides with this SQLSTATE (passed through)
     Fails(&'static str),
     /// not merged yet: refused with 0A000, or answered as the carried expectation says
+    // no entry is waiting for a merge right now; the variant stays for the next ones
+    #[allow(dead_code)]
     Later(&'static Expect),
 }
 
@@ -40,7 +42,7 @@ pub struct Q {
     pub expect: Expect,
 }
 
-use Expect::{Fails, Later, Ordered, OrderedBy, Refused, Rows, SameCount};
+use Expect::{Fails, Ordered, OrderedBy, Refused, Rows, SameCount};
 
 const fn q(sql: &'static str, expect: Expect) -> Q {
     Q { sql, expect }
