@@ -159,18 +159,7 @@ pub fn concatenate(
                     out.extend_from_slice(msg);
                     emitted += 1;
                 }
-                b'C' => {
-                    let text = command_tag(msg);
-                    let (prefix, count) = split_count(&text)
-                        .ok_or_else(|| MergeError::CommandTag(text.clone(), text.clone()))?;
-                    total = match total {
-                        None => Some((prefix.to_owned(), count)),
-                        Some((p, c)) if p == prefix => Some((p, c + count)),
-                        Some((p, c)) => {
-                            return Err(MergeError::CommandTag(format!("{p} {c}"), text.clone()));
-                        }
-                    };
-                }
+                b'C' => add_tag(&mut total, msg)?,
                 b'I' => empty_query = true,
                 _ => {}
             }
@@ -211,16 +200,7 @@ pub fn interleave(
         );
         for (tag, msg) in msgs {
             if *tag == b'C' {
-                let text = command_tag(msg);
-                let (prefix, count) = split_count(&text)
-                    .ok_or_else(|| MergeError::CommandTag(text.clone(), text.clone()))?;
-                total = match total {
-                    None => Some((prefix.to_owned(), count)),
-                    Some((p, c)) if p == prefix => Some((p, c + count)),
-                    Some((p, c)) => {
-                        return Err(MergeError::CommandTag(format!("{p} {c}"), text.clone()));
-                    }
-                };
+                add_tag(&mut total, msg)?;
             }
         }
     }
@@ -339,6 +319,20 @@ fn single_value(msg: &[u8]) -> Option<&[u8]> {
 /// The RowDescription among a reply's messages.
 fn row_description<'a>(msgs: &[(u8, &'a [u8])]) -> Option<&'a [u8]> {
     msgs.iter().find(|(t, _)| *t == b'T').map(|m| m.1)
+}
+
+/// Add one shard's CommandComplete to the running `(prefix, count)` total: `SELECT 3`
+/// and `SELECT 4` make `SELECT 7`; different commands cannot be combined.
+pub(super) fn add_tag(total: &mut Option<(String, u64)>, msg: &[u8]) -> Result<(), MergeError> {
+    let text = command_tag(msg);
+    let (prefix, count) =
+        split_count(&text).ok_or_else(|| MergeError::CommandTag(text.clone(), text.clone()))?;
+    match total {
+        None => *total = Some((prefix.to_owned(), count)),
+        Some((p, c)) if p == prefix => *c += count,
+        Some((p, c)) => return Err(MergeError::CommandTag(format!("{p} {c}"), text)),
+    }
+    Ok(())
 }
 
 /// The text of a CommandComplete message.

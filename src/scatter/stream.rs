@@ -8,7 +8,7 @@
 //! writes the rows (up to the limit) and tallies the counts, and ends with
 //! [`ConcatStream::finish`] for the one summed CommandComplete. Pure: no sockets.
 
-use super::merge::{MergeError, Merged, command_tag, messages as messages_of, split_count};
+use super::merge::{MergeError, Merged, add_tag, messages as messages_of};
 
 /// State of one streamed concatenation.
 #[derive(Debug)]
@@ -93,18 +93,7 @@ impl ConcatStream {
                     out.extend_from_slice(msg);
                     self.emitted += 1;
                 }
-                b'C' => {
-                    let text = command_tag(msg);
-                    let (prefix, count) = split_count(&text)
-                        .ok_or_else(|| MergeError::CommandTag(text.clone(), text.clone()))?;
-                    self.total = match self.total.take() {
-                        None => Some((prefix.to_owned(), count)),
-                        Some((p, c)) if p == prefix => Some((p, c + count)),
-                        Some((p, c)) => {
-                            return Err(MergeError::CommandTag(format!("{p} {c}"), text.clone()));
-                        }
-                    };
-                }
+                b'C' => add_tag(&mut self.total, msg)?,
                 b'I' => self.empty_query = true,
                 b'E' => {
                     out.extend_from_slice(msg);
@@ -152,6 +141,7 @@ mod tests {
 
     use super::*;
     use crate::protocol::reply;
+    use crate::scatter::merge::command_tag;
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut m = vec![tag];

@@ -258,6 +258,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
+    /// Whether a Bind arriving now would be the batch's only statement, outside any
+    /// transaction: a statement on several shards must be.
+    fn alone_in_batch(&self) -> bool {
+        matches!(self.txn, Txn::Idle)
+            && self.batch.shard.is_none()
+            && !self.batch.open
+            && !self
+                .batch
+                .items
+                .iter()
+                .any(|i| matches!(i, Item::Bind { .. }))
+    }
+
     /// Combine a Bind's target with the batch's.
     fn add_target(&mut self, target: Target, result_binary: bool) -> Result<(), ProxyError> {
         let map = self.shared.map.load();
@@ -272,14 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let wanted = match target {
             Target::Scatter(shards, merge) => {
-                let alone = matches!(self.txn, Txn::Idle)
-                    && self.batch.shard.is_none()
-                    && !self.batch.open
-                    && !self
-                        .batch
-                        .items
-                        .iter()
-                        .any(|i| matches!(i, Item::Bind { .. }));
+                let alone = self.alone_in_batch();
                 if !alone {
                     return Err(ProxyError::cross_shard_unsupported(
                         "pgshard: a statement on several shards must run alone, outside a transaction block (its own Sync)",
@@ -305,14 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Target::One(s) => s,
             Target::All | Target::AllCopies if map.shard_count() == 1 => 0,
             Target::AllCopies => {
-                let alone = matches!(self.txn, Txn::Idle)
-                    && self.batch.shard.is_none()
-                    && !self.batch.open
-                    && !self
-                        .batch
-                        .items
-                        .iter()
-                        .any(|i| matches!(i, Item::Bind { .. }));
+                let alone = self.alone_in_batch();
                 if !alone {
                     return Err(ProxyError::cross_shard_unsupported(
                         "pgshard: a write to a reference table runs on every shard: send it alone (its own Sync), outside a transaction block",
