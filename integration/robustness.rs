@@ -256,3 +256,147 @@ async fn extended_protocol_edge_cases() {
         .get(0);
     assert_eq!(n, 2);
 }
+
+/// Messages received within `ms` milliseconds.
+async fn drain_for(s: &mut TcpStream, ms: u64) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let read = async {
+        while let Some(m) = read_msg(s).await {
+            out.push(m);
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(ms), read).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_shard_batches_keep_protocol_order_and_foreign_descriptions() {
+    let cluster = Cluster::start(2).await;
+    let extra = format!(
+        "{}\n[[tables]]\nname = \"kinds\"\nreplicated = true\n",
+        crate::harness::ACCOUNTS
+    );
+    let proxy = Proxy::start(&cluster.shardmap_toml(&extra, 2)).await;
+    let c = proxy.client().await;
+    c.batch_execute(
+        "CREATE TABLE accounts (aid bigint PRIMARY KEY, kind int NOT NULL); \
+         CREATE TABLE kinds (id int PRIMARY KEY, label text)",
+    )
+    .await
+    .unwrap();
+    for aid in 1..=20i64 {
+        c.batch_execute(&format!("INSERT INTO accounts VALUES ({aid}, {})", aid % 3))
+            .await
+            .unwrap();
+    }
+
+    // A reference-table write ended by Flush: no ReadyForQuery before Sync (the write
+    // on every shard is refused until Sync), exactly one after it, nothing written.
+    let mut s = raw_login(&proxy).await;
+    let mut b = BytesMut::new();
+    frontend::parse("", "INSERT INTO kinds VALUES (7, 'x')", [], &mut b).unwrap();
+    bind_unnamed(&mut b);
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::flush(&mut b);
+    s.write_all(&b).await.unwrap();
+    let before_sync = drain_for(&mut s, 1000).await;
+    let mut b = BytesMut::new();
+    frontend::sync(&mut b);
+    s.write_all(&b).await.unwrap();
+    let after_sync = drain_for(&mut s, 1000).await;
+    assert_eq!(
+        before_sync.iter().filter(|m| m.0 == b'Z').count(),
+        0,
+        "ReadyForQuery in answer to Flush: {}",
+        tags(&before_sync)
+    );
+    assert_eq!(
+        after_sync.iter().filter(|m| m.0 == b'Z').count(),
+        1,
+        "{}",
+        tags(&after_sync)
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM kinds", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+
+    // A batch with a merged statement and the Describe of another statement: refused
+    // as a whole rather than describing the other statement with the merge's columns;
+    // the other statement, described alone, is its own.
+    let mut s = raw_login(&proxy).await;
+    let mut b = BytesMut::new();
+    frontend::parse("other", "SELECT $1::int AS just_one", [], &mut b).unwrap();
+    frontend::describe(b'S', "other", &mut b).unwrap();
+    frontend::parse(
+        "",
+        "SELECT kind, avg(aid) FROM accounts GROUP BY kind",
+        [],
+        &mut b,
+    )
+    .unwrap();
+    bind_unnamed(&mut b);
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::sync(&mut b);
+    let replies = exchange(&mut s, &b).await;
+    assert_eq!(tags(&replies), "11EZ", "{replies:?}");
+    let mut b = BytesMut::new();
+    frontend::describe(b'S', "other", &mut b).unwrap();
+    frontend::sync(&mut b);
+    let replies = exchange(&mut s, &b).await;
+    assert_eq!(tags(&replies), "tTZ");
+    let t = &replies[0].1;
+    assert_eq!(i16::from_be_bytes([t[0], t[1]]), 1, "one parameter");
+    assert!(String::from_utf8_lossy(&replies[1].1).contains("just_one"));
+    // without the foreign Describe the merged statement runs: 3 groups
+    let mut b = BytesMut::new();
+    frontend::parse(
+        "",
+        "SELECT kind, avg(aid) FROM accounts GROUP BY kind",
+        [],
+        &mut b,
+    )
+    .unwrap();
+    bind_unnamed(&mut b);
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::sync(&mut b);
+    let replies = exchange(&mut s, &b).await;
+    assert_eq!(tags(&replies), "12DDDCZ");
+
+    // a named statement whose Parse failed on the shards does not exist afterwards,
+    // for merged, streamed and reference-write batches alike
+    for (i, sql) in [
+        "SELECT kind, avg(nope) FROM accounts GROUP BY kind",
+        "SELECT nope FROM accounts",
+        "INSERT INTO kinds VALUES (nope)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("s{i}");
+        let mut b = BytesMut::new();
+        frontend::parse(&name, sql, [], &mut b).unwrap();
+        frontend::bind(
+            "",
+            &name,
+            [],
+            [],
+            |_: (), _| Ok(postgres_protocol::IsNull::No),
+            [],
+            &mut b,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        frontend::execute("", 0, &mut b).unwrap();
+        frontend::sync(&mut b);
+        let replies = exchange(&mut s, &b).await;
+        assert!(tags(&replies).ends_with("EZ"), "{sql}: {}", tags(&replies));
+        let mut b = BytesMut::new();
+        frontend::parse(&name, "SELECT 1", [], &mut b).unwrap();
+        frontend::sync(&mut b);
+        let replies = exchange(&mut s, &b).await;
+        assert_eq!(tags(&replies), "1Z", "{sql}: re-Parse of {name}");
+    }
+}

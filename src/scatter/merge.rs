@@ -114,7 +114,7 @@ pub(super) fn checked_with<'a>(
     // Every shard must describe the same columns.
     let first = parsed.first().and_then(|m| row_description(m));
     for (i, msgs) in parsed.iter().enumerate().skip(1) {
-        if row_description(msgs) != first {
+        if !same_columns(row_description(msgs), first) {
             return Err(MergeError::RowDescriptionMismatch { first: 0, other: i });
         }
     }
@@ -316,6 +316,37 @@ fn single_value(msg: &[u8]) -> Option<&[u8]> {
     body.get(6..6 + len)
 }
 
+/// Whether two RowDescriptions describe the same columns: names, types, type modifiers
+/// and formats. The table OID and column number of each field are ignored: they are
+/// each shard's own catalog numbers, which differ between shards for the same table.
+pub(super) fn same_columns(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => match (columns_of(a), columns_of(b)) {
+            (Some(x), Some(y)) => x == y,
+            // not a well-formed description: only identical bytes are the same
+            _ => a == b,
+        },
+        _ => false,
+    }
+}
+
+/// Each field of a RowDescription without its table OID and column number.
+fn columns_of(desc: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let body = desc.get(5..)?;
+    let n = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    let mut rest = body.get(2..)?;
+    let mut fields = Vec::with_capacity(usize::try_from(n).ok()?);
+    for _ in 0..n {
+        let end = rest.iter().position(|&b| b == 0)?;
+        // name, then table oid (4) and attnum (2), then type oid, typlen, typmod, format
+        let field = rest.get(end + 1..end + 19)?;
+        fields.push((&rest[..end], &field[6..]));
+        rest = &rest[end + 19..];
+    }
+    rest.is_empty().then_some(fields)
+}
+
 /// The RowDescription among a reply's messages.
 fn row_description<'a>(msgs: &[(u8, &'a [u8])]) -> Option<&'a [u8]> {
     msgs.iter().find(|(t, _)| *t == b'T').map(|m| m.1)
@@ -415,6 +446,31 @@ mod tests {
         let got = messages(&out, 0).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, b'E');
+    }
+
+    #[test]
+    fn columns_are_compared_without_catalog_numbers() {
+        // name "a", table oid, attnum, int4, typlen 4, typmod -1, text
+        let field = |table: u32, attnum: i16, oid: u32| {
+            let mut d = 1i16.to_be_bytes().to_vec();
+            d.extend_from_slice(b"a\0");
+            d.extend_from_slice(&table.to_be_bytes());
+            d.extend_from_slice(&attnum.to_be_bytes());
+            d.extend_from_slice(&oid.to_be_bytes());
+            d.extend_from_slice(&4i16.to_be_bytes());
+            d.extend_from_slice(&(-1i32).to_be_bytes());
+            d.extend_from_slice(&0i16.to_be_bytes());
+            msg(b'T', &d)
+        };
+        assert!(same_columns(
+            Some(&field(16384, 1, 23)),
+            Some(&field(16999, 3, 23))
+        ));
+        assert!(!same_columns(
+            Some(&field(16384, 1, 23)),
+            Some(&field(16384, 1, 20))
+        ));
+        assert!(!same_columns(Some(&field(16384, 1, 23)), None));
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //! writes the rows (up to the limit) and tallies the counts, and ends with
 //! [`ConcatStream::finish`] for the one summed CommandComplete. Pure: no sockets.
 
-use super::merge::{MergeError, Merged, add_tag, messages as messages_of};
+use super::merge::{MergeError, Merged, add_tag, messages as messages_of, same_columns};
+
+/// The RowDescription among a chunk's messages.
+fn description<'a>(msgs: &[(u8, &'a [u8])]) -> Option<&'a [u8]> {
+    msgs.iter().find(|(t, _)| *t == b'T').map(|m| m.1)
+}
 
 /// State of one streamed concatenation.
 #[derive(Debug)]
@@ -54,12 +59,9 @@ impl ConcatStream {
                 return Ok(Merged::Error);
             }
         }
-        let description = |msgs: &[(u8, &[u8])]| -> Option<Vec<u8>> {
-            msgs.iter().find(|(t, _)| *t == b'T').map(|m| m.1.to_vec())
-        };
         let first = parsed.first().and_then(|m| description(m));
         for (i, msgs) in parsed.iter().enumerate().skip(1) {
-            if description(msgs) != first {
+            if !same_columns(description(msgs), first) {
                 return Err(MergeError::RowDescriptionMismatch { first: 0, other: i });
             }
         }

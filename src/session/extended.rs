@@ -237,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     });
                 }
             }
-            b'H' if self.batch.scatter.is_some() && !self.batch.failed => {
+            b'H' if (self.batch.scatter.is_some() || self.batch.copies) && !self.batch.failed => {
                 // The merged answer exists only once every shard replied, at Sync.
                 self.fail_batch(ProxyError::cross_shard_unsupported(
                     "pgshard: Flush inside a batch with a statement on several shards is not supported yet; send Sync",
@@ -377,26 +377,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some((shards, mut merge)) = self.batch.scatter.take() {
             let mut items = std::mem::take(&mut self.batch.items);
             self.batch.close();
-            if let Merge::Plan(plan) = &merge.merge {
-                let (rewritten, added) = rewrite_for_plan(items, plan);
-                items = rewritten;
-                merge.added_portal_description = added;
-            }
-            let per_shard = match &merge.merge {
-                Merge::InsertSplit(rows) => match split_items(&items, &shards, rows) {
-                    Ok(per_shard) => per_shard,
-                    Err(e) => {
-                        // the batch's Parse messages succeeded before the failure
-                        for item in &items {
-                            if matches!(item, Item::Parse { .. }) {
-                                reply::parse_complete(&mut self.out);
-                            }
-                        }
-                        self.fail_batch(e);
-                        return self.finish_failed_batch().await;
+            let parses = items
+                .iter()
+                .filter(|i| matches!(i, Item::Parse { .. }))
+                .count();
+            let planned = match &merge.merge {
+                Merge::Plan(plan) => {
+                    rewrite_for_plan(std::mem::take(&mut items), plan).map(|(rewritten, added)| {
+                        items = rewritten;
+                        merge.added_portal_description = added;
+                        Vec::new()
+                    })
+                }
+                Merge::InsertSplit(rows) => split_items(&items, &shards, rows),
+                _ => Ok(Vec::new()),
+            };
+            let per_shard = match planned {
+                Ok(per_shard) => per_shard,
+                Err(e) => {
+                    // the batch's Parse messages were accepted before the refusal
+                    for _ in 0..parses {
+                        reply::parse_complete(&mut self.out);
                     }
-                },
-                _ => Vec::new(),
+                    self.fail_batch(e);
+                    return self.finish_failed_batch().await;
+                }
             };
             let streamed = match merge.merge {
                 Merge::Concatenate => Some(None),
@@ -700,14 +705,28 @@ fn translate(conn: &mut PooledConn, items: &[Item], sync: bool, queue: &mut VecD
 /// for the hidden columns too, and a portal Describe follows the Bind when the client
 /// sent none, so the merge learns the result's types and formats. Returns the items and
 /// whether a Describe was added.
-fn rewrite_for_plan(items: Vec<Item>, plan: &MergePlan) -> (Vec<Item>, bool) {
+fn rewrite_for_plan(items: Vec<Item>, plan: &MergePlan) -> Result<(Vec<Item>, bool), ProxyError> {
+    // Only the statement the Bind runs is rewritten; other statements prepared in the
+    // same batch keep their text (their descriptions must be their own).
+    let bound = items.iter().find_map(|i| match i {
+        Item::Bind { stmt, .. } => Some(stmt.hash),
+        _ => None,
+    });
+    if items
+        .iter()
+        .any(|i| matches!(i, Item::DescribeStmt { stmt, .. } if Some(stmt.hash) != bound))
+    {
+        return Err(ProxyError::cross_shard_unsupported(
+            "pgshard: a batch with a statement on several shards cannot describe other statements; send a Sync before it",
+        ));
+    }
     let derive = |stmt: ClientStmt| match &plan.shard_sql {
-        Some(sql) => ClientStmt {
+        Some(sql) if Some(stmt.hash) == bound => ClientStmt {
             hash: statement_hash(sql, &stmt.param_types),
             sql: Arc::from(sql.as_str()),
             ..stmt
         },
-        None => stmt,
+        _ => stmt,
     };
     let described = items.iter().any(|i| {
         matches!(i, Item::Raw { frame, .. } if frame.tag() == b'D' && frame.body().first() == Some(&b'P'))
@@ -761,7 +780,7 @@ fn rewrite_for_plan(items: Vec<Item>, plan: &MergePlan) -> (Vec<Item>, bool) {
             other => out.push(other),
         }
     }
-    (out, added)
+    Ok((out, added))
 }
 
 /// The items of a split INSERT's batch for each shard of `shards`: the shard's part of
@@ -772,10 +791,10 @@ fn split_items(
     shards: &[ShardId],
     row_shards: &[ShardId],
 ) -> Result<Vec<Vec<Item>>, ProxyError> {
-    let sql = items
+    let (sql, bound) = items
         .iter()
         .find_map(|i| match i {
-            Item::Bind { stmt, .. } => Some(stmt.sql.clone()),
+            Item::Bind { stmt, .. } => Some((stmt.sql.clone(), stmt.hash)),
             _ => None,
         })
         .ok_or_else(|| ProxyError::cross_shard_unsupported("pgshard: split INSERT without Bind"))?;
@@ -805,9 +824,14 @@ fn split_items(
         let mut mine = Vec::with_capacity(items.len());
         for item in items {
             mine.push(match item {
+                // other statements prepared in the same batch keep their own text
                 Item::Parse { name, stmt, frame } => Item::Parse {
                     name: name.clone(),
-                    stmt: derive(stmt),
+                    stmt: if stmt.hash == bound {
+                        derive(stmt)
+                    } else {
+                        stmt.clone()
+                    },
                     frame: frame.clone(),
                 },
                 Item::Bind {

@@ -157,6 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut replies: Vec<Option<BytesMut>> = (0..conns.len()).map(|_| None).collect();
         let mut failure: Option<ProxyError> = None;
         let mut failed_reply: Option<(usize, BytesMut)> = None;
+        let mut failed_parses: Vec<String> = Vec::new();
         {
             // Read every shard at once: the first error ends the statement without
             // waiting for slower shards.
@@ -173,6 +174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             while let Some((i, result, reply)) = pending.next().await {
                 match result {
                     Ok(outcome) if outcome.saw_error => {
+                        failed_parses.extend(outcome.failed_parses);
                         failed_reply = Some((i, reply));
                         break;
                     }
@@ -214,6 +216,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.running.lock().await.clear();
         conns.into_iter().for_each(Pools::release);
+        // statements whose Parse failed do not exist, as in Postgres
+        for name in &failed_parses {
+            self.stmts.remove(name);
+        }
         if let Some(e) = failure {
             return Err(e);
         }
@@ -311,13 +317,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let mut outcome = RelayOutcome::default();
                     let result =
                         relay_until::<S>(conn, queue, buf, None, STREAM_CHUNK, &mut outcome).await;
-                    (i, result.map(|d| (d, outcome.saw_error)))
+                    (i, result.map(|d| (d, outcome)))
                 })
                 .collect();
             while let Some((i, result)) = pending.next().await {
                 match result {
-                    Ok((d, saw_error)) => {
+                    Ok((d, first)) => {
                         done[i] = d;
+                        let saw_error = first.saw_error;
+                        outcome.failed_parses.extend(first.failed_parses);
                         if saw_error {
                             early_error = Some(i);
                             break;
@@ -402,6 +410,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.running.lock().await.clear();
         conns.into_iter().for_each(Pools::release);
+        for name in &outcome.failed_parses {
+            self.stmts.remove(name);
+        }
         if client_gone {
             return Err(SessionEnd::ClientGone);
         }

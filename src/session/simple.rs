@@ -263,6 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             queues.push(queue);
         }
         let mut failed: Option<usize> = None;
+        let mut failed_parses: Vec<String> = Vec::new();
         for (i, (conn, queue)) in conns.iter_mut().zip(queues.iter_mut()).enumerate() {
             let mut out = BytesMut::new();
             let ok = if conn.broken {
@@ -271,7 +272,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 false
             } else {
                 match relay::<S>(conn, queue, &mut out, None).await {
-                    Ok(outcome) => !outcome.saw_error,
+                    Ok(outcome) => {
+                        failed_parses.extend(outcome.failed_parses);
+                        !outcome.saw_error
+                    }
                     Err(e) => {
                         out.clear();
                         ProxyError::shard_unavailable(map.shard_name(i), e).encode(&mut out);
@@ -314,6 +318,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         conns.into_iter().for_each(Pools::release);
+        for name in &failed_parses {
+            self.stmts.remove(name);
+        }
         // Again after the commit: a concurrent INSERT may have learned the old column
         // order while the DDL was in flight.
         if ddl {
