@@ -11,3 +11,4 @@ mod proxy;
 mod reference;
 mod robustness;
 mod scatter;
+mod twophase;

@@ -254,12 +254,15 @@ async fn transactions_commit_roll_back_and_refuse_a_second_shard() {
         .get(0);
     assert_eq!(n, 2);
 
-    // a statement for another shard inside the transaction: 0A000, then 25P02 until ROLLBACK
+    // a statement for another shard inside a transaction that set a savepoint (which
+    // keeps it on its shard): 0A000, then 25P02 until ROLLBACK. (Without a savepoint the
+    // transaction joins the other shard: integration/twophase.rs.)
     client.batch_execute("BEGIN").await.unwrap();
     client
         .execute("UPDATE accounts SET balance = 1 WHERE aid = $1", &[&on0[0]])
         .await
         .unwrap();
+    client.batch_execute("SAVEPOINT s").await.unwrap();
     let err = client
         .execute("UPDATE accounts SET balance = 1 WHERE aid = $1", &[&on1])
         .await

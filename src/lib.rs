@@ -31,5 +31,6 @@ pub mod server;
 pub mod session;
 pub mod sharding;
 pub mod sql;
+pub mod twophase;
 
 pub use server::serve;

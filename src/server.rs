@@ -43,6 +43,29 @@ impl Server {
         let shared = Arc::new(Shared::new(self.config.clone(), shutdown.clone()));
         let limit = Arc::new(Semaphore::new(self.config.server.max_clients));
         let tracker = TaskTracker::new();
+        if self.config.transactions.two_phase {
+            // in-doubt prepared transactions of this proxy: at startup, then periodically
+            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                loop {
+                    let r =
+                        crate::twophase::recover(&shared.config, &shared.pools, &shared.in_flight)
+                            .await;
+                    if r.committed + r.rolled_back > 0 || !r.unreachable.is_empty() {
+                        tracing::warn!(
+                            committed = r.committed,
+                            rolled_back = r.rolled_back,
+                            unreachable = ?r.unreachable,
+                            "two-phase commit recovery pass"
+                        );
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(shared.config.transactions.recover_interval) => {}
+                    }
+                }
+            });
+        }
         tracing::info!(
             listen = %self.local_addr(),
             shards = self.config.shards.len(),

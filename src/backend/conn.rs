@@ -22,6 +22,45 @@ use crate::sharding::ShardId;
 /// Largest message accepted from a backend (Postgres' own limit for a DataRow is 1 GB).
 const MAX_BACKEND_MESSAGE: usize = 1 << 30;
 
+/// The answer to a [`BackendConn::simple_query`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SimpleAnswer {
+    /// every row, fields as text (None = NULL)
+    pub rows: Vec<Vec<Option<String>>>,
+    /// the last CommandComplete tag
+    pub tag: String,
+    /// the server's error message, if the statement failed
+    pub error: Option<String>,
+    /// the error's SQLSTATE
+    pub sqlstate: Option<String>,
+}
+
+/// The fields of a DataRow as text.
+fn text_fields(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let n = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    let mut rest = body.get(2..)?;
+    let mut fields = Vec::with_capacity(usize::try_from(n).ok()?);
+    for _ in 0..n {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            fields.push(None);
+        } else {
+            let len = usize::try_from(len).ok()?;
+            fields.push(Some(String::from_utf8_lossy(rest.get(..len)?).into_owned()));
+            rest = &rest[len..];
+        }
+    }
+    Some(fields)
+}
+
+/// One field (by its type byte) of an ErrorResponse body.
+fn error_field(body: &[u8], field: u8) -> Option<String> {
+    body.split(|&b| b == 0)
+        .find(|f| f.first() == Some(&field))
+        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+}
+
 /// A logged-in connection to one shard.
 pub struct BackendConn {
     stream: TcpStream,
@@ -105,20 +144,48 @@ impl BackendConn {
             FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid >= 16384 \
             AND a.attcollation NOT IN (0, 100, 950, 951) AND NOT a.attisdropped)";
-        frontend::query(PROBE, &mut self.wbuf)?;
+        let answer = self.simple_query(PROBE).await?;
+        match answer.error {
+            Some(e) => Err(BackendError::Protocol(format!(
+                "collation probe failed: {e}"
+            ))),
+            None => Ok(answer.rows.first().and_then(|r| r.first()) == Some(&Some("t".to_owned()))),
+        }
+    }
+
+    /// Run one simple query that pgshard itself issues (catalog probes, two-phase commit
+    /// control) and read its whole answer: text rows, the last command tag, or the
+    /// server's error. Only for statements without COPY.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<SimpleAnswer, BackendError> {
+        frontend::query(sql, &mut self.wbuf)?;
         self.flush().await?;
-        let mut answer = false;
+        let mut answer = SimpleAnswer::default();
         loop {
             let frame = self.read_frame().await?;
+            let body = frame.body();
             match frame.tag() {
-                b'D' => answer = frame.body().ends_with(b"\0\0\0\x01t"),
-                b'E' => {
-                    return Err(BackendError::Protocol(format!(
-                        "collation probe failed: {}",
-                        error_message(frame.body())
-                    )));
+                b'D' => answer
+                    .rows
+                    .push(text_fields(body).ok_or_else(|| proto("bad DataRow"))?),
+                b'C' => {
+                    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                    answer.tag = String::from_utf8_lossy(&body[..end]).into_owned();
                 }
-                b'Z' => return Ok(answer),
+                b'E' => {
+                    answer.error = Some(error_message(body));
+                    answer.sqlstate = error_field(body, b'C');
+                }
+                b'Z' => {
+                    self.status = body
+                        .first()
+                        .and_then(|&b| TxnStatus::from_byte(b))
+                        .ok_or_else(|| proto("bad ReadyForQuery"))?;
+                    return Ok(answer);
+                }
+                b'G' | b'H' | b'W' => {
+                    self.broken = true;
+                    return Err(proto("COPY in an internal query"));
+                }
                 _ => {}
             }
         }

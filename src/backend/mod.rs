@@ -5,7 +5,7 @@
 pub mod conn;
 pub mod pool;
 
-pub use conn::BackendConn;
+pub use conn::{BackendConn, SimpleAnswer};
 pub use pool::{PooledConn, Pools};
 
 /// Why a backend connection could not be made or used.

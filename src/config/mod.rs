@@ -27,6 +27,21 @@ pub struct Config {
     pub shards: Vec<ShardConfig>,
     /// The routing table built from `[sharding]`, `[[tables]]` and `[slot_map]`.
     pub map: ShardMap,
+    /// `[transactions]`
+    pub transactions: TransactionsConfig,
+}
+
+/// `[transactions]`: transactions that touch several shards.
+#[derive(Debug, Clone)]
+pub struct TransactionsConfig {
+    /// commit a transaction that used several shards with two-phase commit (default
+    /// true); false refuses statements that would take a transaction to a second shard
+    pub two_phase: bool,
+    /// this proxy's name, part of every prepared-transaction id it creates: recovery
+    /// resolves only its own, so every proxy sharing shards needs its own name
+    pub node: String,
+    /// how often prepared transactions left by a crash are resolved (also at startup)
+    pub recover_interval: Duration,
 }
 
 /// `[server]`

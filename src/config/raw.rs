@@ -30,6 +30,20 @@ pub struct RawFile {
     pub tables: Vec<Spanned<RawTable>>,
     /// `[slot_map]`: shard name → list of `"a-b"` / `"n"` slot ranges
     pub slot_map: Option<Spanned<RawSlotMap>>,
+    /// `[transactions]`
+    pub transactions: Option<Spanned<RawTransactions>>,
+}
+
+/// `[transactions]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransactions {
+    /// commit transactions that wrote on several shards with two-phase commit
+    pub two_phase: Option<bool>,
+    /// this proxy's name in prepared-transaction ids
+    pub node: Option<Spanned<String>>,
+    /// how often in-doubt prepared transactions are resolved (seconds)
+    pub recover_interval_s: Option<Spanned<i64>>,
 }
 
 /// `[slot_map]` entries, keyed by shard name (spans kept for both sides).

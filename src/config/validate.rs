@@ -15,7 +15,8 @@ use toml::Spanned;
 
 use super::raw::{self, RawFile, RawServer, RawShard, RawSharding, RawSlotMap, RawTable, RawUser};
 use super::{
-    Config, ServerConfig, ShardConfig, ShardMap, TableRule, UnparsedPolicy, UserConfig, UserSecret,
+    Config, ServerConfig, ShardConfig, ShardMap, TableRule, TransactionsConfig, UnparsedPolicy,
+    UserConfig, UserSecret,
 };
 use crate::sharding::ring::{RingMember, assign_slots};
 use crate::sharding::{KeyType, ShardId};
@@ -149,10 +150,12 @@ impl Cx<'_> {
                 assign_slots(&members, slots, vnodes)
             }
         };
+        let transactions = self.transactions(raw.transactions.as_ref())?;
         Ok(Config {
             server,
             users,
             shards,
+            transactions,
             map: ShardMap {
                 epoch: 1,
                 slots,
@@ -234,6 +237,45 @@ impl Cx<'_> {
             max_message_size,
             unparsed,
             merge_memory,
+        })
+    }
+
+    fn transactions(
+        &self,
+        t: Option<&Spanned<raw::RawTransactions>>,
+    ) -> Result<TransactionsConfig, ConfigError> {
+        let Some(t) = t.map(Spanned::get_ref) else {
+            return Ok(TransactionsConfig {
+                two_phase: true,
+                node: "pgshard".to_owned(),
+                recover_interval: Duration::from_secs(30),
+            });
+        };
+        let node = match &t.node {
+            Some(n) => {
+                let name = n.get_ref();
+                // part of a prepared-transaction id and of a LIKE pattern: keep it plain
+                if name.is_empty()
+                    || name.len() > 40
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                {
+                    return Err(self.at(
+                        &n.span(),
+                        format!("node = \"{name}\": use 1 to 40 ASCII letters, digits or '-'"),
+                    ));
+                }
+                name.clone()
+            }
+            None => "pgshard".to_owned(),
+        };
+        let recover_interval = match &t.recover_interval_s {
+            Some(v) => Duration::from_secs(self.positive(v, "recover_interval_s")? as u64),
+            None => Duration::from_secs(30),
+        };
+        Ok(TransactionsConfig {
+            two_phase: t.two_phase.unwrap_or(true),
+            node,
+            recover_interval,
         })
     }
 

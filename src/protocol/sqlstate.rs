@@ -43,4 +43,17 @@ impl SqlState {
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
     /// XX000 internal_error
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+
+    /// The code a shard reported, for errors pgshard re-raises in its own words (a
+    /// failed PREPARE TRANSACTION): the codes clients act on keep their meaning
+    /// (serialization failures and deadlocks are retried, constraint violations are
+    /// not); others become `fallback`.
+    pub fn from_shard(code: Option<&str>, fallback: SqlState) -> SqlState {
+        const KEPT: &[&str] = &[
+            "40001", "40P01", "23000", "23502", "23503", "23505", "23514", "23P01", "55000",
+            "57014", "25P02", "53100", "53200",
+        ];
+        code.and_then(|c| KEPT.iter().find(|k| **k == c))
+            .map_or(fallback, |k| SqlState(k))
+    }
 }

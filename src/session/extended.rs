@@ -26,7 +26,7 @@ use super::txn::Txn;
 use super::{ClientStmt, Session, SessionEnd};
 use crate::backend::PooledConn;
 use crate::protocol::frontend::{decode_bind, decode_execute, decode_parse, decode_target};
-use crate::protocol::reply::{self, ProxyError};
+use crate::protocol::reply::{self, ProxyError, TxnStatus};
 use crate::protocol::{Frame, SqlState};
 use crate::router::{Merge, MergeRequest, Param, ParamSource, ShardSet, Target};
 use crate::scatter::plan::MergePlan;
@@ -166,6 +166,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.fail_batch(ProxyError::in_failed_transaction());
                     return Ok(());
                 }
+                if matches!(kind, Some(StatementKind::Savepoint)) {
+                    if self.distributed() {
+                        self.fail_batch(ProxyError::cross_shard_unsupported(
+                            "pgshard: a savepoint inside a transaction that spans several shards is not supported",
+                        ));
+                        return Ok(());
+                    }
+                    if self.txn.in_block() {
+                        self.txn_savepoint = true;
+                    }
+                }
+                if self.distributed() && stmt.analysis_unparsed() {
+                    self.fail_batch(ProxyError::cross_shard_unsupported(
+                        "pgshard: a statement pgshard cannot parse inside a transaction that spans several shards is not supported",
+                    ));
+                    return Ok(());
+                }
                 let params = DeclaredParams {
                     bind: &bind,
                     types: &stmt.param_types,
@@ -275,6 +292,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn add_target(&mut self, target: Target, result_binary: bool) -> Result<(), ProxyError> {
         let map = self.shared.map.load();
         let pinned = match &self.txn {
+            // a transaction block may reach another shard (it joins it at send time);
+            // one batch still runs on one shard
+            Txn::Attached { conn }
+                if conn.status != TxnStatus::Idle && self.shared.config.transactions.two_phase =>
+            {
+                self.batch.shard
+            }
             Txn::Attached { conn } => Some(conn.shard),
             _ => self.batch.shard,
         };
@@ -443,7 +467,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             return Ok(());
         }
-        if !attached && self.is_transaction_control_batch() {
+        if (!attached || self.distributed()) && self.is_transaction_control_batch() {
             self.answer_transaction_control(sync).await;
             return Ok(());
         }
@@ -471,7 +495,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             None
         };
         let shard = match &self.txn {
-            Txn::Attached { conn } => conn.shard,
+            Txn::Attached { conn } => self.batch.shard.unwrap_or(conn.shard),
             _ => self
                 .batch
                 .shard

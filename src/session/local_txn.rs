@@ -52,6 +52,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.txn = Txn::Idle;
                 "COMMIT"
             }
+            (StatementKind::Commit | StatementKind::Rollback, Txn::Attached { .. })
+                if self.distributed() =>
+            {
+                // (the extended protocol's transaction control arrives here)
+                self.end_distributed_reply(matches!(kind, StatementKind::Commit))
+                    .await;
+                return;
+            }
             _ => {
                 // ROLLBACK of a deferred transaction, or the end of an aborted one
                 // (COMMIT of an aborted transaction answers ROLLBACK, as in Postgres).
@@ -60,7 +68,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 {
                     self.rollback_and_release(conn).await;
                 }
+                for conn in std::mem::take(&mut self.parked) {
+                    self.rollback_and_release(conn).await;
+                }
                 self.txn = Txn::Idle;
+                self.txn_done();
                 "ROLLBACK"
             }
         };

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cancel;
 pub mod client;
+mod distributed;
 mod extended;
 mod local_txn;
 pub mod relay;
@@ -55,6 +56,13 @@ pub(crate) struct ClientStmt {
     hash: u64,
 }
 
+impl ClientStmt {
+    /// Whether pgshard could not parse the statement (it may hide transaction control).
+    fn analysis_unparsed(&self) -> bool {
+        matches!(*self.analysis, Analysis::Unparsed { .. })
+    }
+}
+
 /// One client session.
 pub struct Session<S> {
     client: ClientIo<S>,
@@ -73,6 +81,13 @@ pub struct Session<S> {
     running: cancel::CancelSlot,
     /// turn counter spreading reads of reference tables over the shards
     copy_turn: usize,
+    /// the other shards' connections of a transaction spanning several shards (the
+    /// current statement's is in `txn`)
+    parked: Vec<PooledConn>,
+    /// the client's BEGIN text, replayed on each shard the transaction joins
+    txn_begin: Option<String>,
+    /// the transaction set a savepoint: it must stay on the shards it has
+    txn_savepoint: bool,
 }
 
 /// Serve one client connection to the end.
@@ -93,6 +108,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         running,
         // sessions start at different shards (the key is random)
         copy_turn: cancel_key.0.unsigned_abs() as usize,
+        parked: Vec::new(),
+        txn_begin: None,
+        txn_savepoint: false,
     };
     let end = match session.startup().await {
         Ok(()) => session.serve().await,
@@ -167,6 +185,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Release whatever the session holds. A connection still inside a transaction is
     /// not reusable and is closed by [`Pools::release`], which rolls it back server-side.
     fn finish(&mut self) {
+        // the other shards of a transaction: closed, so their servers roll back
+        for mut conn in std::mem::take(&mut self.parked) {
+            conn.broken = true;
+            Pools::release(conn);
+        }
         match std::mem::replace(&mut self.txn, Txn::Idle) {
             Txn::Attached { mut conn }
             | Txn::Aborted {
@@ -341,8 +364,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         queue: &mut VecDeque<Expect>,
     ) -> Result<PooledConn, ProxyError> {
         match std::mem::replace(&mut self.txn, Txn::Idle) {
-            Txn::Attached { conn } => Ok(conn),
+            Txn::Attached { conn } if conn.shard == shard || conn.status == TxnStatus::Idle => {
+                Ok(conn)
+            }
+            // a transaction block reaching another shard
+            Txn::Attached { conn } => self.join_shard(conn, shard, queue).await,
             Txn::Deferred { begin } => {
+                self.txn_begin = Some(begin.clone());
                 let mut conn = match self.checkout(shard).await {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -453,6 +481,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if conn.status == TxnStatus::Idle && !self.batch.is_open() {
             Pools::release(conn);
             self.txn = Txn::Idle;
+            if !self.parked.is_empty() {
+                // the transaction ended on one shard without pgshard's COMMIT/ROLLBACK
+                // (statements that end transactions are refused while it spans
+                // several shards): the others must not commit on their own
+                tracing::error!(
+                    "a transaction on several shards ended on one shard only; rolling back the others"
+                );
+                for mut other in std::mem::take(&mut self.parked) {
+                    other.broken = true;
+                    Pools::release(other);
+                }
+            }
+            self.txn_done();
         } else {
             self.txn = Txn::Attached { conn };
         }

@@ -40,6 +40,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// client cancel keys → the backend process running their statement
     pub cancels: super::cancel::CancelRegistry,
+    /// two-phase commits under way in this process (recovery leaves them alone)
+    pub in_flight: crate::twophase::InFlight,
 }
 
 impl Shared {
@@ -59,6 +61,7 @@ impl Shared {
             server_params: RwLock::new(None),
             shutdown,
             cancels: Default::default(),
+            in_flight: Default::default(),
             config,
         }
     }

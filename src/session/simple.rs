@@ -45,8 +45,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             _ => None,
         };
+        if self.distributed()
+            && self
+                .distributed_control(kind.as_ref(), &analysis, &sql)
+                .await
+        {
+            return Ok(());
+        }
         if self.local_transaction_control(kind.as_ref(), &sql).await? {
             return Ok(());
+        }
+        if matches!(kind, Some(StatementKind::Savepoint)) && self.txn.in_block() {
+            // savepoints are per shard: the transaction stays on the shards it has
+            self.txn_savepoint = true;
         }
         let route = match self.route(&sql, &analysis, &NoParams).await {
             Ok(route) => route,
@@ -67,15 +78,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             (_, Txn::Attached { conn }) => {
                 let pinned = conn.shard;
                 match route.target {
-                    Target::One(s) if s != pinned => {
-                        self.refuse(ProxyError::cross_shard_unsupported(format!(
-                            "pgshard: this transaction is on shard \"{}\" but the statement needs shard \"{}\"; cross-shard transactions are not supported yet",
-                            map.shard_name(pinned),
-                            map.shard_name(s)
-                        )));
-                        self.ready();
-                        return Ok(());
-                    }
+                    // another shard: the transaction joins it (attach)
+                    Target::One(s) => s,
                     Target::All if map.shard_count() > 1 => {
                         self.refuse(ProxyError::cross_shard_unsupported(
                             "pgshard: DDL runs on every shard and cannot run inside a transaction block; run it outside BEGIN/COMMIT",
@@ -156,6 +160,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.settings.record(&sql);
         }
         Ok(())
+    }
+
+    /// Transaction control while the transaction spans several shards: COMMIT runs
+    /// two-phase commit, ROLLBACK rolls back every shard; savepoints, and query strings
+    /// that could end the transaction on one shard only (several statements with
+    /// transaction control, text pgshard cannot parse), are refused. Returns true when
+    /// the statement was answered here.
+    async fn distributed_control(
+        &mut self,
+        kind: Option<&StatementKind>,
+        analysis: &Analysis,
+        sql: &str,
+    ) -> bool {
+        let refuse = |what: &str| {
+            ProxyError::cross_shard_unsupported(format!(
+                "pgshard: {what} inside a transaction that spans several shards is not supported"
+            ))
+        };
+        match kind {
+            Some(StatementKind::Commit | StatementKind::Rollback)
+                if !sql.to_ascii_lowercase().contains("chain") =>
+            {
+                let commit = matches!(kind, Some(StatementKind::Commit));
+                self.end_distributed_reply(commit).await;
+                self.ready();
+                true
+            }
+            Some(StatementKind::Savepoint) => {
+                self.refuse(refuse("a savepoint"));
+                self.ready();
+                true
+            }
+            None => {
+                let controls = match analysis {
+                    Analysis::Parsed(stmts) => stmts.iter().any(|s| {
+                        matches!(
+                            s.kind,
+                            StatementKind::Begin
+                                | StatementKind::Commit
+                                | StatementKind::Rollback
+                                | StatementKind::Savepoint
+                        )
+                    }),
+                    Analysis::Unparsed { .. } => true,
+                };
+                if controls {
+                    self.refuse(refuse(
+                        "a query string with transaction control among several statements, or one pgshard cannot parse,",
+                    ));
+                    self.ready();
+                }
+                controls
+            }
+            _ => false,
+        }
     }
 
     /// BEGIN / COMMIT / ROLLBACK that pgshard answers without a backend. Returns true
