@@ -265,16 +265,28 @@ async fn failures_at_prepare_and_refusals_roll_everything_back() {
     c.batch_execute(&format!("INSERT INTO accounts VALUES ({b}, 5)"))
         .await
         .unwrap();
-    let e = c
-        .batch_execute(&format!(
-            "UPDATE accounts SET balance = 6 WHERE aid = {a}; COMMIT"
-        ))
+    // a string ending the transaction runs statement by statement: the COMMIT in it is
+    // the two-phase commit of the whole transaction
+    c.batch_execute(&format!(
+        "UPDATE accounts SET balance = 6 WHERE aid = {a}; COMMIT"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(direct(&cluster, 0, a).await, Some(6));
+    assert_eq!(direct(&cluster, 1, b).await, Some(5));
+    // text pgshard cannot parse could hide a COMMIT: refused in such a transaction
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute(&format!("UPDATE accounts SET balance = 7 WHERE aid = {a}"))
         .await
-        .unwrap_err();
+        .unwrap();
+    c.batch_execute(&format!("UPDATE accounts SET balance = 7 WHERE aid = {b}"))
+        .await
+        .unwrap();
+    let e = c.batch_execute("COMMIT PREPARED 'x'").await.unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
     c.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(direct(&cluster, 0, a).await, Some(2));
-    assert_eq!(direct(&cluster, 1, b).await, None);
+    assert_eq!(direct(&cluster, 0, a).await, Some(6));
+    assert_eq!(direct(&cluster, 1, b).await, Some(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,4 +449,87 @@ async fn a_proxy_killed_between_the_phases_leaves_all_or_nothing() {
         }
         drop(proxy);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_strings_spanning_shards_run_statement_by_statement() {
+    let (cluster, proxy, a, b) = setup("").await;
+    let c = proxy.client().await;
+    let tags = |msgs: &[tokio_postgres::SimpleQueryMessage]| -> Vec<u64> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    };
+    // no BEGIN: one implicit transaction over both shards, committed at the end
+    let m = c
+        .simple_query(&format!(
+            "INSERT INTO accounts VALUES ({a}, 1); INSERT INTO accounts VALUES ({b}, 2); SELECT balance FROM accounts WHERE aid = {b}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(tags(&m), vec![1, 1, 1]);
+    assert_eq!(
+        (direct(&cluster, 0, a).await, direct(&cluster, 1, b).await),
+        (Some(1), Some(2))
+    );
+    // a failing statement rolls the whole string back, as one Postgres would
+    let e = c
+        .simple_query(&format!(
+            "UPDATE accounts SET balance = 10 WHERE aid = {a}; INSERT INTO accounts VALUES ({b}, 3); UPDATE accounts SET balance = 30 WHERE aid = {b}"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNIQUE_VIOLATION), "{e}");
+    assert_eq!(
+        (direct(&cluster, 0, a).await, direct(&cluster, 1, b).await),
+        (Some(1), Some(2))
+    );
+    // explicit BEGIN … COMMIT in the string (psql -c, ORMs)
+    c.simple_query(&format!(
+        "BEGIN; UPDATE accounts SET balance = 5 WHERE aid = {a}; UPDATE accounts SET balance = 6 WHERE aid = {b}; COMMIT"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        (direct(&cluster, 0, a).await, direct(&cluster, 1, b).await),
+        (Some(5), Some(6))
+    );
+    // a string that leaves its transaction open: the client is in a transaction block
+    c.simple_query(&format!(
+        "BEGIN; UPDATE accounts SET balance = 7 WHERE aid = {a}; UPDATE accounts SET balance = 8 WHERE aid = {b}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(direct(&cluster, 0, a).await, Some(5));
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        (direct(&cluster, 0, a).await, direct(&cluster, 1, b).await),
+        (Some(5), Some(6))
+    );
+    // and psql sends -c strings the same way
+    let url = proxy.url("app", "app");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("psql")
+            .args([url.as_str(), "-X", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!(
+                "BEGIN; UPDATE accounts SET balance = 9 WHERE aid = {a}; UPDATE accounts SET balance = 9 WHERE aid = {b}; COMMIT;"
+            ))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        (direct(&cluster, 0, a).await, direct(&cluster, 1, b).await),
+        (Some(9), Some(9))
+    );
+    assert_eq!(prepared(&cluster, 0).await + prepared(&cluster, 1).await, 0);
 }

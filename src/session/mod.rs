@@ -88,6 +88,9 @@ pub struct Session<S> {
     txn_begin: Option<String>,
     /// the transaction set a savepoint: it must stay on the shards it has
     txn_savepoint: bool,
+    /// a query string is being run statement by statement: no ReadyForQuery until it
+    /// ends
+    suppress_ready: bool,
 }
 
 /// Serve one client connection to the end.
@@ -111,6 +114,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         parked: Vec::new(),
         txn_begin: None,
         txn_savepoint: false,
+        suppress_ready: false,
     };
     let end = match session.startup().await {
         Ok(()) => session.serve().await,
@@ -229,6 +233,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn ready(&mut self) {
+        // inside a query string run statement by statement, one ReadyForQuery ends it
+        if self.suppress_ready {
+            return;
+        }
         reply::ready_for_query(self.txn.status(), &mut self.out);
     }
 
@@ -458,10 +466,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Txn::Idle
                 };
                 self.batch.close();
-                if queue
-                    .iter()
-                    .any(|e| matches!(e, Expect::Query { fwd: true } | Expect::Sync { fwd: true }))
-                {
+                if queue.iter().any(|e| {
+                    matches!(
+                        e,
+                        Expect::Query { fwd: true }
+                            | Expect::Sync { fwd: true }
+                            | Expect::Statement
+                    )
+                }) {
                     self.ready();
                 } else {
                     // A flushed batch: the client's messages up to its Sync are dropped.

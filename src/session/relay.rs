@@ -28,6 +28,10 @@ pub enum Expect {
         /// forward to the client
         fwd: bool,
     },
+    /// one statement of a query string pgshard runs statement by statement: everything
+    /// up to ReadyForQuery is forwarded, the ReadyForQuery itself is not (the client
+    /// gets one at the end of its string)
+    Statement,
     /// ParseComplete; `cache` records the statement hash on success
     Parse {
         /// forward to the client
@@ -70,6 +74,7 @@ impl Expect {
     fn forwards(&self) -> bool {
         match self {
             Expect::Query { fwd } | Expect::Parse { fwd, .. } | Expect::Close { fwd } => *fwd,
+            Expect::Statement => true,
             Expect::Sync { fwd } => *fwd,
             _ => true,
         }
@@ -175,7 +180,10 @@ pub async fn relay_until<S: AsyncRead + AsyncWrite + Unpin>(
                     outcome.saw_error = true;
                     out.extend_from_slice(frame.as_bytes());
                 }
-                if !matches!(queue.front(), Some(Expect::Query { .. })) {
+                if !matches!(
+                    queue.front(),
+                    Some(Expect::Query { .. } | Expect::Statement)
+                ) {
                     // The backend now ignores everything up to the next Sync.
                     outcome.skipping = true;
                     while let Some(front) = queue.front() {
@@ -211,6 +219,7 @@ pub async fn relay_until<S: AsyncRead + AsyncWrite + Unpin>(
                             out.extend_from_slice(frame.as_bytes());
                         }
                     }
+                    Some(Expect::Statement) => {}
                     _ => return Err(desync(conn, "unexpected ReadyForQuery").into()),
                 }
             }

@@ -13,7 +13,7 @@ use crate::backend::{PooledConn, Pools};
 use crate::protocol::Frame;
 use crate::protocol::SqlState;
 use crate::protocol::frontend::decode_query;
-use crate::protocol::reply::ProxyError;
+use crate::protocol::reply::{self, ProxyError, TxnStatus};
 use crate::router::{NoParams, Target};
 use crate::sql::{Analysis, StatementKind};
 
@@ -22,6 +22,13 @@ const REFERENCE_WRITE_IN_TXN: &str = "pgshard: a write to a reference table runs
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        self.run_query(frame, true).await
+    }
+
+    /// One Query message. `whole`: it came from the client, and a string of several
+    /// statements that cannot run on one shard as a whole may be run statement by
+    /// statement (`run_split`).
+    async fn run_query(&mut self, frame: Frame, whole: bool) -> Result<(), SessionEnd> {
         let sql = match decode_query(frame.body()) {
             Ok(sql) => sql.to_owned(),
             Err(e) if e.problem == "invalid UTF-8" => {
@@ -45,6 +52,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             _ => None,
         };
+        let several = matches!(&*analysis, Analysis::Parsed(stmts) if stmts.len() > 1);
+        if whole && several && self.distributed() {
+            return self.run_split(&sql).await;
+        }
         if self.distributed()
             && self
                 .distributed_control(kind.as_ref(), &analysis, &sql)
@@ -61,6 +72,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let route = match self.route(&sql, &analysis, &NoParams).await {
             Ok(route) => route,
+            // statements for different shards in one string: one at a time
+            Err(e)
+                if whole
+                    && several
+                    && e.code == SqlState::FEATURE_NOT_SUPPORTED
+                    && self.shared.config.transactions.two_phase =>
+            {
+                return self.run_split(&sql).await;
+            }
             Err(e) => {
                 self.refuse(e);
                 self.ready();
@@ -143,7 +163,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             conn.retire = true;
         }
         conn.queue(frame.as_bytes());
-        queue.push_back(Expect::Query { fwd: true });
+        queue.push_back(if self.suppress_ready {
+            Expect::Statement
+        } else {
+            Expect::Query { fwd: true }
+        });
         let outcome = self.exchange(conn, queue).await?;
         let resets_session = matches!(kind, Some(StatementKind::Other))
             && sql
@@ -160,6 +184,99 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.settings.record(&sql);
         }
         Ok(())
+    }
+
+    /// A query string whose statements need different shards, run one statement at a
+    /// time with Postgres' semantics: outside a transaction block the whole string is one
+    /// implicit transaction (committed at its end with two-phase commit when it used
+    /// several shards, rolled back entirely if a statement fails); a BEGIN in the string
+    /// turns it into an explicit one; a failed statement skips the rest of the string.
+    /// One ReadyForQuery ends it.
+    async fn run_split(&mut self, sql: &str) -> Result<(), SessionEnd> {
+        let Some(parts) = crate::sql::split::split_statements(sql) else {
+            self.refuse(ProxyError::cross_shard_unsupported(
+                "pgshard: this query string could not be split into statements",
+            ));
+            self.ready();
+            return Ok(());
+        };
+        let parts: Vec<String> = parts.into_iter().map(str::to_owned).collect();
+        let mut implicit = matches!(self.txn, Txn::Idle);
+        if implicit {
+            self.txn = Txn::Deferred {
+                begin: "BEGIN".to_owned(),
+            };
+        }
+        self.suppress_ready = true;
+        let mut result = Ok(());
+        for part in parts {
+            let analysis = self.shared.plans.get(&part);
+            let kind = match &*analysis {
+                Analysis::Parsed(stmts) if stmts.len() == 1 => Some(stmts[0].kind.clone()),
+                _ => None,
+            };
+            if implicit && matches!(kind, Some(StatementKind::Begin)) {
+                // the implicit block becomes the client's explicit transaction (its
+                // options apply to the shards it joins from now on)
+                implicit = false;
+                self.txn_begin = Some(part.clone());
+                if let Txn::Deferred { begin } = &mut self.txn {
+                    *begin = part.clone();
+                }
+                reply::command_complete("BEGIN", &mut self.out);
+                continue;
+            }
+            let mut m = BytesMut::with_capacity(part.len() + 6);
+            m.extend_from_slice(b"Q");
+            m.extend_from_slice(&((part.len() + 5) as i32).to_be_bytes());
+            m.extend_from_slice(part.as_bytes());
+            m.extend_from_slice(b"\0");
+            result = Box::pin(self.run_query(Frame::from_message(m.freeze()), false)).await;
+            if result.is_err() || self.txn.status() == TxnStatus::Failed {
+                break;
+            }
+            if matches!(self.txn, Txn::Idle) {
+                // after COMMIT/ROLLBACK the rest of the string is a new implicit block
+                implicit = true;
+                self.txn = Txn::Deferred {
+                    begin: "BEGIN".to_owned(),
+                };
+            }
+        }
+        self.suppress_ready = false;
+        if result.is_ok() && implicit {
+            self.end_implicit().await;
+        }
+        self.ready();
+        result
+    }
+
+    /// End the implicit transaction of a query string run statement by statement:
+    /// commit it, or roll it back if a statement failed.
+    async fn end_implicit(&mut self) {
+        let failed = self.txn.status() == TxnStatus::Failed;
+        if self.distributed() {
+            if let Err(e) = self.end_distributed(!failed).await {
+                e.encode(&mut self.out);
+            }
+            return;
+        }
+        match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Attached { mut conn } if !failed => {
+                let mut buf = BytesMut::new();
+                let _ = postgres_protocol::message::frontend::query("COMMIT", &mut buf);
+                conn.queue(&buf);
+                let queue = VecDeque::from([Expect::Query { fwd: false }]);
+                // (a failed COMMIT's error reaches the client)
+                let _ = self.exchange(conn, queue).await;
+                self.txn = Txn::Idle;
+            }
+            Txn::Attached { conn } | Txn::Aborted { conn: Some(conn) } => {
+                self.rollback_and_release(conn).await;
+            }
+            _ => {}
+        }
+        self.txn_done();
     }
 
     /// Transaction control while the transaction spans several shards: COMMIT runs

@@ -12,6 +12,48 @@ use sqlparser::ast::{Expr, SetExpr, Statement as Ast, Value, visit_expressions_m
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+/// The statements of a query string as the client wrote them (texts between top-level
+/// semicolons, as Postgres' lexer sees them: not inside strings, quoted names, comments
+/// or dollar quotes), without empty ones. `None` if the text cannot be tokenized.
+pub fn split_statements(sql: &str) -> Option<Vec<&str>> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .ok()?;
+    // byte offset of each line start (lines and columns are 1-based, columns in chars)
+    let mut line_starts = vec![0usize];
+    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let chars = usize::try_from(column).ok()?.checked_sub(1)?;
+        let rest = sql.get(start..)?;
+        Some(
+            start
+                + rest
+                    .char_indices()
+                    .nth(chars)
+                    .map_or(rest.len(), |(i, _)| i),
+        )
+    };
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for t in &tokens {
+        if t.token == Token::SemiColon {
+            let at = offset(t.span.start.line, t.span.start.column)?;
+            parts.push(sql.get(from..at)?);
+            from = at + 1;
+        }
+    }
+    parts.push(sql.get(from..)?);
+    Some(
+        parts
+            .into_iter()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect(),
+    )
+}
+
 /// One shard's part of a split INSERT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsertPart {
@@ -139,6 +181,24 @@ mod tests {
             "INSERT INTO t (k, v) VALUES ($1, $2), ($3, $2) ON CONFLICT(k) DO UPDATE SET v = $4"
         );
         assert_eq!(parts[1].params, vec![1, 2, 5, 6]);
+    }
+
+    #[test]
+    fn statements_split_at_top_level_semicolons_only() {
+        assert_eq!(
+            split_statements("BEGIN; UPDATE t SET a = ';' WHERE k = 1;\nSELECT $$;$$, \"x;y\" -- c;\n FROM t; COMMIT;").unwrap(),
+            vec![
+                "BEGIN",
+                "UPDATE t SET a = ';' WHERE k = 1",
+                "SELECT $$;$$, \"x;y\" -- c;\n FROM t",
+                "COMMIT"
+            ]
+        );
+        assert_eq!(
+            split_statements("SELECT 'é;'; /* ; */ SELECT 2").unwrap(),
+            vec!["SELECT 'é;'", "/* ; */ SELECT 2"]
+        );
+        assert_eq!(split_statements(" ; ;").unwrap(), Vec::<&str>::new());
     }
 
     #[test]
