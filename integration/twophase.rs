@@ -533,3 +533,109 @@ async fn query_strings_spanning_shards_run_statement_by_statement() {
     );
     assert_eq!(prepared(&cluster, 0).await + prepared(&cluster, 1).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_and_execute_route_by_their_arguments() {
+    let (cluster, proxy, a, b) = setup("").await;
+    let c = proxy.client().await;
+    let rows = |m: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<String> {
+        m.into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect()
+    };
+    c.batch_execute("PREPARE ins (bigint, int) AS INSERT INTO accounts VALUES ($1, $2)")
+        .await
+        .unwrap();
+    c.batch_execute(&format!("EXECUTE ins({a}, 10)"))
+        .await
+        .unwrap();
+    c.batch_execute(&format!("EXECUTE ins({b}, 20)"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (direct(&cluster, 0, a).await, direct(&cluster, 1, b).await),
+        (Some(10), Some(20))
+    );
+    c.batch_execute("PREPARE sel (bigint) AS SELECT balance FROM accounts WHERE aid = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(c.simple_query(&format!("EXECUTE sel({b})")).await.unwrap()),
+        ["20"]
+    );
+    assert_eq!(
+        rows(c.simple_query(&format!("EXECUTE sel({a})")).await.unwrap()),
+        ["10"]
+    );
+    // names are per client: another session's "sel" is its own statement
+    let other = proxy.client().await;
+    other
+        .batch_execute("PREPARE sel (bigint) AS SELECT balance + 1 FROM accounts WHERE aid = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(
+            other
+                .simple_query(&format!("EXECUTE sel({a})"))
+                .await
+                .unwrap()
+        ),
+        ["11"]
+    );
+    assert_eq!(
+        rows(c.simple_query(&format!("EXECUTE sel({a})")).await.unwrap()),
+        ["10"]
+    );
+    // inside a transaction on both shards, committed together
+    c.batch_execute(&format!(
+        "BEGIN; EXECUTE ins({}, 1); EXECUTE ins({}, 2); COMMIT",
+        a + 100_000,
+        b + 100_000
+    ))
+    .await
+    .unwrap();
+    let n: i64 = proxy
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4);
+    // errors as Postgres gives them
+    let e = c
+        .batch_execute("PREPARE sel AS SELECT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::DUPLICATE_PSTATEMENT),
+        "{e}"
+    );
+    let e = c
+        .batch_execute("PREPARE bad (bigint) AS SELECT nope FROM accounts WHERE aid = $1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_COLUMN), "{e}");
+    let e = c
+        .batch_execute("PREPARE scan AS SELECT aid FROM accounts")
+        .await;
+    assert!(e.is_ok());
+    let e = c.batch_execute("EXECUTE scan").await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+    c.batch_execute("DEALLOCATE sel").await.unwrap();
+    let e = c
+        .batch_execute(&format!("EXECUTE sel({a})"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME), "{e}");
+    c.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let e = c
+        .batch_execute(&format!("EXECUTE ins({a}, 1)"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME), "{e}");
+}

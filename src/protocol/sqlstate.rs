@@ -51,7 +51,8 @@ impl SqlState {
     pub fn from_shard(code: Option<&str>, fallback: SqlState) -> SqlState {
         const KEPT: &[&str] = &[
             "40001", "40P01", "23000", "23502", "23503", "23505", "23514", "23P01", "55000",
-            "57014", "25P02", "53100", "53200",
+            "57014", "25P02", "53100", "53200", "42601", "42P01", "42703", "42883", "42804",
+            "42P02", "42P18", "42704", "42P08", "0A000",
         ];
         code.and_then(|c| KEPT.iter().find(|k| **k == c))
             .map_or(fallback, |k| SqlState(k))

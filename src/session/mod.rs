@@ -14,6 +14,7 @@ mod scatter;
 pub mod settings;
 pub mod shared;
 mod simple;
+mod sql_prepared;
 mod startup;
 mod statements;
 pub mod txn;
@@ -91,6 +92,8 @@ pub struct Session<S> {
     /// a query string is being run statement by statement: no ReadyForQuery until it
     /// ends
     suppress_ready: bool,
+    /// statements prepared with SQL PREPARE, by name
+    sql_stmts: HashMap<String, sql_prepared::SqlStmt>,
 }
 
 /// Serve one client connection to the end.
@@ -115,6 +118,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         txn_begin: None,
         txn_savepoint: false,
         suppress_ready: false,
+        sql_stmts: HashMap::new(),
     };
     let end = match session.startup().await {
         Ok(()) => session.serve().await,

@@ -66,6 +66,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.local_transaction_control(kind.as_ref(), &sql).await? {
             return Ok(());
         }
+        if matches!(kind, Some(StatementKind::SqlPrepared)) {
+            return self.on_sql_prepared(&sql).await;
+        }
         if matches!(kind, Some(StatementKind::Savepoint)) && self.txn.in_block() {
             // savepoints are per shard: the transaction stays on the shards it has
             self.txn_savepoint = true;

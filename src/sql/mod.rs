@@ -20,6 +20,7 @@ pub mod analyze;
 pub mod cache;
 mod expr;
 mod plan;
+pub mod prepared;
 mod scatter;
 pub mod split;
 mod walk;
