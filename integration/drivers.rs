@@ -203,7 +203,10 @@ fn cached_install(
         }
     }
     if !works(&final_dir) {
-        return Err(format!("{} does not work after installing", final_dir.display()));
+        return Err(format!(
+            "{} does not work after installing",
+            final_dir.display()
+        ));
     }
     eprintln!(
         "installed {} in {:.1}s",
@@ -237,10 +240,18 @@ fn psycopg_python() -> &'static Result<PathBuf, String> {
                         .args(["-m", "venv"])
                         .arg(scratch),
                 )
-                .map_err(|e| format!("python3 -m venv (Debian: apt-get install python3-venv): {e}"))?;
+                .map_err(|e| {
+                    format!("python3 -m venv (Debian: apt-get install python3-venv): {e}")
+                })?;
                 run_setup(
                     std::process::Command::new(python(scratch))
-                        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                        .args([
+                            "-m",
+                            "pip",
+                            "install",
+                            "--quiet",
+                            "--disable-pip-version-check",
+                        ])
                         .arg(PSYCOPG),
                 )
             },
@@ -271,7 +282,13 @@ fn node_pg_modules() -> &'static Result<PathBuf, String> {
             |scratch| {
                 run_setup(
                     std::process::Command::new("npm")
-                        .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+                        .args([
+                            "install",
+                            "--no-audit",
+                            "--no-fund",
+                            "--no-save",
+                            "--prefix",
+                        ])
                         .arg(scratch)
                         .arg(NODE_PG),
                 )
@@ -297,9 +314,7 @@ async fn run_program(mut cmd: tokio::process::Command, what: &str) -> String {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let started = Instant::now();
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
     let out = tokio::time::timeout(PROGRAM_TIMEOUT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {PROGRAM_TIMEOUT:?}"))
@@ -375,7 +390,11 @@ async fn assert_rows_on_owning_shards(
                 "{} key {key} (slot {slot}) is on shard {i}, but slot {slot} belongs to shard {owner}",
                 table.name
             );
-            assert!(found.insert(key.clone()), "{} key {key} is on two shards", table.name);
+            assert!(
+                found.insert(key.clone()),
+                "{} key {key} is on two shards",
+                table.name
+            );
         }
     }
     assert_eq!(
