@@ -127,19 +127,12 @@ fn cache_root() -> PathBuf {
     }
 }
 
-/// A directory name for a package spec: `psycopg[binary]==3.3.9` → `psycopg-binary--3.3.9`.
+/// A directory name for a package spec: `psycopg[binary]==3.3.9` → `psycopg-binary-3.3.9`.
 fn dir_name(spec: &str) -> String {
-    spec.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect::<String>()
-        .trim_matches('-')
-        .to_owned()
+    spec.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Run a setup command; its output goes into the error.
