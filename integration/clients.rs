@@ -100,6 +100,58 @@ async fn psql_creates_inserts_and_reads_by_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_describe_commands_name_tables_and_columns() {
+    let cluster = Cluster::start(2).await;
+    let proxy = Proxy::start(&cluster.shardmap_toml(crate::harness::ACCOUNTS, 4)).await;
+    proxy
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE accounts (aid bigint PRIMARY KEY, owner_name text NOT NULL, \
+             opened_at timestamptz); CREATE TABLE kinds (kind_id int PRIMARY KEY, label text)",
+        )
+        .await
+        .unwrap();
+    let url = proxy.url("app", "app");
+    // \d and \dt are catalog queries (simple protocol, regex operators, pg_catalog joins)
+    let out = run_client(
+        "psql",
+        vec![
+            url,
+            "-X".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-c".into(),
+            "\\dt".into(),
+            "-c".into(),
+            "\\d accounts".into(),
+            "-c".into(),
+            "\\d".into(),
+        ],
+        "app",
+    )
+    .await;
+    for expected in [
+        "List of relations",
+        "accounts",
+        "kinds",
+        "Table \"public.accounts\"",
+        "aid",
+        "bigint",
+        "owner_name",
+        "opened_at",
+        "timestamp with time zone",
+        "not null",
+        "accounts_pkey",
+    ] {
+        assert!(
+            out.contains(expected),
+            "psql output lacks {expected:?}:\n{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_select_only_over_two_shards() {
     let cluster = Cluster::start(2).await;
     // pgbench tables on every shard; each shard keeps only the accounts it owns
@@ -154,7 +206,7 @@ async fn pgbench_select_only_over_two_shards() {
     assert_eq!(remaining, 100_000);
     let proxy = Proxy::start(&cluster.shardmap_toml(PGBENCH_TABLES, 4)).await;
     let port = proxy.addr().port().to_string();
-    for mode in ["simple", "extended"] {
+    for mode in ["simple", "extended", "prepared"] {
         let out = run_client(
             "pgbench",
             vec![

@@ -6,6 +6,7 @@ mod clients;
 mod cluster;
 mod corpus;
 mod differential;
+mod drivers;
 mod hash_compat;
 mod proxy;
 mod reference;
