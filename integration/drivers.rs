@@ -443,10 +443,6 @@ async fn psycopg3_round_trips_types_transactions_prepared_and_cancel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgshard refuses psycopg's executemany() when the rows are on several shards: \
-            psycopg pipelines every row before one Sync (one implicit transaction), and the \
-            proxy answers 0A000 `statement needs shard \"s0\" but this batch is on shard \"s1\"; \
-            cross-shard transactions are not supported yet`"]
 async fn psycopg3_executemany_with_rows_on_several_shards() {
     psycopg_over_three_shards("psycopg 3 executemany across shards", true).await;
 }

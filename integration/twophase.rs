@@ -610,11 +610,7 @@ async fn sql_prepare_and_execute_route_by_their_arguments() {
         .batch_execute("PREPARE sel AS SELECT 1")
         .await
         .unwrap_err();
-    assert_eq!(
-        e.code(),
-        Some(&SqlState::DUPLICATE_PSTATEMENT),
-        "{e}"
-    );
+    assert_eq!(e.code(), Some(&SqlState::DUPLICATE_PSTATEMENT), "{e}");
     let e = c
         .batch_execute("PREPARE bad (bigint) AS SELECT nope FROM accounts WHERE aid = $1")
         .await

@@ -97,6 +97,16 @@ pub(super) struct Batch {
     /// the batch's one Bind writes a reference table: run it on every shard at Sync,
     /// committed only where it succeeded everywhere
     copies: bool,
+    /// the batch's Binds need different shards: it runs shard by shard in one
+    /// transaction (implicit unless the client's own), see `run_multi_shard_batch`
+    multi: bool,
+    /// the shard of each Bind so far, in order (None: any shard)
+    bind_shards: Vec<Option<ShardId>>,
+    /// a multi-shard batch already ran part of its messages (at a Flush): its
+    /// transaction is open, and `multi_implicit` says whether pgshard began it
+    multi_begun: bool,
+    /// the multi-shard batch's transaction is the batch's own (implicit), not the client's
+    multi_implicit: bool,
     /// a shard for reads of reference tables when nothing else chooses one
     copy: Option<ShardId>,
 }
@@ -254,6 +264,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     });
                 }
             }
+            // a batch running shard by shard answers at Sync (drivers that pipeline
+            // flush to read results early, and read them as they come)
+            b'H' if self.batch.multi && !self.batch.failed => {
+                return self.run_multi_shard_batch(false).await;
+            }
+            b'H' if self.batch.multi => {}
             b'H' if (self.batch.scatter.is_some() || self.batch.copies) && !self.batch.failed => {
                 // The merged answer exists only once every shard replied, at Sync.
                 self.fail_batch(ProxyError::cross_shard_unsupported(
@@ -273,6 +289,151 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ => unreachable!("dispatched by tag"),
         }
         Ok(())
+    }
+
+    /// A batch whose Binds need different shards (a pipelined `executemany`): each run
+    /// of messages for one shard goes to that shard's connection of one transaction —
+    /// implicit, like the batch's own in Postgres, unless the client is in a transaction
+    /// block — committed at the end (two-phase when several shards took part) or rolled
+    /// back if a statement failed, which also skips the rest of the batch. One
+    /// ReadyForQuery ends it.
+    async fn run_multi_shard_batch(&mut self, sync: bool) -> Result<(), SessionEnd> {
+        let items = std::mem::take(&mut self.batch.items);
+        let bind_shards = std::mem::take(&mut self.batch.bind_shards);
+        let first = self
+            .batch
+            .shard
+            .unwrap_or_else(|| self.shared.map.load().default_shard);
+        let failed_before = self.batch.failed;
+        if !self.batch.multi_begun {
+            self.batch.multi_begun = true;
+            self.batch.multi_implicit = matches!(self.txn, Txn::Idle);
+            if self.batch.multi_implicit {
+                self.txn = Txn::Deferred {
+                    begin: "BEGIN".to_owned(),
+                };
+            }
+        }
+        let implicit = self.batch.multi_implicit;
+        // split into runs: a run starts at a Bind for another shard (with the Parse
+        // messages just before it)
+        let mut runs: Vec<(ShardId, Vec<Item>)> = Vec::new();
+        let mut binds = bind_shards.into_iter();
+        let mut pending: Vec<Item> = Vec::new();
+        let mut current = first;
+        for item in items {
+            match &item {
+                Item::Bind { .. } => {
+                    let shard = binds.next().flatten().unwrap_or(current);
+                    if runs.is_empty() || shard != current {
+                        runs.push((shard, Vec::new()));
+                        current = shard;
+                    }
+                    let run = &mut runs.last_mut().expect("pushed").1;
+                    run.append(&mut pending);
+                    run.push(item);
+                }
+                Item::Parse { .. } | Item::DescribeStmt { .. } | Item::CloseStmt => {
+                    pending.push(item)
+                }
+                Item::Raw { .. } => match runs.last_mut() {
+                    Some(run) if pending.is_empty() => run.1.push(item),
+                    _ => pending.push(item),
+                },
+            }
+        }
+        if !pending.is_empty() {
+            match runs.last_mut() {
+                Some(run) => run.1.append(&mut pending),
+                None => runs.push((current, pending)),
+            }
+        }
+        self.suppress_ready = true;
+        let mut result = Ok(());
+        let mut failed = failed_before;
+        if !failed {
+            for (shard, run) in runs {
+                let mut queue = VecDeque::new();
+                let mut conn = match self.attach(shard, &mut queue).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        e.encode(&mut self.out);
+                        self.abort_txn();
+                        failed = true;
+                        break;
+                    }
+                };
+                translate(&mut conn, &run, sync, &mut queue);
+                if sync {
+                    // the run's own Sync ends nothing: the transaction is explicit on
+                    // the shards; the client gets one ReadyForQuery at the end
+                    if let Some(Expect::Sync { fwd }) = queue.back_mut() {
+                        *fwd = false;
+                    }
+                } else {
+                    // at the client's Flush: the shard sends what it has
+                    conn.queue(b"H\0\0\0\x04");
+                }
+                match self.exchange(conn, queue).await {
+                    Ok(outcome) => {
+                        for name in &outcome.failed_parses {
+                            self.stmts.remove(name);
+                        }
+                        if outcome.saw_error {
+                            failed = true;
+                            if outcome.skipping {
+                                // that shard skips to a Sync: give it one now
+                                self.resync_attached().await;
+                            }
+                            break;
+                        }
+                    }
+                    Err(end) => {
+                        result = Err(end);
+                        failed = true;
+                        break;
+                    }
+                }
+                if self.txn.status() == TxnStatus::Failed {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        self.suppress_ready = false;
+        if result.is_err() {
+            self.batch.close();
+            return result;
+        }
+        if !sync {
+            // more of the batch may follow; after a failure it is dropped until Sync
+            self.batch.shard = Some(current);
+            if failed {
+                self.batch.fail();
+            }
+            return Ok(());
+        }
+        self.batch.close();
+        if implicit {
+            self.end_implicit().await;
+        } else if failed {
+            // the client's own transaction: a failure leaves it aborted
+            self.abort_txn();
+        }
+        self.ready();
+        Ok(())
+    }
+
+    /// Send a Sync to the attached connection after an error mid-batch (it skips
+    /// everything until one) and swallow its ReadyForQuery.
+    async fn resync_attached(&mut self) {
+        if let Txn::Attached { conn } = std::mem::replace(&mut self.txn, Txn::Idle) {
+            let mut conn = conn;
+            conn.queue(b"S\0\0\0\x04");
+            let queue = VecDeque::from([Expect::Sync { fwd: false }]);
+            let _ = self.exchange(conn, queue).await;
+            // exchange re-attaches it (its transaction is failed) or releases it
+        }
     }
 
     /// Whether a Bind arriving now would be the batch's only statement, outside any
@@ -325,8 +486,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ));
                 return Ok(());
             }
-            Target::Any => return Ok(()),
+            Target::Any => {
+                self.batch.bind_shards.push(None);
+                return Ok(());
+            }
             Target::OneCopy => {
+                self.batch.bind_shards.push(None);
                 if pinned.is_none() && matches!(self.txn, Txn::Idle) && self.batch.copy.is_none() {
                     self.batch.copy = Some(self.next_copy_shard(map.shard_count()));
                 }
@@ -351,6 +516,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         match pinned {
+            // statements for several shards in one batch (a driver's pipelined
+            // executemany): run shard by shard in one transaction at Sync
+            Some(p)
+                if p != wanted
+                    && self.shared.config.transactions.two_phase
+                    && !self.batch.open
+                    && !self.txn_savepoint =>
+            {
+                self.batch.multi = true;
+                self.batch.bind_shards.push(Some(wanted));
+                Ok(())
+            }
             Some(p) if p != wanted => Err(ProxyError::cross_shard_unsupported(format!(
                 "pgshard: statement needs shard \"{}\" but this {} is on shard \"{}\"; cross-shard transactions are not supported yet",
                 map.shard_name(wanted),
@@ -363,6 +540,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ))),
             _ => {
                 self.batch.shard = Some(wanted);
+                self.batch.bind_shards.push(Some(wanted));
                 Ok(())
             }
         }
@@ -384,6 +562,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Flush (`sync = false`) or Sync (`sync = true`) the batch.
     async fn send_batch(&mut self, sync: bool) -> Result<(), SessionEnd> {
+        if self.batch.multi && sync {
+            return self.run_multi_shard_batch(true).await;
+        }
         if self.batch.failed {
             return if sync {
                 self.finish_failed_batch().await

@@ -256,7 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// End the implicit transaction of a query string run statement by statement:
     /// commit it, or roll it back if a statement failed.
-    async fn end_implicit(&mut self) {
+    pub(super) async fn end_implicit(&mut self) {
         let failed = self.txn.status() == TxnStatus::Failed;
         if self.distributed() {
             if let Err(e) = self.end_distributed(!failed).await {
