@@ -62,6 +62,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             &route.target
         {
             // COPY on several shards: session/copy.rs
+            if kind.is_none() {
+                self.refuse(ProxyError::cross_shard_unsupported(
+                    "pgshard: a COPY on several shards must be sent alone, not in a multi-statement query string",
+                ));
+                self.ready();
+                return Ok(());
+            }
             let request = |conn: &mut PooledConn, queue: &mut VecDeque<Expect>| {
                 conn.queue(frame.as_bytes());
                 queue.push_back(Expect::Query { fwd: true });
