@@ -74,6 +74,14 @@ async fn assert_placed(cluster: &Cluster, toml: &str) -> usize {
     n
 }
 
+/// `COPY … FROM STDIN` of `data` in one CopyData message.
+async fn copy_data(client: &Client, sql: &str, data: &str) -> Result<u64, tokio_postgres::Error> {
+    let sink = client.copy_in::<_, Bytes>(sql).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(Bytes::from(data.to_owned())).await?;
+    sink.finish().await
+}
+
 async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -356,6 +364,43 @@ async fn failures_commit_nothing_anywhere() {
     assert_eq!(db.code(), &SqlState::BAD_COPY_FILE_FORMAT);
     assert_eq!(db.message(), "missing data for column \"aid\"");
     assert_eq!(db.where_(), Some("COPY accounts, line 2: \"lonely\""));
+    // the same refusals as Postgres itself gives (code, message, CONTEXT)
+    let direct = cluster.shard(0).client("app").await;
+    for (sql, data) in [
+        (
+            "COPY accounts (aid, name) FROM STDIN",
+            "1\ta\n2\tb\n3\tc\nabc\td\n",
+        ),
+        ("COPY accounts (aid, name) FROM STDIN", "1\ta\n\\N\tb\n"),
+        ("COPY accounts (name, aid) FROM STDIN", "a\t1\nlonely\n"),
+        (
+            "COPY accounts (aid, name) FROM STDIN",
+            "99999999999999999999\tx\n",
+        ),
+        ("COPY accounts (aid, name) FROM STDIN", "1\ta\r\n2\tb\n"),
+        ("COPY accounts (aid, name) FROM STDIN", "1\ta\n\\.x\n"),
+        ("COPY accounts (aid, name) FROM STDIN", "1\ta\n12\\303\tx\n"),
+        ("COPY accounts (aid, name) FROM STDIN", "1\ta\n\\0\tx\n"),
+        (
+            "COPY accounts (name, aid) FROM STDIN WITH (FORMAT csv, HEADER)",
+            "name,aid\nx,1\n\"a\nb\",2\n\"unterminated,3\n",
+        ),
+        (
+            "COPY accounts (name, aid) FROM STDIN WITH (FORMAT csv)",
+            "x,1\ny,\n",
+        ),
+    ] {
+        let theirs = copy_data(&direct, &sql, data).await.unwrap_err();
+        let ours = copy_data(&proxy.client().await, &sql, data)
+            .await
+            .unwrap_err();
+        let (t, o) = (theirs.as_db_error().unwrap(), ours.as_db_error().unwrap());
+        assert_eq!(
+            (o.code(), o.message(), o.where_()),
+            (t.code(), t.message(), t.where_()),
+            "{data:?}"
+        );
+    }
     // an out-of-range key
     let e = copy("99999999999999999999\tx\n").await.unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE));

@@ -36,7 +36,9 @@ pub struct CopyKey {
     pub position: usize,
 }
 
-/// Where a COPY runs; `sharded`/`select` come from the statement router.
+/// Where a COPY runs. `select` routes a `COPY (SELECT …)`'s query as a SELECT;
+/// `otherwise` routes what needs no COPY across shards (unsharded tables, reads of
+/// reference tables).
 pub(super) fn route(
     st: &Statement,
     input: &RouteInput<'_>,

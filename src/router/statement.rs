@@ -40,7 +40,7 @@ pub(super) fn route(
             |select| dml(select, input, map),
             || match (sharded(), reference_table(st, map)) {
                 (Some(t), _) => Err(unsupported(format!(
-                    "COPY of sharded table \"{}\" (yet)",
+                    "this COPY of sharded table \"{}\"",
                     t.name
                 ))),
                 (None, Some(t)) if from => Err(unsupported(format!(

@@ -120,6 +120,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 &mut outcome,
             )
             .await;
+            // statements whose Parse failed do not exist, as in Postgres
+            for name in &outcome.failed_parses {
+                self.stmts.remove(name);
+            }
             match result {
                 Ok(_) if outcome.copy_in_started => copying[i] = true,
                 // the shard refused the statement (or it was not a COPY)
@@ -572,15 +576,24 @@ fn format_error(e: &CopyError, plan: &CopyIn, key: &CopyKey) -> ProxyError {
             SqlState::BAD_COPY_FILE_FORMAT,
             format!("missing data for column \"{}\"", key.column),
         ),
-        CopyErrorKind::Encoding => (
+        CopyErrorKind::Encoding(bytes) => (
             SqlState::CHARACTER_NOT_IN_REPERTOIRE,
-            "invalid byte sequence for encoding \"UTF8\"".to_owned(),
+            format!(
+                "invalid byte sequence for encoding \"UTF8\": {}",
+                bytes
+                    .iter()
+                    .map(|b| format!("0x{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
         ),
     };
-    ProxyError::error(code, message).with_context(format!(
-        "COPY {}, line {}: \"{}\"",
-        plan.table, e.line, e.text
-    ))
+    let context = if e.text.is_empty() {
+        format!("COPY {}, line {}", plan.table, e.line)
+    } else {
+        format!("COPY {}, line {}: \"{}\"", plan.table, e.line, e.text)
+    };
+    ProxyError::error(code, message).with_context(context)
 }
 
 /// The message of a CopyFail (F).

@@ -116,8 +116,9 @@ pub enum CopyErrorKind {
     BadFormat(&'static str),
     /// the row has fewer fields than the key's position needs (22P04)
     MissingKey,
-    /// the key field is not valid UTF-8 or holds a NUL byte (22021)
-    Encoding,
+    /// the key field is not valid UTF-8 or holds a NUL byte (22021): the offending
+    /// bytes, as Postgres reports them
+    Encoding(Vec<u8>),
 }
 
 /// A row Postgres' COPY would refuse, with where it is.
@@ -261,11 +262,12 @@ impl RowSplitter {
         self.line + 1 + self.embedded
     }
 
-    fn format_error(&self, what: &'static str, upto: usize) -> CopyError {
+    /// A malformed line end or end marker: Postgres shows no line text for these.
+    fn format_error(&self, what: &'static str) -> CopyError {
         CopyError {
             kind: CopyErrorKind::BadFormat(what),
             line: self.current_line(),
-            text: display(&self.buf[..upto.min(self.buf.len())]),
+            text: String::new(),
         }
     }
 
@@ -314,13 +316,13 @@ impl RowSplitter {
                             self.eol = Eol::CrNl;
                             i + 2
                         } else if self.eol == Eol::CrNl {
-                            return Err(self.format_error(cr_message(csv), i));
+                            return Err(self.format_error(cr_message(csv)));
                         } else {
                             self.eol = Eol::Cr;
                             i + 1
                         }
                     }
-                    Eol::Nl => return Err(self.format_error(cr_message(csv), i)),
+                    Eol::Nl => return Err(self.format_error(cr_message(csv))),
                     Eol::Cr => i + 1,
                 };
                 return Ok(Scan::Row { content: i, end });
@@ -332,7 +334,7 @@ impl RowSplitter {
                     } else {
                         "literal newline found in data"
                     };
-                    return Err(self.format_error(what, i));
+                    return Err(self.format_error(what));
                 }
                 self.eol = Eol::Nl;
                 return Ok(Scan::Row {
@@ -383,7 +385,7 @@ impl RowSplitter {
             if csv {
                 Ok(None)
             } else {
-                Err(self.format_error(what, at))
+                Err(self.format_error(what))
             }
         };
         if self.eol == Eol::CrNl {
@@ -422,10 +424,9 @@ impl RowSplitter {
         if (matches!(self.eol, Eol::Nl | Eol::CrNl) && c != b'\n')
             || (self.eol == Eol::Cr && c != b'\r')
         {
-            return Err(self.format_error(
-                "end-of-copy marker does not match previous newline style",
-                at,
-            ));
+            return Err(
+                self.format_error("end-of-copy marker does not match previous newline style")
+            );
         }
         Ok(Some(Scan::EndMarker {
             content: at,
@@ -467,9 +468,28 @@ impl RowSplitter {
         };
         match String::from_utf8(value) {
             Ok(s) if !s.contains('\0') => Ok(KeyField::Value(s)),
-            _ => Err(err(CopyErrorKind::Encoding)),
+            Ok(s) => Err(err(CopyErrorKind::Encoding(invalid_sequence(s.as_bytes())))),
+            Err(e) => Err(err(CopyErrorKind::Encoding(invalid_sequence(e.as_bytes())))),
         }
     }
+}
+
+/// The first byte sequence of `bytes` that is not valid UTF-8 (a NUL byte included),
+/// as long as its first byte says (Postgres' `report_invalid_encoding`).
+fn invalid_sequence(bytes: &[u8]) -> Vec<u8> {
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(_) => bytes.len(),
+        Err(e) => e.valid_up_to(),
+    };
+    let at = bytes[..valid].iter().position(|&b| b == 0).unwrap_or(valid);
+    let rest = &bytes[at.min(bytes.len())..];
+    let len = match rest.first() {
+        Some(b) if b & 0xe0 == 0xc0 => 2,
+        Some(b) if b & 0xf0 == 0xe0 => 3,
+        Some(b) if b & 0xf8 == 0xf0 => 4,
+        _ => 1,
+    };
+    rest[..len.min(rest.len())].to_vec()
 }
 
 fn cr_message(csv: bool) -> &'static str {

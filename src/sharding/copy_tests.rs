@@ -125,14 +125,17 @@ fn escaped_newline_is_data_in_text() {
 
 #[test]
 fn key_encoding_errors() {
-    for data in [
-        &b"\\0\tx\n"[..],
-        b"a\\x00\tx\n",
-        b"\xff\tx\n",
-        b"\\377\tx\n",
-    ] {
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"\\0\tx\n", b"\0"),
+        (b"a\\x00\tx\n", b"\0"),
+        (b"\xff\tx\n", b"\xff"),
+        (b"\\377\tx\n", b"\xff"),
+        (b"12\\303\tx\n", b"\xc3"),
+        (b"\xe2\x82(\tx\n", b"\xe2\x82("),
+    ];
+    for (data, bad) in cases {
         let err = split(&text(), Some(0), data).unwrap_err();
-        assert_eq!(err.kind, CopyErrorKind::Encoding, "{data:?}");
+        assert_eq!(err.kind, CopyErrorKind::Encoding(bad.to_vec()), "{data:?}");
         assert_eq!(err.line, 1);
     }
 }
