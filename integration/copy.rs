@@ -390,8 +390,8 @@ async fn failures_commit_nothing_anywhere() {
             "x,1\ny,\n",
         ),
     ] {
-        let theirs = copy_data(&direct, &sql, data).await.unwrap_err();
-        let ours = copy_data(&proxy.client().await, &sql, data)
+        let theirs = copy_data(&direct, sql, data).await.unwrap_err();
+        let ours = copy_data(&proxy.client().await, sql, data)
             .await
             .unwrap_err();
         let (t, o) = (theirs.as_db_error().unwrap(), ours.as_db_error().unwrap());
