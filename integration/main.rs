@@ -4,6 +4,7 @@ mod harness;
 
 mod clients;
 mod cluster;
+mod copy;
 mod corpus;
 mod differential;
 mod drivers;

@@ -15,7 +15,8 @@
 //! - [`router`]: pure routing of an analysed statement to a target shard set.
 //! - [`sql`]: the only user of sqlparser: SQL text → [`sql::Statement`] summary, plan cache.
 //! - [`config`]: the shard map file → validated [`config::Config`] / [`config::ShardMap`].
-//! - [`sharding`]: Postgres-compatible hashing, key values, the consistent-hash ring.
+//! - [`sharding`]: Postgres-compatible hashing, key values, the consistent-hash ring,
+//!   splitting COPY data into rows by key.
 //! - [`protocol`]: sans-I/O frame splitting and message helpers, SQLSTATE codes.
 //! - [`devcluster`]: start and stop local Postgres clusters (used by `pgshard dev` and tests).
 #![warn(missing_docs)]

@@ -57,6 +57,8 @@ pub struct ProxyError {
     pub message: String,
     /// optional hint
     pub hint: Option<String>,
+    /// optional CONTEXT (where the error happened, e.g. `COPY t, line 3`)
+    pub context: Option<String>,
 }
 
 impl ProxyError {
@@ -67,6 +69,7 @@ impl ProxyError {
             code,
             message: message.into(),
             hint: None,
+            context: None,
         }
     }
 
@@ -77,12 +80,19 @@ impl ProxyError {
             code,
             message: message.into(),
             hint: None,
+            context: None,
         }
     }
 
     /// Add a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> ProxyError {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Add a CONTEXT line.
+    pub fn with_context(mut self, context: impl Into<String>) -> ProxyError {
+        self.context = Some(context.into());
         self
     }
 
@@ -128,6 +138,7 @@ impl ProxyError {
             self.message.clone(),
         );
         info.hint = self.hint.clone();
+        info.where_context = self.context.clone();
         info.severity_nonlocalized = Some(self.severity.to_owned());
         encode(ErrorResponse::from(info), out);
     }

@@ -25,6 +25,12 @@ impl SqlState {
     pub const NO_ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25P01");
     /// 22P02 invalid_text_representation (a key literal that is not a valid value)
     pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
+    /// 22P04 bad_copy_file_format
+    pub const BAD_COPY_FILE_FORMAT: SqlState = SqlState("22P04");
+    /// 23502 not_null_violation
+    pub const NOT_NULL_VIOLATION: SqlState = SqlState("23502");
+    /// 57014 query_canceled (a COPY the client failed)
+    pub const QUERY_CANCELED: SqlState = SqlState("57014");
     /// 22P03 invalid_binary_representation
     pub const INVALID_BINARY_REPRESENTATION: SqlState = SqlState("22P03");
     /// 22003 numeric_value_out_of_range

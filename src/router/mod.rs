@@ -3,6 +3,7 @@
 //! kind in plain unit tests.
 
 mod array;
+mod copy;
 mod statement;
 mod unparsed;
 
@@ -15,6 +16,7 @@ use crate::config::{ShardMap, UnparsedPolicy};
 use crate::protocol::SqlState;
 use crate::sharding::{KeyError, ShardId};
 use crate::sql::Analysis;
+pub use copy::{CopyIn, CopyKey};
 
 /// How the replies of a statement on several shards become one answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,16 @@ pub enum Merge {
     /// a multi-row INSERT split per shard: the shard of each VALUES row, in order; the
     /// RETURNING rows are put back in that order and the counts summed
     InsertSplit(std::sync::Arc<Vec<ShardId>>),
+    /// `COPY … FROM STDIN` on every shard: each row goes to the shard of its key (or to
+    /// every shard, for a reference table); the counts are summed (the first shard's for
+    /// a reference table)
+    CopyIn(std::sync::Arc<CopyIn>),
+    /// `COPY … TO STDOUT` on several shards: one CopyOutResponse, every shard's rows,
+    /// the counts summed; `skip_header` drops the header line of all shards but the first
+    CopyOut {
+        /// the data starts with a header line (CSV/text `HEADER`)
+        skip_header: bool,
+    },
 }
 
 /// A merge with what the client asked of the result's format.
@@ -57,6 +69,15 @@ impl Merge {
                 "split {} rows by shard, RETURNING in input order",
                 rows.len()
             ),
+            Merge::CopyIn(copy) => match &copy.key {
+                Some(key) => format!(
+                    "COPY rows split by {} (field {})",
+                    key.column,
+                    key.position + 1
+                ),
+                None => "COPY rows to every shard".to_owned(),
+            },
+            Merge::CopyOut { .. } => "COPY rows concatenated".to_owned(),
         }
     }
 }
@@ -141,6 +162,15 @@ pub enum Reason {
         /// the table
         table: String,
     },
+    /// COPY of a sharded table, or into a reference table
+    Copy {
+        /// the table
+        table: String,
+        /// how many shards run it
+        shards: usize,
+        /// how rows are spread or gathered
+        how: &'static str,
+    },
     /// the key is compared with a list of NULLs only: no row matches, any shard answers
     EmptyKeyList {
         /// the sharded table
@@ -192,6 +222,9 @@ impl fmt::Display for Reason {
             ),
             Reason::ReferenceWrite { table } => {
                 write!(f, "reference table \"{table}\": written on every shard")
+            }
+            Reason::Copy { table, shards, how } => {
+                write!(f, "COPY of \"{table}\" on {shards} shard(s): {how}")
             }
             Reason::EmptyKeyList { table, column } => write!(
                 f,
@@ -367,6 +400,12 @@ impl ParamSource for NoParams {
 pub trait KeyOrdinals {
     /// 0-based position of the key column of `table` in `INSERT INTO table VALUES (…)`
     fn key_ordinal(&self, table: &str) -> Option<usize>;
+
+    /// 0-based field number of the key column in `COPY table FROM STDIN` rows (the
+    /// table's columns without generated ones)
+    fn copy_key_ordinal(&self, _table: &str) -> Option<usize> {
+        None
+    }
 }
 
 /// Nothing known.

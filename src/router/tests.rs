@@ -997,20 +997,127 @@ fn session_statements_are_any() {
     assert_unsupported("COMMIT AND CHAIN");
 }
 
+/// Key positions of COPY rows: accounts' key is field 1 (a generated column before it
+/// would make INSERT's position differ).
+struct CopyOrdinals;
+impl KeyOrdinals for CopyOrdinals {
+    fn key_ordinal(&self, _table: &str) -> Option<usize> {
+        Some(2)
+    }
+    fn copy_key_ordinal(&self, table: &str) -> Option<usize> {
+        (table == "accounts").then_some(1)
+    }
+}
+
+fn copy_route(sql: &str) -> Result<Route, RouteError> {
+    route_with(sql, &NoParams, &CopyOrdinals, UnparsedPolicy::Refuse)
+}
+
+fn copy_in(sql: &str) -> std::sync::Arc<CopyIn> {
+    match copy_route(sql).map(|r| r.target) {
+        Ok(Target::Scatter(shards, Merge::CopyIn(plan))) => {
+            assert_eq!(shards, vec![0, 1, 2], "{sql}");
+            plan
+        }
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
 #[test]
-fn copy() {
-    assert_unsupported("COPY accounts FROM STDIN");
-    assert_unsupported("COPY accounts (aid) TO STDOUT WITH (FORMAT binary)");
-    assert_unsupported("COPY (SELECT * FROM accounts WHERE aid = 5) TO STDOUT");
+fn copy_from_stdin_into_a_sharded_table() {
+    use crate::sharding::copy::CopyFormat;
+    // without a column list the position comes from the catalog
+    assert_eq!(
+        run("COPY accounts FROM STDIN"),
+        Err(RouteError::KeyOrdinalUnknown {
+            table: "accounts".into()
+        })
+    );
+    let plan = copy_in("COPY accounts FROM STDIN");
+    let key = plan.key.clone().unwrap();
+    assert_eq!((key.column.as_str(), key.position), ("aid", 1));
+    assert_eq!(key.key_type, KeyType::BigInt);
+    assert_eq!(plan.options.format, CopyFormat::Text);
+    assert_eq!(plan.options.delimiter, b'\t');
+    // a column list gives it
+    let plan = copy_in(
+        r"COPY accounts (filler, bid, aid) FROM STDIN WITH (FORMAT csv, HEADER, DELIMITER ';', NULL 'x', QUOTE '''', ESCAPE '\', FORCE_NULL (aid))",
+    );
+    let o = &plan.options;
+    assert_eq!(plan.key.as_ref().unwrap().position, 2);
+    assert_eq!(o.format, CopyFormat::Csv);
+    assert!(o.header && o.key_force_null && !o.key_force_not_null);
+    assert_eq!((o.delimiter, o.quote, o.escape), (b';', b'\'', b'\\'));
+    assert_eq!(o.null, b"x");
+    // old syntax
+    let plan = copy_in("COPY accounts (aid) FROM STDIN WITH CSV HEADER");
+    assert_eq!(plan.options.format, CopyFormat::Csv);
+    assert!(plan.options.header);
+    let plan = copy_in("COPY accounts FROM STDIN DELIMITER '|' NULL 'none'");
+    assert_eq!(
+        (plan.options.delimiter, &plan.options.null[..]),
+        (b'|', &b"none"[..])
+    );
+    // QUOTE alone sets the escape too
+    let plan = copy_in("COPY accounts FROM STDIN WITH (FORMAT csv, QUOTE '|')");
+    assert_eq!((plan.options.quote, plan.options.escape), (b'|', b'|'));
+    // refused: no key column, binary, server files, other encodings
+    for sql in [
+        "COPY accounts (filler) FROM STDIN",
+        "COPY accounts FROM STDIN WITH (FORMAT binary)",
+        "COPY accounts FROM STDIN BINARY",
+        "COPY accounts FROM '/tmp/accounts.csv'",
+        "COPY accounts TO '/tmp/accounts.csv'",
+        "COPY accounts FROM STDIN WITH (ENCODING 'LATIN1')",
+        "COPY accounts FROM STDIN WITH (DELIMITER 'é')",
+    ] {
+        let e = copy_route(sql).unwrap_err();
+        assert_eq!(e.sqlstate(), SqlState::FEATURE_NOT_SUPPORTED, "{sql}: {e}");
+    }
+    copy_in("COPY accounts FROM STDIN WITH (ENCODING 'UTF8')");
+}
+
+#[test]
+fn copy_to_stdout_and_reference_tables() {
+    let all = || vec![0, 1, 2];
+    assert_eq!(
+        target("COPY accounts TO STDOUT").unwrap(),
+        Target::Scatter(all(), Merge::CopyOut { skip_header: false })
+    );
+    assert_eq!(
+        target("COPY accounts (aid, bid) TO STDOUT WITH (FORMAT csv, HEADER)").unwrap(),
+        Target::Scatter(all(), Merge::CopyOut { skip_header: true })
+    );
+    assert_eq!(
+        target("COPY (SELECT * FROM accounts WHERE aid = 5) TO STDOUT").unwrap(),
+        one(5)
+    );
+    assert_eq!(
+        target("COPY (SELECT aid FROM accounts WHERE bid > 3) TO STDOUT WITH CSV").unwrap(),
+        Target::Scatter(all(), Merge::CopyOut { skip_header: false })
+    );
+    for sql in [
+        "COPY accounts TO STDOUT WITH (FORMAT binary)",
+        "COPY (SELECT aid FROM accounts) TO STDOUT WITH (FORMAT binary)",
+        "COPY (SELECT aid FROM accounts ORDER BY aid) TO STDOUT",
+        "COPY (SELECT count(*) FROM accounts) TO STDOUT",
+        "COPY (SELECT a.aid FROM accounts a JOIN history h ON h.aid = a.aid) TO STDOUT",
+    ] {
+        let e = run(sql).unwrap_err();
+        assert_eq!(e.sqlstate(), SqlState::FEATURE_NOT_SUPPORTED, "{sql}: {e}");
+    }
+    // unsharded and reference tables
     assert_eq!(target("COPY branches FROM STDIN").unwrap(), default());
     assert_eq!(target("COPY (SELECT 1) TO STDOUT").unwrap(), Target::Any);
-    match run("COPY accounts FROM STDIN") {
-        Err(e) => assert!(
-            e.to_string().contains("COPY of sharded table \"accounts\""),
-            "{e}"
-        ),
-        Ok(r) => panic!("{r:?}"),
+    assert_eq!(target("COPY kinds TO STDOUT").unwrap(), Target::OneCopy);
+    match target("COPY kinds FROM STDIN WITH (FORMAT binary)").unwrap() {
+        Target::Scatter(shards, Merge::CopyIn(plan)) => {
+            assert_eq!(shards, all());
+            assert_eq!(plan.key, None);
+        }
+        other => panic!("{other:?}"),
     }
+    assert_unsupported("COPY kinds FROM '/tmp/kinds'");
 }
 
 #[test]
@@ -2328,8 +2435,6 @@ fn writes_to_reference_tables_go_to_every_copy() {
         assert!(matches!(e, RouteError::Unsupported { .. }), "{sql}: {e:?}");
         assert!(e.to_string().contains("reference table \"kinds\""), "{e}");
     }
-    // COPY into a reference table: not yet
-    assert_unsupported("COPY kinds FROM STDIN");
     // writes to sharded tables reading reference tables route like the sharded table
     assert_eq!(
         target(

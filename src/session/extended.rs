@@ -582,6 +582,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some((shards, mut merge)) = self.batch.scatter.take() {
             let mut items = std::mem::take(&mut self.batch.items);
             self.batch.close();
+            if matches!(merge.merge, Merge::CopyIn(_) | Merge::CopyOut { .. }) {
+                // COPY on several shards: session/copy.rs
+                let request = |conn: &mut PooledConn, queue: &mut VecDeque<Expect>| {
+                    translate(conn, &items, true, queue)
+                };
+                return self
+                    .copy_scatter(&shards, &merge.merge, true, request)
+                    .await;
+            }
             let parses = items
                 .iter()
                 .filter(|i| matches!(i, Item::Parse { .. }))

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cancel;
 pub mod client;
+mod copy;
 mod distributed;
 mod extended;
 mod local_txn;
@@ -286,8 +287,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Look up the position of `key` among the columns of `table` on the default shard.
     async fn learn_ordinal(&mut self, table: &str, key: &str) -> Result<(), ProxyError> {
+        // INSERT … VALUES counts every column; COPY rows skip generated ones
         let sql = format!(
-            "SELECT n - 1 FROM (SELECT attname, row_number() OVER (ORDER BY attnum) AS n \
+            "SELECT (n - 1) || ',' || (n - 1 - g) FROM (SELECT attname, \
+             row_number() OVER (ORDER BY attnum) AS n, \
+             count(*) FILTER (WHERE attgenerated <> '') OVER (ORDER BY attnum) AS g \
              FROM pg_attribute WHERE attrelid = to_regclass({}) AND attnum > 0 \
              AND NOT attisdropped) c WHERE attname = {}",
             settings::quote_literal(&settings::quote_ident(table)),
@@ -317,9 +321,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "cannot find shard key column \"{key}\" of table \"{table}\" on shard \"{shard_name}\"; name the columns in INSERT"
             ))
         })?;
-        let ordinal: usize = value
-            .parse()
-            .map_err(|_| ProxyError::error(SqlState::INTERNAL_ERROR, "bad catalog answer"))?;
+        let ordinal: (usize, usize) = value
+            .split_once(',')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or_else(|| ProxyError::error(SqlState::INTERNAL_ERROR, "bad catalog answer"))?;
         self.shared
             .ordinals
             .write()

@@ -91,6 +91,11 @@ pub struct RelayOutcome {
     pub skipping: bool,
     /// client statements whose Parse failed or was skipped by the backend
     pub failed_parses: Vec<String>,
+    /// set by the caller: a CopyInResponse pauses the relay (it stays in `out`) instead
+    /// of being refused, so the session can drive COPY FROM STDIN on several shards
+    pub stop_at_copy_in: bool,
+    /// the relay paused at a CopyInResponse (see `stop_at_copy_in`)
+    pub copy_in_started: bool,
 }
 
 /// Why a relay stopped early.
@@ -273,6 +278,10 @@ pub async fn relay_until<S: AsyncRead + AsyncWrite + Unpin>(
                     Some(client) => {
                         client.send(out).await.map_err(ClientError::Io)?;
                         copy_in(conn, client, extended).await?;
+                    }
+                    None if outcome.stop_at_copy_in => {
+                        outcome.copy_in_started = true;
+                        return Ok(false);
                     }
                     None => {
                         // Broadcast statements never COPY; abort it on the backend.

@@ -240,13 +240,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Record the backend processes a scatter runs on, so a client's CancelRequest
     /// reaches every one of them.
-    async fn set_running(&self, conns: &[PooledConn]) {
+    pub(super) async fn set_running(&self, conns: &[PooledConn]) {
         *self.running.lock().await = conns.iter().map(|c| (c.shard, c.key.0, c.key.1)).collect();
     }
 
     /// Check out one connection per shard (in shard order, so two scatters cannot
     /// deadlock on pools) and send each its request; the shards then work in parallel.
-    async fn send_all(
+    pub(super) async fn send_all(
         &mut self,
         shards: &ShardSet,
         request: &mut impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
@@ -441,6 +441,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Merge::FirstRows(n) => scatter::concatenate(&replies, Some(*n), &mut self.out),
             Merge::SumCounts => scatter::sum_counts(&replies, merge.binary, &mut self.out),
             Merge::InsertSplit(rows) => scatter::interleave(&replies, &shards, rows, &mut self.out),
+            // (COPY takes its own path: session/copy.rs)
+            Merge::CopyIn(_) | Merge::CopyOut { .. } => {
+                return self.refuse(ProxyError::error(
+                    SqlState::INTERNAL_ERROR,
+                    "pgshard: COPY cannot be merged",
+                ));
+            }
             Merge::Plan(plan) => {
                 let options = combine::Options {
                     bytewise_text,

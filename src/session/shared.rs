@@ -32,8 +32,9 @@ pub struct Shared {
     pub plans: PlanCache,
     /// SCRAM verifiers by user name
     pub users: HashMap<String, Verifier>,
-    /// key column positions learned from the catalog (for INSERT without column list)
-    pub ordinals: RwLock<HashMap<String, usize>>,
+    /// key column positions learned from the catalog, for INSERT and COPY without a
+    /// column list: (position among all columns, position among non-generated columns)
+    pub ordinals: RwLock<HashMap<String, (usize, usize)>>,
     /// ParameterStatus values of the default shard, learned at the first login
     pub server_params: RwLock<Option<ServerParams>>,
     /// cancelled when the proxy shuts down
@@ -76,10 +77,14 @@ impl Shared {
 }
 
 /// A snapshot of the learned key positions, for the router.
-pub struct OrdinalSnapshot<'a>(pub &'a HashMap<String, usize>);
+pub struct OrdinalSnapshot<'a>(pub &'a HashMap<String, (usize, usize)>);
 
 impl KeyOrdinals for OrdinalSnapshot<'_> {
     fn key_ordinal(&self, table: &str) -> Option<usize> {
-        self.0.get(table).copied()
+        self.0.get(table).map(|p| p.0)
+    }
+
+    fn copy_key_ordinal(&self, table: &str) -> Option<usize> {
+        self.0.get(table).map(|p| p.1)
     }
 }

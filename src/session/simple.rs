@@ -14,7 +14,7 @@ use crate::protocol::Frame;
 use crate::protocol::SqlState;
 use crate::protocol::frontend::decode_query;
 use crate::protocol::reply::{self, ProxyError, TxnStatus};
-use crate::router::{NoParams, Target};
+use crate::router::{Merge, NoParams, Target};
 use crate::sql::{Analysis, StatementKind};
 
 /// Why a write to a reference table is refused inside a transaction block.
@@ -92,6 +92,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         tracing::trace!(target = ?route.target, reason = %route.reason, "routed");
         let map = self.shared.map.load_full();
+        if let Target::Scatter(shards, merge @ (Merge::CopyIn(_) | Merge::CopyOut { .. })) =
+            &route.target
+        {
+            // COPY on several shards: session/copy.rs
+            if kind.is_none() {
+                self.refuse(ProxyError::cross_shard_unsupported(
+                    "pgshard: a COPY on several shards must be sent alone, not in a multi-statement query string",
+                ));
+                self.ready();
+                return Ok(());
+            }
+            let request = |conn: &mut PooledConn, queue: &mut VecDeque<Expect>| {
+                conn.queue(frame.as_bytes());
+                queue.push_back(Expect::Query { fwd: true });
+            };
+            return self.copy_scatter(shards, merge, false, request).await;
+        }
         if let Target::Scatter(shards, merge) = &route.target {
             return self
                 .scatter_query(&frame, shards.clone(), merge.clone())

@@ -3,6 +3,7 @@
 //!
 //! Nothing here does I/O; everything is pure and unit-tested.
 
+pub mod copy;
 pub mod hash;
 pub mod key;
 pub mod ring;

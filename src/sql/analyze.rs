@@ -4,10 +4,12 @@ use sqlparser::ast::{ContextModifier, CopySource, Set, SetExpr, Statement as Ast
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use super::expr::split_name;
+use super::expr::{fold, split_name};
 use super::scatter;
 use super::walk::Walker;
-use super::{Analysis, Limitation, Role, Scatter, Statement, StatementKind, TableOccurrence};
+use super::{
+    Analysis, CopySpec, Limitation, Role, Scatter, Statement, StatementKind, TableOccurrence,
+};
 
 /// Parse `sql` (Postgres dialect) and summarise each statement.
 pub fn analyze(sql: &str) -> Analysis {
@@ -33,6 +35,7 @@ fn plain(kind: StatementKind, command: &'static str) -> Statement {
         scatter: Scatter::Blocked(command),
         links: Vec::new(),
         partitionable: Vec::new(),
+        copy: None,
     }
 }
 
@@ -50,6 +53,7 @@ fn walked(kind: StatementKind, command: &'static str, w: Walker) -> Statement {
         scatter: Scatter::Blocked(command),
         links: w.links,
         partitionable: Vec::new(),
+        copy: None,
     }
 }
 
@@ -185,10 +189,21 @@ fn summarise(st: &Ast) -> Statement {
         | Ast::ShowStatus { .. }
         | Ast::ShowFunctions { .. }
         | Ast::ShowCollation { .. } => plain(K::Show, "SHOW"),
-        Ast::Copy { source, to, .. } => {
+        Ast::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } => {
             let kind = K::Copy { from: !*to };
-            match source {
-                CopySource::Table { table_name, .. } => {
+            let mut spec = copy_spec(target, options, legacy_options);
+            let mut s = match source {
+                CopySource::Table {
+                    table_name,
+                    columns,
+                } => {
                     let mut s = plain(kind, "COPY");
                     let (schema, name) = split_name(table_name)
                         .unwrap_or((None, table_name.to_string().to_ascii_lowercase()));
@@ -200,15 +215,22 @@ fn summarise(st: &Ast) -> Statement {
                         key_arrays: Vec::new(),
                         role: if *to { Role::Read } else { Role::Insert },
                     });
+                    if !columns.is_empty() {
+                        spec.columns = Some(columns.iter().map(fold).collect());
+                    }
                     s
                 }
                 CopySource::Query(q) => {
-                    let mut w = Walker::default();
-                    w.query(q);
-                    w.safety_net(q.as_ref());
-                    walked(kind, "COPY", w)
+                    // routed as the SELECT it runs
+                    spec.query = true;
+                    let mut s = summarise(&Ast::Query(q.clone()));
+                    s.kind = kind;
+                    s.command = "COPY";
+                    s
                 }
-            }
+            };
+            s.copy = Some(spec);
+            s
         }
         Ast::Prepare { statement, .. } => {
             let inner = summarise(statement);
@@ -349,4 +371,61 @@ fn set_is_local(set: &Set) -> bool {
         Set::SetTransaction { session, .. } => !*session,
         _ => false,
     }
+}
+
+/// The options of a COPY, new (`WITH (FORMAT csv, …)`) and old (`CSV HEADER`) syntax.
+fn copy_spec(
+    target: &sqlparser::ast::CopyTarget,
+    options: &[sqlparser::ast::CopyOption],
+    legacy: &[sqlparser::ast::CopyLegacyOption],
+) -> CopySpec {
+    use sqlparser::ast::{CopyLegacyCsvOption as Csv, CopyLegacyOption as L, CopyOption as O};
+    let mut spec = CopySpec {
+        stdio: matches!(
+            target,
+            sqlparser::ast::CopyTarget::Stdin | sqlparser::ast::CopyTarget::Stdout
+        ),
+        ..CopySpec::default()
+    };
+    let other = |spec: &mut CopySpec, what: String| {
+        spec.other.get_or_insert(what);
+    };
+    for o in options {
+        match o {
+            O::Format(f) => spec.format = Some(f.value.to_ascii_lowercase()),
+            O::Delimiter(c) => spec.delimiter = Some(*c),
+            O::Null(n) => spec.null = Some(n.clone()),
+            O::Header(h) => spec.header = *h,
+            O::Quote(c) => spec.quote = Some(*c),
+            O::Escape(c) => spec.escape = Some(*c),
+            O::Encoding(e) => spec.encoding = Some(e.clone()),
+            O::ForceNotNull(cols) => spec.force_not_null.extend(cols.iter().map(fold)),
+            O::ForceNull(cols) => spec.force_null.extend(cols.iter().map(fold)),
+            // output-only or harmless for splitting
+            O::ForceQuote(_) | O::Freeze(_) => {}
+        }
+    }
+    for o in legacy {
+        match o {
+            L::Binary => spec.format = Some("binary".to_owned()),
+            L::Delimiter(c) => spec.delimiter = Some(*c),
+            L::Null(n) => spec.null = Some(n.clone()),
+            L::Csv(csv) => {
+                spec.format = Some("csv".to_owned());
+                for c in csv {
+                    match c {
+                        Csv::Header => spec.header = true,
+                        Csv::Quote(q) => spec.quote = Some(*q),
+                        Csv::Escape(e) => spec.escape = Some(*e),
+                        Csv::ForceNotNull(cols) => {
+                            spec.force_not_null.extend(cols.iter().map(fold))
+                        }
+                        Csv::ForceQuote(_) => {}
+                    }
+                }
+            }
+            other_option => other(&mut spec, other_option.to_string()),
+        }
+    }
+    spec
 }

@@ -283,6 +283,40 @@ pub struct Statement {
     /// across shards and every other one is complete on each shard (it is inner-joined,
     /// or on the kept side of every outer join above it). Empty otherwise.
     pub partitionable: Vec<bool>,
+    /// for COPY: the column list, where the data goes or comes from, and the options
+    /// that decide how rows and fields are written
+    pub copy: Option<CopySpec>,
+}
+
+/// What a COPY statement says about its data (options as written; Postgres checks them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopySpec {
+    /// `COPY (SELECT …) TO`: the statement's tables and scatter are the query's
+    pub query: bool,
+    /// the column list (folded), if given
+    pub columns: Option<Vec<String>>,
+    /// `STDIN`/`STDOUT`, not a file or program on the server
+    pub stdio: bool,
+    /// `FORMAT` (lower-case), or `BINARY`/`CSV` of the old syntax
+    pub format: Option<String>,
+    /// `DELIMITER`
+    pub delimiter: Option<char>,
+    /// `NULL`
+    pub null: Option<String>,
+    /// `QUOTE`
+    pub quote: Option<char>,
+    /// `ESCAPE`
+    pub escape: Option<char>,
+    /// `HEADER`
+    pub header: bool,
+    /// `ENCODING`
+    pub encoding: Option<String>,
+    /// `FORCE_NOT_NULL` columns (folded)
+    pub force_not_null: Vec<String>,
+    /// `FORCE_NULL` columns (folded)
+    pub force_null: Vec<String>,
+    /// the first option pgshard does not model, as written
+    pub other: Option<String>,
 }
 
 /// The analysis of one query string: its statements, or why it could not be parsed.
