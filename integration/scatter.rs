@@ -156,13 +156,25 @@ async fn what_cannot_be_merged_is_refused_and_errors_arrive_once() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO), "{err}");
-    // not inside a transaction (yet)
+    // inside a transaction: on the transaction's connections, and a shard's error
+    // aborts the transaction as one Postgres would
     client.batch_execute("BEGIN").await.unwrap();
-    let err = client
+    let msgs = client
         .simple_query("SELECT aid FROM accounts WHERE balance = 1")
         .await
+        .unwrap();
+    assert_eq!(simple_rows(&msgs).0.len(), 43);
+    let err = client
+        .simple_query("SELECT 1 / (aid - 5) FROM accounts")
+        .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{err}");
+    assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO), "{err}");
+    let err = client.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{err}"
+    );
     client.batch_execute("ROLLBACK").await.unwrap();
     // the session and the pools are fine afterwards
     let n = client
@@ -305,13 +317,13 @@ async fn writes_without_a_key_run_everywhere_only_when_allowed() {
             .await
             .is_empty()
     );
-    // inside a transaction: refused (it could not be atomic across shards)
+    // inside a transaction: part of it (two-phase commit), undone by its ROLLBACK
     client.batch_execute("BEGIN").await.unwrap();
-    let err = client
+    let msgs = client
         .simple_query("DELETE FROM accounts WHERE balance = 100")
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{err}");
+        .unwrap();
+    assert!(simple_rows(&msgs).1.unwrap_or(0) > 0);
     client.batch_execute("ROLLBACK").await.unwrap();
     let kept: BTreeSet<i64> = threes.difference(&deleted).copied().collect();
     assert_eq!(direct_aids(&cluster, "balance = 100").await, kept);
@@ -380,15 +392,14 @@ async fn multi_row_inserts_split_per_shard_and_return_rows_in_input_order() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION), "{err}");
-    // inside a transaction: refused until cross-shard transactions exist
+    // inside a transaction: part of it, undone by its ROLLBACK on every shard
     client.batch_execute("BEGIN").await.unwrap();
-    let err = client
+    client
         .simple_query(
             "INSERT INTO accounts (aid, balance) VALUES (6001, 1), (6002, 1), (6003, 1), (6004, 1)",
         )
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{err}");
+        .unwrap();
     client.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(direct_aids(&cluster, "aid > 6000").await.len(), 0);
 }

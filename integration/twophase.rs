@@ -635,3 +635,79 @@ async fn sql_prepare_and_execute_route_by_their_arguments() {
         .unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_on_several_shards_run_inside_transactions() {
+    let (cluster, proxy, _, _) = setup("").await;
+    let c = proxy.client().await;
+    for k in 1..=30i64 {
+        c.execute("INSERT INTO accounts VALUES ($1, 1)", &[&k])
+            .await
+            .unwrap();
+    }
+    // a scatter read inside a transaction sees the transaction's own writes
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute(&format!(
+        "UPDATE accounts SET balance = 100 WHERE aid = {}",
+        1
+    ))
+    .await
+    .unwrap();
+    let m = c
+        .simple_query("SELECT count(*), sum(balance) FROM accounts")
+        .await
+        .unwrap();
+    let row = m
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap().to_owned(), r.get(1).unwrap().to_owned()))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(row, ("30".to_owned(), "129".to_owned()));
+    // a split multi-row INSERT is part of the transaction (atomic with it)
+    c.batch_execute("INSERT INTO accounts VALUES (1001, 5), (1002, 5), (1003, 5), (1004, 5)")
+        .await
+        .unwrap();
+    // extended protocol: a merged read in the same transaction
+    let rows = c
+        .query(
+            "SELECT aid FROM accounts WHERE balance = 5 ORDER BY aid",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 30, "the rolled back split INSERT left rows");
+    // committed: everything at once
+    let mut c2 = proxy.client().await;
+    let t = c2.transaction().await.unwrap();
+    t.execute(
+        "INSERT INTO accounts VALUES (2001, 7), (2002, 7), (2003, 7)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let total: i64 = t
+        .query_one("SELECT count(*) FROM accounts WHERE balance = 7", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 3);
+    t.commit().await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM accounts WHERE balance = 7", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    assert_eq!(prepared(&cluster, 0).await + prepared(&cluster, 1).await, 0);
+}

@@ -84,6 +84,155 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(conn)
     }
 
+    /// Run a statement on several shards inside the transaction block: every target
+    /// shard joins the transaction (its BEGIN replayed), each runs `request` on the
+    /// transaction's connection, and the replies are collected for the merge. The
+    /// connections stay in the transaction; a shard's error leaves it aborted, as one
+    /// failing statement would.
+    pub(super) async fn gather_in_txn(
+        &mut self,
+        shards: &[ShardId],
+        mut request: impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
+    ) -> Result<super::scatter::Gathered, ProxyError> {
+        let mut conns = self.take_txn_conns(shards).await?;
+        let mut queues = Vec::with_capacity(conns.len());
+        for conn in conns.iter_mut() {
+            let mut queue = VecDeque::new();
+            request(conn, &mut queue);
+            if conn.flush().await.is_err() {
+                conn.broken = true;
+            }
+            queues.push(queue);
+        }
+        let budget = self.shared.config.server.merge_memory / conns.len().max(1);
+        let bytewise_text = conns.iter().all(|c| c.bytewise_text);
+        let mut replies = Vec::with_capacity(conns.len());
+        let mut failure: Option<ProxyError> = None;
+        let mut failed_statement = false;
+        for (conn, queue) in conns.iter_mut().zip(queues.iter_mut()) {
+            let mut reply = BytesMut::new();
+            match super::relay::relay_capped::<S>(conn, queue, &mut reply, None, budget).await {
+                Ok(outcome) => {
+                    failed_statement |= outcome.saw_error;
+                    for name in outcome.failed_parses {
+                        self.stmts.remove(&name);
+                    }
+                    replies.push(reply);
+                }
+                Err(e) => {
+                    let name = self.shared.pools.shard_name(conn.shard).to_owned();
+                    failure.get_or_insert(ProxyError::shard_unavailable(&name, e));
+                }
+            }
+        }
+        let lost = conns.iter().any(|c| c.broken);
+        self.restore_txn_conns(conns);
+        if lost {
+            // a participant is gone: the transaction cannot commit any more
+            self.abort_txn();
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if failed_statement {
+            self.abort_txn();
+        }
+        Ok(super::scatter::Gathered {
+            replies,
+            shards: shards.to_vec(),
+            bytewise_text,
+        })
+    }
+
+    /// The transaction's connections to `shards` (in that order), joining the shards it
+    /// has not used yet; the others stay parked.
+    async fn take_txn_conns(&mut self, shards: &[ShardId]) -> Result<Vec<PooledConn>, ProxyError> {
+        let mut pool: Vec<PooledConn> = std::mem::take(&mut self.parked);
+        match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Attached { conn } => pool.push(conn),
+            Txn::Deferred { begin } => self.txn_begin = Some(begin),
+            other => {
+                self.txn = other;
+                self.parked = pool;
+                return Err(ProxyError::in_failed_transaction());
+            }
+        }
+        let mut out: Vec<PooledConn> = Vec::with_capacity(shards.len());
+        let mut error = None;
+        for &shard in shards {
+            if let Some(i) = pool.iter().position(|c| c.shard == shard) {
+                out.push(pool.swap_remove(i));
+                continue;
+            }
+            if self.txn_savepoint && !(pool.is_empty() && out.is_empty()) {
+                error = Some(ProxyError::cross_shard_unsupported(
+                    "pgshard: this transaction set a savepoint and cannot reach other shards (savepoints are per shard)",
+                ));
+                break;
+            }
+            let mut conn = match self.checkout(shard).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            };
+            let mut queue = VecDeque::new();
+            self.prepare_conn(&mut conn, &mut queue);
+            let begin = self.txn_begin.clone().unwrap_or_else(|| "BEGIN".to_owned());
+            let mut buf = BytesMut::new();
+            let _ = postgres_protocol::message::frontend::query(&begin, &mut buf);
+            conn.queue(&buf);
+            queue.push_back(Expect::Query { fwd: false });
+            let mut scratch = BytesMut::new();
+            let joined = async {
+                conn.flush().await?;
+                super::relay::relay::<S>(&mut conn, &mut queue, &mut scratch, None).await
+            }
+            .await;
+            match joined {
+                Ok(outcome) if !outcome.saw_error && conn.status == TxnStatus::InBlock => {
+                    out.push(conn)
+                }
+                other => {
+                    let name = self.shared.pools.shard_name(shard).to_owned();
+                    conn.broken = true;
+                    Pools::release(conn);
+                    error = Some(ProxyError::shard_unavailable(
+                        &name,
+                        format!("could not begin the transaction there: {other:?}"),
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = error {
+            pool.extend(out);
+            self.restore_txn_conns(pool);
+            return Err(e);
+        }
+        self.parked = pool;
+        Ok(out)
+    }
+
+    /// Give connections back to the transaction: one becomes the current one (a failed
+    /// one if any, so the transaction reports failure), the rest are parked.
+    fn restore_txn_conns(&mut self, mut conns: Vec<PooledConn>) {
+        if let Txn::Attached { conn } = std::mem::replace(&mut self.txn, Txn::Idle) {
+            conns.push(conn);
+        }
+        let current = conns
+            .iter()
+            .position(|c| c.status == TxnStatus::Failed)
+            .unwrap_or(conns.len().saturating_sub(1));
+        if conns.is_empty() {
+            return;
+        }
+        let conn = conns.swap_remove(current);
+        self.parked.extend(conns);
+        self.txn = Txn::Attached { conn };
+    }
+
     /// Whether the transaction spans several shards.
     pub(super) fn distributed(&self) -> bool {
         !self.parked.is_empty()

@@ -439,7 +439,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Whether a Bind arriving now would be the batch's only statement, outside any
     /// transaction: a statement on several shards must be.
     fn alone_in_batch(&self) -> bool {
-        matches!(self.txn, Txn::Idle)
+        let txn_ok = match &self.txn {
+            Txn::Idle => true,
+            // inside a transaction block it runs on the transaction's connections
+            Txn::Deferred { .. } => self.shared.config.transactions.two_phase,
+            Txn::Attached { conn } => {
+                conn.status == TxnStatus::InBlock && self.shared.config.transactions.two_phase
+            }
+            Txn::Aborted { .. } => false,
+        };
+        txn_ok
             && self.batch.shard.is_none()
             && !self.batch.open
             && !self
@@ -500,7 +509,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Target::One(s) => s,
             Target::All | Target::AllCopies if map.shard_count() == 1 => 0,
             Target::AllCopies => {
-                let alone = self.alone_in_batch();
+                // (its own transaction on every shard: not inside the client's)
+                let alone = self.alone_in_batch() && matches!(self.txn, Txn::Idle);
                 if !alone {
                     return Err(ProxyError::cross_shard_unsupported(
                         "pgshard: a write to a reference table runs on every shard: send it alone (its own Sync), outside a transaction block",
@@ -617,9 +627,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return self.finish_failed_batch().await;
                 }
             };
+            let in_txn = !matches!(self.txn, Txn::Idle);
             let streamed = match merge.merge {
-                Merge::Concatenate => Some(None),
-                Merge::FirstRows(n) => Some(Some(n)),
+                Merge::Concatenate if !in_txn => Some(None),
+                Merge::FirstRows(n) if !in_txn => Some(Some(n)),
                 _ => None,
             };
             if let Some(limit) = streamed {
@@ -633,16 +644,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
             let shard_list = shards.clone();
-            let replies = self
-                .gather(&shards, |conn, queue| {
-                    let mine = shard_list
-                        .iter()
-                        .position(|&s| s == conn.shard)
-                        .and_then(|i| per_shard.get(i))
-                        .unwrap_or(&items);
-                    translate(conn, mine, true, queue)
-                })
-                .await;
+            let request = |conn: &mut PooledConn, queue: &mut VecDeque<Expect>| {
+                let mine = shard_list
+                    .iter()
+                    .position(|&s| s == conn.shard)
+                    .and_then(|i| per_shard.get(i))
+                    .unwrap_or(&items);
+                translate(conn, mine, true, queue)
+            };
+            let replies = if in_txn {
+                self.gather_in_txn(&shards, request).await
+            } else {
+                self.gather(&shards, request).await
+            };
             self.answer_merged(replies, merge);
             self.ready();
             return Ok(());

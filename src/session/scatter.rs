@@ -29,7 +29,7 @@ use crate::sharding::ShardId;
 use crate::sql::split::split_insert;
 
 /// The replies of a statement sent to several shards.
-pub(super) struct Gathered {
+pub(crate) struct Gathered {
     /// each shard's reply messages, in shard order
     pub replies: Vec<BytesMut>,
     /// the shard of each reply
@@ -71,9 +71,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         shards: ShardSet,
         merge: Merge,
     ) -> Result<(), SessionEnd> {
-        if !matches!(self.txn, Txn::Idle) {
+        let in_txn = !matches!(self.txn, Txn::Idle);
+        if in_txn && !self.shared.config.transactions.two_phase {
             self.refuse(ProxyError::cross_shard_unsupported(
-                "pgshard: a statement on several shards cannot run inside a transaction block yet; run it outside BEGIN/COMMIT",
+                "pgshard: a statement on several shards cannot run inside a transaction block with [transactions] two_phase = false; run it outside BEGIN/COMMIT",
             ));
             self.ready();
             return Ok(());
@@ -101,8 +102,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let shard_list = shards.clone();
         let streamed = match merge {
-            Merge::Concatenate => Some(None),
-            Merge::FirstRows(n) => Some(Some(n)),
+            Merge::Concatenate if !in_txn => Some(None),
+            Merge::FirstRows(n) if !in_txn => Some(Some(n)),
             _ => None,
         };
         if let Some(limit) = streamed {
@@ -114,17 +115,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.ready();
             return Ok(());
         }
-        let replies = self
-            .gather(&shards, |conn, queue| {
-                let message = shard_list
-                    .iter()
-                    .position(|&s| s == conn.shard)
-                    .and_then(|i| per_shard.get(i))
-                    .map_or(frame.as_bytes(), Vec::as_slice);
-                conn.queue(message);
-                queue.push_back(Expect::Query { fwd: true });
-            })
-            .await;
+        let request = |conn: &mut PooledConn, queue: &mut VecDeque<Expect>| {
+            let message = shard_list
+                .iter()
+                .position(|&s| s == conn.shard)
+                .and_then(|i| per_shard.get(i))
+                .map_or(frame.as_bytes(), Vec::as_slice);
+            conn.queue(message);
+            queue.push_back(Expect::Query { fwd: true });
+        };
+        let replies = if in_txn {
+            // inside a transaction block: on the transaction's connections
+            self.gather_in_txn(&shards, request).await
+        } else {
+            self.gather(&shards, request).await
+        };
         // simple-query results are text
         let request = MergeRequest {
             merge,
