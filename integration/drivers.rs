@@ -10,7 +10,7 @@
 //! (`$HOME/.cache/pgshard-drivers`): a Python venv with `psycopg[binary]` and an npm
 //! prefix with `pg`, each built in a scratch directory and renamed into place, so runs
 //! sharing the cache never see half an install. When Python's venv or npm is missing
-//! the tests say so loudly and skip, unless `CI` or `PGSHARD_REQUIRE_DRIVERS` is set
+//! the tests say so loudly and skip, unless `PGSHARD_REQUIRE_DRIVERS` is set
 //! (`scripts/test.sh` installs both and sets it): then they fail.
 
 use std::collections::BTreeSet;
@@ -99,7 +99,7 @@ fn drivers_required() -> bool {
             .map(|v| !v.is_empty() && v != "0" && v != "false")
             .unwrap_or(false)
     };
-    set("CI") || set("PGSHARD_REQUIRE_DRIVERS")
+    set("PGSHARD_REQUIRE_DRIVERS")
 }
 
 /// The toolchain for a test, or `None` after a loud skip message (a panic when drivers

@@ -22,9 +22,17 @@ ensure_drivers() {
     fi
     if ((${#packages[@]})); then
         echo "==> installing driver toolchains (apt-get install ${packages[*]})"
-        as_root apt-get update
-        as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends "${packages[@]}"
+        if ! { as_root apt-get update &&
+            as_root env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y --no-install-recommends "${packages[@]}"; }; then
+            echo "==> WARNING: could not install ${packages[*]}; the driver tests will say so and skip" >&2
+            return 0
+        fi
+    fi
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1 ||
+        ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        echo "==> WARNING: driver toolchains incomplete; the driver tests will say so and skip" >&2
+        return 0
     fi
     export PGSHARD_REQUIRE_DRIVERS=1
     echo "==> driver toolchains: $(python3 --version 2>&1), node $(node --version), npm $(npm --version)"
