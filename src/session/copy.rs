@@ -88,18 +88,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             queue.push_back(Expect::Query { fwd: false });
             request(conn, queue);
         };
-        let (mut conns, mut queues) = match self.send_all(shards, &mut in_txn).await {
+        let (mut conns, mut queues, names) = match self.send_all(shards, &mut in_txn).await {
             Ok(sent) => sent,
             Err(e) => {
                 self.refuse(e);
                 return Ok(());
             }
         };
-        self.set_running(&conns).await;
-        let names: Vec<String> = conns
-            .iter()
-            .map(|c| self.shared.pools.shard_name(c.shard).to_owned())
-            .collect();
         let n = conns.len();
         // 1. every shard up to its CopyInResponse
         let mut outs: Vec<BytesMut> = (0..n).map(|_| BytesMut::new()).collect();
@@ -369,14 +364,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         skip_header: bool,
         mut request: impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
     ) -> Result<(), SessionEnd> {
-        let (mut conns, mut queues) = match self.send_all(shards, &mut request).await {
+        let (mut conns, mut queues, _) = match self.send_all(shards, &mut request).await {
             Ok(sent) => sent,
             Err(e) => {
                 self.refuse(e);
                 return Ok(());
             }
         };
-        self.set_running(&conns).await;
         let n = conns.len();
         let mut done = vec![false; n];
         let mut total: u64 = 0;

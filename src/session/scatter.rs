@@ -149,16 +149,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         shards: &ShardSet,
         mut request: impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
     ) -> Result<Gathered, ProxyError> {
-        let (mut conns, mut queues) = self.send_all(shards, &mut request).await?;
+        let (mut conns, mut queues, names) = self.send_all(shards, &mut request).await?;
         let bytewise_text = conns.iter().all(|c| c.bytewise_text);
-        let names: Vec<String> = conns
-            .iter()
-            .map(|c| self.shared.pools.shard_name(c.shard).to_owned())
-            .collect();
         // Each shard's reply may use an equal share of the statement's merge memory.
         let total_budget = self.shared.config.server.merge_memory;
         let budget = total_budget / conns.len().max(1);
-        self.set_running(&conns).await;
         let mut replies: Vec<Option<BytesMut>> = (0..conns.len()).map(|_| None).collect();
         let mut failure: Option<ProxyError> = None;
         let mut failed_reply: Option<(usize, BytesMut)> = None;
@@ -245,7 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Record the backend processes a scatter runs on, so a client's CancelRequest
     /// reaches every one of them.
-    pub(super) async fn set_running(&self, conns: &[PooledConn]) {
+    async fn set_running(&self, conns: &[PooledConn]) {
         *self.running.lock().await = conns.iter().map(|c| (c.shard, c.key.0, c.key.1)).collect();
     }
 
@@ -255,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &mut self,
         shards: &ShardSet,
         request: &mut impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
-    ) -> Result<(Vec<PooledConn>, Vec<VecDeque<Expect>>), ProxyError> {
+    ) -> Result<(Vec<PooledConn>, Vec<VecDeque<Expect>>, Vec<String>), ProxyError> {
         let mut conns = Vec::with_capacity(shards.len());
         for &shard in shards {
             match self.checkout(shard).await {
@@ -276,7 +271,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             queues.push(queue);
         }
-        Ok((conns, queues))
+        // a client's CancelRequest reaches every one of them
+        self.set_running(&conns).await;
+        let names = conns
+            .iter()
+            .map(|c| self.shared.pools.shard_name(c.shard).to_owned())
+            .collect();
+        Ok((conns, queues, names))
     }
 
     /// Send a statement whose answer is the concatenation of the shards' rows (at most
@@ -292,18 +293,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         mut request: impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
         limit: Option<u64>,
     ) -> Result<(), SessionEnd> {
-        let (mut conns, mut queues) = match self.send_all(shards, &mut request).await {
+        let (mut conns, mut queues, names) = match self.send_all(shards, &mut request).await {
             Ok(sent) => sent,
             Err(e) => {
                 self.refuse(e);
                 return Ok(());
             }
         };
-        self.set_running(&conns).await;
-        let names: Vec<String> = conns
-            .iter()
-            .map(|c| self.shared.pools.shard_name(c.shard).to_owned())
-            .collect();
         let n = conns.len();
         let mut bufs: Vec<BytesMut> = (0..n).map(|_| BytesMut::new()).collect();
         let mut done = vec![false; n];
