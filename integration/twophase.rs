@@ -711,3 +711,71 @@ async fn statements_on_several_shards_run_inside_transactions() {
     assert_eq!(n, 3);
     assert_eq!(prepared(&cluster, 0).await + prepared(&cluster, 1).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_control_never_ends_a_transaction_on_one_shard_only() {
+    let (mut cluster, proxy, a, b) = setup("").await;
+    let c = proxy.client().await;
+    // a string that joins a shard and commits: the COMMIT is the whole transaction's
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute(&format!("INSERT INTO accounts VALUES ({a}, 1)"))
+        .await
+        .unwrap();
+    c.batch_execute(&format!("INSERT INTO accounts VALUES ({b}, 2); COMMIT"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (direct(&cluster, 0, a).await, direct(&cluster, 1, b).await),
+        (Some(1), Some(2))
+    );
+    // extended protocol: COMMIT batched with a statement for another shard is refused,
+    // and nothing of the transaction commits on one shard alone
+    let mut c2 = proxy.client().await;
+    let t = c2.transaction().await.unwrap();
+    t.execute("UPDATE accounts SET balance = 10 WHERE aid = $1", &[&a])
+        .await
+        .unwrap();
+    t.execute("UPDATE accounts SET balance = 20 WHERE aid = $1", &[&b])
+        .await
+        .unwrap();
+    t.rollback().await.unwrap();
+    assert_eq!(
+        (direct(&cluster, 0, a).await, direct(&cluster, 1, b).await),
+        (Some(1), Some(2))
+    );
+    // a statement failing in a transaction leaves it failed: no shard joins it
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute(&format!("UPDATE accounts SET balance = 3 WHERE aid = {a}"))
+        .await
+        .unwrap();
+    assert!(
+        c.batch_execute(&format!(
+            "SELECT 1 / (balance - 3) FROM accounts WHERE aid = {a}"
+        ))
+        .await
+        .is_err()
+    );
+    let e = c
+        .batch_execute(&format!("SELECT * FROM accounts WHERE aid = {b}"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION), "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // a statement on several shards failing right after BEGIN still aborts the
+    // transaction: later writes do not commit on their own
+    cluster.shard_mut(0).stop().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    assert!(
+        c.batch_execute("SELECT count(*) FROM accounts")
+            .await
+            .is_err()
+    );
+    let e = c
+        .batch_execute(&format!("UPDATE accounts SET balance = 4 WHERE aid = {b}"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION), "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(direct(&cluster, 1, b).await, Some(2));
+    cluster.shard_mut(0).restart().await;
+}

@@ -113,8 +113,19 @@ pub struct Recovered {
 pub async fn recover(config: &Config, pools: &Pools, in_flight: &InFlight) -> Recovered {
     let node = &config.transactions.node;
     let mut out = Recovered::default();
-    // prepared transactions of ours, per shard
+    // The decisions first: a transaction decided after this read is not deleted by this
+    // pass, whatever happens to it meanwhile.
+    let default = config.map.default_shard;
+    let Ok(decided) = decisions(pools, default, node).await else {
+        // without the decisions nothing can be resolved safely
+        tracing::warn!("cannot read two-phase commit decisions; recovery postponed");
+        out.unreachable.push(pools.shard_name(default).to_owned());
+        return out;
+    };
+    // prepared transactions of ours, per shard; those a session is committing are left
+    // alone, and their decisions kept, for this whole pass
     let mut doubtful: Vec<(ShardId, String)> = Vec::new();
+    let mut busy: BTreeSet<String> = BTreeSet::new();
     for shard in 0..config.shards.len() {
         let name = pools.shard_name(shard).to_owned();
         match query(
@@ -128,9 +139,12 @@ pub async fn recover(config: &Config, pools: &Pools, in_flight: &InFlight) -> Re
                 for row in a.rows {
                     if let Some(Some(gid)) = row.into_iter().next()
                         && let Some(base) = base_of(&gid, node)
-                        && !in_flight.contains(base)
                     {
-                        doubtful.push((shard, gid));
+                        if in_flight.contains(base) {
+                            busy.insert(base.to_owned());
+                        } else {
+                            doubtful.push((shard, gid));
+                        }
                     }
                 }
             }
@@ -144,14 +158,6 @@ pub async fn recover(config: &Config, pools: &Pools, in_flight: &InFlight) -> Re
             }
         }
     }
-    let default = config.map.default_shard;
-    let decided = decisions(pools, default, node).await;
-    let Ok(decided) = decided else {
-        // without the decisions nothing can be resolved safely
-        tracing::warn!("cannot read two-phase commit decisions; recovery postponed");
-        out.unreachable.push(pools.shard_name(default).to_owned());
-        return out;
-    };
     let mut still_prepared: BTreeSet<String> = BTreeSet::new();
     for (shard, gid) in &doubtful {
         let Some(base) = base_of(gid, node) else {
@@ -186,7 +192,7 @@ pub async fn recover(config: &Config, pools: &Pools, in_flight: &InFlight) -> Re
     // anywhere reachable) can go, unless a session is still committing them
     if out.unreachable.is_empty() {
         for base in decided {
-            if still_prepared.contains(&base) || in_flight.contains(&base) {
+            if still_prepared.contains(&base) || busy.contains(&base) || in_flight.contains(&base) {
                 continue;
             }
             let sql = format!("DELETE FROM {DECISIONS} WHERE gid = {}", literal(&base));

@@ -77,6 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let _ = postgres_protocol::message::frontend::query(&begin, &mut buf);
         conn.queue(&buf);
         queue.push_back(Expect::Query { fwd: false });
+        self.begin_in_flight = true;
         tracing::debug!(
             shard = map.shard_name(shard),
             "transaction joins another shard"
@@ -148,9 +149,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// has not used yet; the others stay parked.
     async fn take_txn_conns(&mut self, shards: &[ShardId]) -> Result<Vec<PooledConn>, ProxyError> {
         let mut pool: Vec<PooledConn> = std::mem::take(&mut self.parked);
+        let mut deferred: Option<String> = None;
         match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Attached { conn } if conn.status == TxnStatus::Failed => {
+                self.txn = Txn::Attached { conn };
+                self.parked = pool;
+                return Err(ProxyError::in_failed_transaction());
+            }
             Txn::Attached { conn } => pool.push(conn),
-            Txn::Deferred { begin } => self.txn_begin = Some(begin),
+            Txn::Deferred { begin } => {
+                self.txn_begin = Some(begin.clone());
+                deferred = Some(begin);
+            }
             other => {
                 self.txn = other;
                 self.parked = pool;
@@ -208,7 +218,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if let Some(e) = error {
             pool.extend(out);
-            self.restore_txn_conns(pool);
+            if pool.is_empty() {
+                // nothing joined yet: the client is still in its (deferred) transaction,
+                // which the caller's refusal aborts
+                self.txn = Txn::Deferred {
+                    begin: deferred.unwrap_or_else(|| "BEGIN".to_owned()),
+                };
+            } else {
+                self.restore_txn_conns(pool);
+            }
             return Err(e);
         }
         self.parked = pool;

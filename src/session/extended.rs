@@ -102,6 +102,8 @@ pub(super) struct Batch {
     multi: bool,
     /// the shard of each Bind so far, in order (None: any shard)
     bind_shards: Vec<Option<ShardId>>,
+    /// a COMMIT/ROLLBACK was bound in this batch
+    has_control: bool,
     /// a multi-shard batch already ran part of its messages (at a Flush): its
     /// transaction is open, and `multi_implicit` says whether pgshard began it
     multi_begun: bool,
@@ -204,6 +206,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return Ok(());
                     }
                 };
+                let control = matches!(kind, Some(StatementKind::Commit | StatementKind::Rollback));
+                if let Err(e) = self.transaction_control_fits(&route.target, control) {
+                    self.fail_batch(e);
+                    return Ok(());
+                }
                 if let Err(e) = self.add_target(route.target, bind.result_binary(0)) {
                     self.fail_batch(e);
                     return Ok(());
@@ -458,6 +465,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .any(|i| matches!(i, Item::Bind { .. }))
     }
 
+    /// COMMIT/ROLLBACK in a batch must end the transaction everywhere at once: refused in
+    /// a batch that also runs statements on a shard other than the transaction's (it would
+    /// end on that shard alone), and no statement for another shard may follow it.
+    fn transaction_control_fits(
+        &mut self,
+        target: &Target,
+        control: bool,
+    ) -> Result<(), ProxyError> {
+        let attached = match &self.txn {
+            Txn::Attached { conn } if conn.status != TxnStatus::Idle => Some(conn.shard),
+            _ => None,
+        };
+        let other_binds = self
+            .batch
+            .items
+            .iter()
+            .any(|i| matches!(i, Item::Bind { .. }));
+        let elsewhere = |s: Option<ShardId>| s.is_some() && attached.is_some() && s != attached;
+        let refused = || {
+            ProxyError::cross_shard_unsupported(
+                "pgshard: COMMIT/ROLLBACK in a batch with statements for other shards of the transaction; send it in a batch of its own",
+            )
+        };
+        if control {
+            if other_binds
+                && (self.distributed() || self.batch.multi || elsewhere(self.batch.shard))
+            {
+                return Err(refused());
+            }
+            self.batch.has_control = true;
+        } else if self.batch.has_control {
+            let wanted = match target {
+                Target::One(s) => Some(*s),
+                _ => None,
+            };
+            if self.distributed() || elsewhere(wanted) {
+                return Err(refused());
+            }
+        }
+        Ok(())
+    }
+
     /// Combine a Bind's target with the batch's.
     fn add_target(&mut self, target: Target, result_binary: bool) -> Result<(), ProxyError> {
         let map = self.shared.map.load();
@@ -532,6 +581,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if p != wanted
                     && self.shared.config.transactions.two_phase
                     && !self.batch.open
+                    && !self.batch.has_control
                     && !self.txn_savepoint =>
             {
                 self.batch.multi = true;

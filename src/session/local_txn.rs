@@ -50,6 +50,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             (StatementKind::Commit, Txn::Deferred { .. }) => {
                 self.txn = Txn::Idle;
+                self.txn_done();
                 "COMMIT"
             }
             (StatementKind::Commit | StatementKind::Rollback, Txn::Attached { .. })

@@ -384,6 +384,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Txn::Attached { conn } if conn.shard == shard || conn.status == TxnStatus::Idle => {
                 Ok(conn)
             }
+            // a failed transaction goes nowhere else: 25P02 until ROLLBACK
+            Txn::Attached { conn } if conn.status == TxnStatus::Failed => {
+                self.txn = Txn::Attached { conn };
+                Err(ProxyError::in_failed_transaction())
+            }
             // a transaction block reaching another shard
             Txn::Attached { conn } => self.join_shard(conn, shard, queue).await,
             Txn::Deferred { begin } => {
@@ -463,7 +468,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(RelayError::Backend(e)) => {
                 let name = self.shared.pools.shard_name(conn.shard).to_owned();
                 tracing::warn!(shard = %name, error = %e, "backend connection failed mid-statement");
-                let was_in_txn = conn.status != TxnStatus::Idle || self.begin_in_flight;
+                let was_in_txn = conn.status != TxnStatus::Idle
+                    || self.begin_in_flight
+                    || !self.parked.is_empty();
                 self.begin_in_flight = false;
                 conn.broken = true;
                 Pools::release(conn);

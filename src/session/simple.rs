@@ -53,8 +53,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ => None,
         };
         let several = matches!(&*analysis, Analysis::Parsed(stmts) if stmts.len() > 1);
-        if whole && several && self.distributed() {
+        let controls = matches!(&*analysis, Analysis::Parsed(stmts) if stmts.iter().any(|s| {
+            matches!(
+                s.kind,
+                StatementKind::Begin
+                    | StatementKind::Commit
+                    | StatementKind::Rollback
+                    | StatementKind::Savepoint
+            )
+        }));
+        // a string that ends (or nests) transactions while one is open runs statement by
+        // statement, so its COMMIT is the whole transaction's and never one shard's
+        if whole && several && (self.distributed() || controls && self.txn.in_block()) {
             return self.run_split(&sql).await;
+        }
+        if several && controls {
+            // a BEGIN sent whole to one shard: its text is what the transaction replays on
+            // the shards it joins later
+            let begins = crate::sql::split::split_statements(&sql)
+                .into_iter()
+                .flatten()
+                .rfind(|p| {
+                    matches!(&*self.shared.plans.get(p), Analysis::Parsed(s)
+                        if s.len() == 1 && s[0].kind == StatementKind::Begin)
+                })
+                .map(str::to_owned);
+            if begins.is_some() {
+                self.txn_begin = begins;
+            }
         }
         if self.distributed()
             && self
@@ -283,12 +309,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         match std::mem::replace(&mut self.txn, Txn::Idle) {
             Txn::Attached { mut conn } if !failed => {
-                let mut buf = BytesMut::new();
-                let _ = postgres_protocol::message::frontend::query("COMMIT", &mut buf);
-                conn.queue(&buf);
-                let queue = VecDeque::from([Expect::Query { fwd: false }]);
                 // (a failed COMMIT's error reaches the client)
-                let _ = self.exchange(conn, queue).await;
+                match conn.simple_query("COMMIT").await {
+                    Ok(a) => {
+                        if let Some(message) = a.error {
+                            ProxyError::error(
+                                SqlState::from_shard(
+                                    a.sqlstate.as_deref(),
+                                    SqlState::INTERNAL_ERROR,
+                                ),
+                                message,
+                            )
+                            .encode(&mut self.out);
+                        }
+                    }
+                    Err(e) => {
+                        conn.broken = true;
+                        let name = self.shared.pools.shard_name(conn.shard).to_owned();
+                        ProxyError::shard_unavailable(&name, e).encode(&mut self.out);
+                    }
+                }
+                Pools::release(conn);
                 self.txn = Txn::Idle;
             }
             Txn::Attached { conn } | Txn::Aborted { conn: Some(conn) } => {

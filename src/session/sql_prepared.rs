@@ -228,7 +228,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(());
         };
         let mut buf = BytesMut::new();
-        if conn.prepared.insert(stmt.hash) {
+        // (in a failed transaction the EXECUTE fails with 25P02 anyway; a PREPARE there
+        // would fail too and must not be recorded as done)
+        if conn.status != crate::protocol::reply::TxnStatus::Failed
+            && conn.prepared.insert(stmt.hash)
+        {
             let _ = postgres_protocol::message::frontend::query(&stmt.prepare_text(), &mut buf);
             queue.push_back(Expect::Query { fwd: false });
         }
