@@ -204,7 +204,13 @@ logfile = $WORK/pgbouncer/pgbouncer.log
 EOF
 echo '"app" "app"' >"$WORK/pgbouncer/userlist.txt"
 if [[ "$(id -u)" == 0 ]]; then chown -R postgres: "$WORK/pgbouncer"; fi
-as_pg "$PGBOUNCER" "$WORK/pgbouncer/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
+# Started without a shell function in between, so that $! is pgbouncer itself.
+if [[ "$(id -u)" == 0 ]]; then
+    setpriv --reuid=postgres --regid=postgres --init-groups \
+        "$PGBOUNCER" "$WORK/pgbouncer/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
+else
+    "$PGBOUNCER" "$WORK/pgbouncer/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
+fi
 PIDS+=($!)
 wait_port "$BOUNCER_PORT" pgbouncer
 
@@ -268,6 +274,7 @@ target_args() { # print "PORT USER PASSWORD" of a target
     esac
 }
 
+LOAD=$(cut -d ' ' -f 1-3 /proc/loadavg)
 RESULTS="$WORK/results.txt" # round mode target tps latency_ms status
 : >"$RESULTS"
 for round in $(seq "$ROUNDS"); do
@@ -296,12 +303,13 @@ done
 
 # ---------------------------------------------------------------- report
 
-# Median of the successful runs' column COL (4 = tps, 5 = latency) for MODE TARGET.
+# Median of the successful runs' column COL (4 = tps, 5 = latency) for MODE TARGET,
+# printed with printf format FMT.
 median() {
     awk -v m="$1" -v t="$2" -v c="$3" '$2 == m && $3 == t && $6 == "ok" { print $c }' "$RESULTS" |
-        sort -g | awk '{ v[NR] = $1 } END {
+        sort -g | awk -v f="$4\n" '{ v[NR] = $1 } END {
             if (NR == 0) { print "-"; exit }
-            if (NR % 2) printf "%.1f\n", v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
+            if (NR % 2) printf f, v[(NR + 1) / 2]; else printf f, (v[NR / 2] + v[NR / 2 + 1]) / 2
         }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
@@ -333,7 +341,8 @@ fi
     echo "- **socat**: a plain TCP relay in front of it (\`socat TCP-LISTEN:<port>,fork TCP:<postgres>\`): the cost of one extra hop."
     echo "- **pgbouncer**: transaction pooling, \`default_pool_size = $POOL\` (pgshard's \`pool_size\`), SCRAM client login."
     echo "- **pgshard-1**: pgshard with one shard (the same Postgres), \`pool_size = $POOL\`."
-    echo "- **pgshard-2**: pgshard with two shards (two more Postgres servers on the same machine),"
+    echo "- **pgshard-2**: pgshard with two shards (two more Postgres servers on the same machine, so"
+    echo "  $POOL backend connections per shard, twice as many as pgshard-1 and pgbouncer),"
     echo "  \`pgbench_accounts\` sharded on \`aid integer\` ($N0 rows on s0, $N1 on s1); branches and tellers on s0 only."
     echo
     echo "## Machine"
@@ -342,6 +351,7 @@ fi
     echo "- Memory: $MEM"
     echo "- Kernel: $(uname -sr)"
     echo "- $PG_VERSION; $BOUNCER_VERSION; ${SOCAT_VERSION:-socat}; $PGSHARD_VERSION"
+    echo "- Load average when the runs started: $LOAD (Postgres, the proxies and pgbench share the cores)"
     echo "- Postgres servers started by \`pgshard dev\` (initdb defaults)."
     echo
     echo "## Commands"
@@ -366,13 +376,15 @@ fi
         echo
         echo "| target | TPS (median) | latency avg (ms) | vs direct | vs pgbouncer |"
         echo "|---|---:|---:|---:|---:|"
-        d=$(median "$mode" direct 4)
-        b=$(median "$mode" pgbouncer 4)
+        d=$(median "$mode" direct 4 %.0f)
+        b=$(median "$mode" pgbouncer 4 %.0f)
         for target in "${TARGETS[@]}"; do
-            t=$(median "$mode" "$target" 4)
-            l=$(median "$mode" "$target" 5)
+            t=$(median "$mode" "$target" 4 %.0f)
+            l=$(median "$mode" "$target" 5 %.3f)
+            rd=$(ratio "$t" "$d")
+            rb=$(ratio "$t" "$b")
             if [[ "$t" == - ]]; then t="failed"; fi
-            echo "| $target | $t | $l | $(ratio "$t" "$d") | $(ratio "$t" "$b") |"
+            echo "| $target | $t | $l | $rd | $rb |"
         done
     done
     if grep -q " failed$" "$RESULTS"; then
@@ -385,6 +397,12 @@ fi
             name=$(basename "$f" .log)
             echo "- ${name#failed-}: \`$(grep -m 1 -iE "error|abort" "$f" | sed 's/`//g' || echo "see pgbench output")\`"
         done
+        if grep -q "^[0-9]* prepared pgbouncer .* failed$" "$RESULTS"; then
+            echo
+            echo "pgbouncer before 1.21 does not follow protocol-level prepared statements in transaction"
+            echo "pooling (1.21 added \`max_prepared_statements\`): a statement prepared on one server connection"
+            echo "is missing, or already exists, on the next, so \`-M prepared\` fails through it."
+        fi
     fi
     echo
     echo "## All runs"
