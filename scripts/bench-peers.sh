@@ -323,8 +323,8 @@ MEM=$(free -h | awk '/^Mem:/ { print $2 }')
 SHORT=""
 if [[ "$DURATION" != 20 || "$ROUNDS" != 3 ]]; then
     SHORT="**These numbers are from a short smoke run (DURATION=$DURATION, ROUNDS=$ROUNDS).** A full run is
-\`scripts/bench-peers.sh\` with the defaults (DURATION=20, ROUNDS=3); runs this short, on a machine
-shared with other work, are noisy: two smoke runs here differed by up to 25% for one target.
+\`scripts/bench-peers.sh\` with the defaults (DURATION=20, ROUNDS=3). Runs this short are noisy (on a shared
+machine, repeated smoke runs differ by tens of percent for one target): compare full runs only.
 "
 fi
 
