@@ -103,7 +103,9 @@ pub struct Report {
 /// `duration` in interleaved rounds.
 pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     if args.targets.is_empty() {
-        return Err(BenchError::Usage("give at least one --target NAME=URL".into()));
+        return Err(BenchError::Usage(
+            "give at least one --target NAME=URL".into(),
+        ));
     }
     if args.clients == 0 || args.rounds == 0 || args.rows == 0 {
         return Err(BenchError::Usage(

@@ -20,7 +20,9 @@ pub fn parse_target(text: &str) -> Result<Target, BenchError> {
         text: text.to_string(),
         why: why.to_string(),
     };
-    let (name, url) = text.split_once('=').ok_or_else(|| bad("expected NAME=URL"))?;
+    let (name, url) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=URL"))?;
     let (name, url) = (name.trim(), url.trim());
     if name.is_empty() {
         return Err(bad("the name before '=' is empty"));

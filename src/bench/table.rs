@@ -1,13 +1,22 @@
 //! The report as a fixed-width text table.
+use clap::ValueEnum;
+
 use super::Report;
+
+/// The name the option takes on the command line (`point-select`).
+fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
 
 /// Header line, then one line per target: median TPS, ratio to the first target, median
 /// latency percentiles in milliseconds, total transactions and errors.
 pub fn render(report: &Report) -> String {
     let mut out = format!(
-        "workload {:?}, protocol {:?}, {} clients, {} s × {} rounds per target, {} rows\n",
-        report.workload,
-        report.protocol,
+        "workload {}, protocol {}, {} clients, {} s × {} rounds per target, {} rows\n",
+        value_name(report.workload),
+        value_name(report.protocol),
         report.clients,
         report.duration_secs,
         report.rounds,
@@ -80,10 +89,28 @@ mod tests {
         let text = render(&report);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[0].starts_with("workload point-select, protocol extended, 4 clients"));
         assert!(lines[2].starts_with("direct"), "{text}");
-        assert!(lines[2].contains("1000.0") && lines[2].contains("1.00"), "{text}");
-        assert!(lines[3].contains("500.0") && lines[3].contains("0.50"), "{text}");
-        assert!(lines[3].contains("1.500") && lines[3].contains("9.000"), "{text}");
+        assert!(
+            lines[2].contains("1000.0") && lines[2].contains("1.00"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("500.0") && lines[3].contains("0.50"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("1.500") && lines[3].contains("9.000"),
+            "{text}"
+        );
         assert_eq!(lines[4], "proxy: first error: ERROR: boom");
+
+        // the JSON of --json carries the same figures under stable names
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["workload"], "point-select");
+        assert_eq!(json["protocol"], "extended");
+        assert_eq!(json["targets"][1]["name"], "proxy");
+        assert_eq!(json["targets"][1]["ratio"], 0.5);
+        assert_eq!(json["targets"][1]["p99_us"], 3000);
     }
 }

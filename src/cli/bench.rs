@@ -106,11 +106,11 @@ pub fn run(cmd: BenchCmd) -> ExitCode {
         }
     };
     say!("{}", bench::table::render(&report).trim_end());
-    if let Some(path) = &cmd.json {
-        if let Err(e) = write_json(path, &report) {
-            eprintln!("pgshard bench: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Some(path) = &cmd.json
+        && let Err(e) = write_json(path, &report)
+    {
+        eprintln!("pgshard bench: {e}");
+        return ExitCode::FAILURE;
     }
     if report.targets.iter().any(|t| t.errors > 0) {
         return ExitCode::from(2);
@@ -159,7 +159,10 @@ mod tests {
         assert_eq!(b.workload, Workload::Mixed);
         assert_eq!(b.protocol, Protocol::Prepared);
         assert_eq!(b.duration, std::time::Duration::from_millis(500));
-        assert_eq!((b.rounds, b.clients, b.rows, b.setup), (2, 8, 10_000, false));
+        assert_eq!(
+            (b.rounds, b.clients, b.rows, b.setup),
+            (2, 8, 10_000, false)
+        );
     }
 
     #[test]
