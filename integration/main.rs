@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod bench;
 mod clients;
 mod cluster;
 mod copy;

@@ -7,10 +7,11 @@
 //!
 //! # Layout
 //! Dependencies point one way, from the top of this list to the bottom:
-//! - [`cli`]: one file per subcommand (`serve`, `check`, `map`, `locate`, `route`, `dev`).
+//! - [`cli`]: one file per subcommand (`serve`, `check`, `map`, `locate`, `route`, `dev`, `bench`).
 //! - [`server`]: the listener, connection limit and shutdown drain.
 //! - [`session`]: one client connection: startup/auth, simple and extended protocol,
 //!   transaction state.
+//! - [`bench`]: the load generator behind `pgshard bench`.
 //! - [`backend`]: one raw server connection and the per-shard pool.
 //! - [`router`]: pure routing of an analysed statement to a target shard set.
 //! - [`sql`]: the only user of sqlparser: SQL text → [`sql::Statement`] summary, plan cache.
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod devcluster;

@@ -9,6 +9,7 @@ macro_rules! say {
     }};
 }
 
+mod bench;
 mod check;
 mod dev;
 mod locate;
@@ -89,6 +90,9 @@ pub enum Command {
         #[arg(long, default_value = ".pgshard-dev")]
         dir: PathBuf,
     },
+    /// Load generator: run a workload against targets (proxy, shards …) in interleaved
+    /// rounds; print TPS and latency percentiles per target.
+    Bench(bench::BenchCmd),
 }
 
 /// `pgshard map …`
@@ -131,5 +135,6 @@ pub fn main() -> ExitCode {
             listen,
             dir,
         } => dev::run(shards, &listen, &dir),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }
