@@ -340,6 +340,29 @@ fn write_row(row: &Row<'_>, visible: usize, hidden: usize, out: &mut BytesMut) {
     }
 }
 
+/// The kind of column `c`, or why the merge cannot read its type (`what` names the
+/// clause for the message).
+fn kind_of(c: Column, what: &str) -> Result<Kind, MergeError> {
+    Kind::from_oid(c.oid).ok_or_else(|| {
+        MergeError::Unsupported(format!(
+            "{what} on a column of type oid {} across shards is not supported",
+            c.oid
+        ))
+    })
+}
+
+/// A key that only groups or deduplicates: ascending, NULLs together; text compared by
+/// bytes, which is equality under any deterministic collation.
+fn equality_key(i: usize, kind: Kind) -> (usize, Kind, SortKey) {
+    let key = SortKey {
+        col: Col::Visible(i),
+        descending: false,
+        nulls_first: false,
+        collate_c: true,
+    };
+    (i, kind, key)
+}
+
 /// The kind of column `c` for comparisons, or why it cannot be compared.
 fn comparable(
     c: Column,
@@ -347,12 +370,7 @@ fn comparable(
     collate_c: bool,
     options: Options,
 ) -> Result<Kind, MergeError> {
-    let kind = Kind::from_oid(c.oid).ok_or_else(|| {
-        MergeError::Unsupported(format!(
-            "{what} on a column of type oid {} across shards is not supported",
-            c.oid
-        ))
-    })?;
+    let kind = kind_of(c, what)?;
     if kind.is_collatable() && !options.bytewise_text && !collate_c {
         return Err(MergeError::Unsupported(format!(
             "{what} on text across shards needs the \"C\" collation (the shards' collation orders text differently from bytes); add COLLATE \"C\" to the expression"
@@ -530,29 +548,13 @@ fn distinct<'a>(
         .map(|&c| {
             // equality, not order: text is equal when its bytes are (deterministic
             // collations), so no collation check
-            Kind::from_oid(c.oid).ok_or_else(|| {
-                MergeError::Unsupported(format!(
-                    "DISTINCT on a column of type oid {} across shards is not supported",
-                    c.oid
-                ))
-            })
+            kind_of(c, "DISTINCT")
         })
         .collect::<Result<Vec<_>, _>>()?;
     let keys: Vec<(usize, Kind, SortKey)> = kinds
         .iter()
         .enumerate()
-        .map(|(i, &k)| {
-            (
-                i,
-                k,
-                SortKey {
-                    col: Col::Visible(i),
-                    descending: false,
-                    nulls_first: false,
-                    collate_c: true,
-                },
-            )
-        })
+        .map(|(i, &k)| equality_key(i, k))
         .collect();
     let decoded = rows
         .iter()
@@ -598,12 +600,7 @@ fn having<'a>(
         let kind = if ordered {
             comparable(columns[i], "HAVING", false, options)?
         } else {
-            Kind::from_oid(columns[i].oid).ok_or_else(|| {
-                MergeError::Unsupported(format!(
-                    "HAVING on a column of type oid {} across shards is not supported",
-                    columns[i].oid
-                ))
-            })?
+            kind_of(columns[i], "HAVING")?
         };
         let literal = value::decode(kind, false, c.literal.as_bytes()).map_err(|e| {
             MergeError::Unsupported(format!(
@@ -653,24 +650,7 @@ fn group<'a>(
 ) -> Result<Vec<Row<'a>>, MergeError> {
     let key_specs: Vec<(usize, Kind, SortKey)> = keys
         .iter()
-        .map(|&i| {
-            let kind = Kind::from_oid(columns[i].oid).ok_or_else(|| {
-                MergeError::Unsupported(format!(
-                    "GROUP BY a column of type oid {} across shards is not supported",
-                    columns[i].oid
-                ))
-            })?;
-            Ok((
-                i,
-                kind,
-                SortKey {
-                    col: Col::Visible(i),
-                    descending: false,
-                    nulls_first: false,
-                    collate_c: true,
-                },
-            ))
-        })
+        .map(|&i| Ok(equality_key(i, kind_of(columns[i], "GROUP BY")?)))
         .collect::<Result<_, MergeError>>()?;
     let decoded = rows
         .iter()
@@ -802,12 +782,7 @@ fn recombine<'a>(
         }
         AggFunc::CountDistinct => {
             // equality only: bytes are equal when values are (no collation involved)
-            let kind = Kind::from_oid(c.oid).ok_or_else(|| {
-                MergeError::Unsupported(format!(
-                    "count(DISTINCT …) of a column of type oid {} across shards is not supported",
-                    c.oid
-                ))
-            })?;
+            let kind = kind_of(c, "count(DISTINCT …)")?;
             let mut values = Vec::new();
             for p in partials {
                 if let Some(v) = decode(kind, c, p)? {

@@ -53,15 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             _ => None,
         };
         let several = matches!(&*analysis, Analysis::Parsed(stmts) if stmts.len() > 1);
-        let controls = matches!(&*analysis, Analysis::Parsed(stmts) if stmts.iter().any(|s| {
-            matches!(
-                s.kind,
-                StatementKind::Begin
-                    | StatementKind::Commit
-                    | StatementKind::Rollback
-                    | StatementKind::Savepoint
-            )
-        }));
+        let controls = controls_transactions(&analysis);
         // a string that ends (or nests) transactions while one is open runs statement by
         // statement, so its COMMIT is the whole transaction's and never one shard's
         if whole && several && (self.distributed() || controls && self.txn.in_block()) {
@@ -371,18 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 true
             }
             None => {
-                let controls = match analysis {
-                    Analysis::Parsed(stmts) => stmts.iter().any(|s| {
-                        matches!(
-                            s.kind,
-                            StatementKind::Begin
-                                | StatementKind::Commit
-                                | StatementKind::Rollback
-                                | StatementKind::Savepoint
-                        )
-                    }),
-                    Analysis::Unparsed { .. } => true,
-                };
+                let controls = controls_transactions(analysis);
                 if controls {
                     self.refuse(refuse(
                         "a query string with transaction control among several statements, or one pgshard cannot parse,",
@@ -576,6 +557,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.ready();
         Ok(())
+    }
+}
+
+/// Whether a query string may begin or end a transaction or savepoint (text pgshard
+/// cannot parse may).
+fn controls_transactions(analysis: &Analysis) -> bool {
+    match analysis {
+        Analysis::Parsed(stmts) => stmts.iter().any(|s| {
+            matches!(
+                s.kind,
+                StatementKind::Begin
+                    | StatementKind::Commit
+                    | StatementKind::Rollback
+                    | StatementKind::Savepoint
+            )
+        }),
+        Analysis::Unparsed { .. } => true,
     }
 }
 
