@@ -395,6 +395,24 @@ impl ParamSource for NoParams {
     }
 }
 
+/// Constants lifted out of a simple query ([`crate::sql::lift`]) as the parameters of
+/// its shape: integers declared as `bigint` (so the key type checks match those of an
+/// integer literal), strings undeclared (they take the column's type, as an uncast
+/// string literal does).
+impl ParamSource for crate::sql::lift::Lifted {
+    fn param(&self, n: usize) -> Option<Param<'_>> {
+        let (_, value) = self.values.get(n.checked_sub(1)?)?;
+        Some(Param::Text(value.as_bytes()))
+    }
+
+    fn param_type(&self, n: usize) -> u32 {
+        match n.checked_sub(1).and_then(|i| self.values.get(i)) {
+            Some((crate::sql::lift::LiteralKind::Integer, _)) => 20,
+            _ => 0,
+        }
+    }
+}
+
 /// Position of a sharded table's key column among its columns, for INSERT without a
 /// column list. Learned from the catalog by the session.
 pub trait KeyOrdinals {

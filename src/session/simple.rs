@@ -14,8 +14,8 @@ use crate::protocol::Frame;
 use crate::protocol::SqlState;
 use crate::protocol::frontend::decode_query;
 use crate::protocol::reply::{self, ProxyError, TxnStatus};
-use crate::router::{Merge, NoParams, Target};
-use crate::sql::{Analysis, StatementKind};
+use crate::router::{Merge, NoParams, Route, Target};
+use crate::sql::{Analysis, SharedAnalysis, StatementKind};
 
 /// Why a write to a reference table is refused inside a transaction block.
 const REFERENCE_WRITE_IN_TXN: &str = "pgshard: a write to a reference table runs on every shard and cannot run inside a transaction block yet (cross-shard transactions do not exist); run it outside BEGIN/COMMIT";
@@ -41,7 +41,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Err(e) => return Err(SessionEnd::Fatal(ProxyError::protocol_violation(e))),
         };
-        let analysis = self.shared.plans.get(&sql);
+        let (analysis, routed) = self.analyze_simple(&sql).await;
         let kind = match &*analysis {
             Analysis::Parsed(stmts) if stmts.len() == 1 => Some(stmts[0].kind.clone()),
             Analysis::Parsed(stmts) if stmts.is_empty() => {
@@ -91,7 +91,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // savepoints are per shard: the transaction stays on the shards it has
             self.txn_savepoint = true;
         }
-        let route = match self.route(&sql, &analysis, &NoParams).await {
+        let routed = match routed {
+            Some(route) => Ok(route),
+            None => self.route(&sql, &analysis, &NoParams).await,
+        };
+        let route = match routed {
             Ok(route) => route,
             // statements for different shards in one string: one at a time
             Err(e)
@@ -222,6 +226,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.settings.record(&sql);
         }
         Ok(())
+    }
+
+    /// The analysis of a simple query, and its route when it was found from the shape
+    /// shared by statements differing only in constants ([`crate::sql::lift`]).
+    ///
+    /// The shape's analysis stands in for the statement's own only for a single plain
+    /// SELECT/INSERT/UPDATE/DELETE that routes to one place: then the client's text runs
+    /// there untouched, and nothing else the session does depends on the constants.
+    /// Anything else (several shards, a refusal, another kind of statement) is analysed
+    /// and routed from the client's own text, exactly as without the shortcut.
+    async fn analyze_simple(&mut self, sql: &str) -> (SharedAnalysis, Option<Route>) {
+        if let Some((analysis, lifted)) = self.shared.plans.get_lifted(sql) {
+            let plain = matches!(&*analysis, Analysis::Parsed(stmts) if stmts.len() == 1
+                && matches!(stmts[0].kind, StatementKind::Select | StatementKind::Insert
+                    | StatementKind::Update | StatementKind::Delete));
+            if plain
+                && let Ok(route) = self.route(sql, &analysis, &lifted).await
+                && matches!(route.target, Target::One(_) | Target::Any | Target::OneCopy)
+            {
+                return (analysis, Some(route));
+            }
+        }
+        (self.shared.plans.get(sql), None)
     }
 
     /// A query string whose statements need different shards, run one statement at a

@@ -3,6 +3,7 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
+use super::lift::{Lifted, lift};
 use super::{SharedAnalysis, analyze};
 
 /// A bounded LRU of analyses keyed by SQL text, shared by all sessions.
@@ -35,5 +36,12 @@ impl PlanCache {
             .unwrap_or_else(|e| e.into_inner())
             .put(sql.into(), analysis.clone());
         analysis
+    }
+
+    /// The constants of `sql` lifted out ([`lift`]) and the analysis of the lifted
+    /// shape, cached under the shape's text; `None` when nothing can be lifted.
+    pub fn get_lifted(&self, sql: &str) -> Option<(SharedAnalysis, Lifted)> {
+        let lifted = lift(sql)?;
+        Some((self.get(&lifted.shape), lifted))
     }
 }

@@ -19,6 +19,7 @@
 pub mod analyze;
 pub mod cache;
 mod expr;
+pub mod lift;
 mod plan;
 pub mod prepared;
 mod scatter;
