@@ -14,8 +14,10 @@ use super::{BenchError, Report};
 
 /// Chart height in pixels; the width grows with the number of bars.
 const HEIGHT: u32 = 720;
-/// Horizontal room per bar, so labels of neighbours do not overlap.
-const PX_PER_BAR: u32 = 130;
+/// Horizontal room per bar at least, and per character of its label (at the label's
+/// font size), so labels of neighbours do not overlap.
+const PX_PER_BAR: u32 = 110;
+const PX_PER_CHAR: u32 = 9;
 /// The narrowest chart.
 const MIN_WIDTH: u32 = 640;
 const FONT: &str = "sans-serif";
@@ -54,7 +56,13 @@ fn bars(reports: &[Report]) -> Vec<Bar> {
 /// The chart as an SVG document.
 pub fn render(reports: &[Report]) -> Result<String, BenchError> {
     let bars = bars(reports);
-    let width = (PX_PER_BAR * bars.len() as u32 + 120).max(MIN_WIDTH);
+    let longest = bars
+        .iter()
+        .map(|b| b.label.chars().count())
+        .max()
+        .unwrap_or(0) as u32;
+    let per_bar = PX_PER_BAR.max(PX_PER_CHAR * longest + 24);
+    let width = (per_bar * bars.len() as u32 + 120).max(MIN_WIDTH);
     let mut svg = String::new();
     draw(&mut svg, (width, HEIGHT), reports, &bars)
         .map_err(|e| BenchError::Chart(e.to_string()))?;
@@ -104,7 +112,8 @@ fn panel(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(80)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..y_max)?;
+        // an integer range includes its end: 0..n-1 holds n segments
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_max)?;
     let label = |v: &SegmentValue<usize>| match v {
         SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.label.clone()).unwrap_or_default(),
         _ => String::new(),
@@ -117,7 +126,7 @@ fn panel(
         .x_label_style((FONT, 16))
         .y_desc(unit)
         .y_label_style((FONT, 14))
-        .y_label_formatter(&|v: &f64| figure(*v))
+        .y_label_formatter(&|v: &f64| figure(*v, top))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
@@ -135,7 +144,7 @@ fn panel(
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
         let v = value(b);
         Text::new(
-            figure(v),
+            figure(v, top),
             (SegmentValue::CenterOf(i), v),
             figure_style.clone(),
         )
@@ -143,12 +152,13 @@ fn panel(
     Ok(())
 }
 
-/// A figure for a label: whole numbers from 100 up, two decimals below.
-fn figure(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
+/// A figure for a label in a panel whose largest value is `top`: whole numbers when
+/// that is 100 or more, one decimal from 10, else two.
+fn figure(v: f64, top: f64) -> String {
+    match top {
+        t if t >= 100.0 => format!("{v:.0}"),
+        t if t >= 10.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
     }
 }
 
@@ -248,6 +258,15 @@ mod tests {
         }
         // background, then two bars in each panel
         assert_eq!(svg.matches("<rect").count(), 5);
+        // one segment per bar: no empty third tick label
+        assert!(!texts.iter().any(|t| t.is_empty()), "{texts:?}");
+    }
+
+    #[test]
+    fn figures_follow_the_panel_scale() {
+        assert_eq!(figure(50.0, 300.0), "50");
+        assert_eq!(figure(5.25, 40.0), "5.2");
+        assert_eq!(figure(0.9, 4.0), "0.90");
     }
 
     #[test]

@@ -169,7 +169,7 @@ async fn max_key(target: &Target) -> Result<i64, String> {
 
 /// Run `args.workload` against `target` with `args.clients` connections for
 /// `args.duration`. All connections are opened (and statements prepared) before the clock
-/// starts. A target that cannot be reached does not stop the benchmark: its clients count
+/// starts; an insert workload first reads the largest key (see [`Keys`]). A target that cannot be reached does not stop the benchmark: its clients count
 /// an error per failed attempt, back off (see [`Backoff`]) and try to reconnect until
 /// the time is up. Returns the round and the first error message seen, if any.
 pub async fn round(
@@ -182,9 +182,11 @@ pub async fn round(
     } else {
         Ok(0)
     };
+    // All at once, so a target that does not answer costs one timeout, not one per client.
+    let opening = (0..args.clients).map(|_| open(target, args, CONNECT_TIMEOUT));
     let mut conns = Vec::with_capacity(args.clients);
-    for _ in 0..args.clients {
-        match open(target, args, CONNECT_TIMEOUT).await {
+    for opened in futures_util::future::join_all(opening).await {
+        match opened {
             Ok(c) => conns.push(Ok(c)),
             // A reachable target that cannot prepare the workload will not do better
             // later: that is a setup problem, not a measurement.
