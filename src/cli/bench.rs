@@ -18,6 +18,7 @@ pub struct BenchCmd {
     /// after the other, each with all its rounds
     #[arg(
         long = "workload",
+        value_name = "WORKLOAD",
         value_enum,
         value_delimiter = ',',
         default_value = "point-select"
@@ -35,10 +36,12 @@ pub struct BenchCmd {
     /// how statements are sent
     #[arg(long, value_enum, default_value = "extended")]
     pub protocol: Protocol,
-    /// rows in bench_accounts; keys are drawn uniformly from 1..=rows
+    /// rows in bench_accounts; reads and updates draw keys uniformly from 1..=rows,
+    /// inserts go above
     #[arg(long, default_value_t = 10_000)]
     pub rows: u64,
-    /// create bench_accounts through the first target if missing and load --rows rows
+    /// create bench_accounts through the first target if missing and load keys 1..=rows
+    /// (kept if all there; rows above --rows are ignored)
     #[arg(long)]
     pub setup: bool,
     /// also write the report as JSON to this file (an array of reports when several
@@ -61,7 +64,8 @@ Behind a proxy it must be in the shard map, sharded on aid:
     key = \"aid\"
     type = \"bigint\"
 --setup creates it through the first target (the proxy broadcasts the DDL) and loads
---rows rows with multi-row INSERTs of 500 rows, which the proxy splits by shard.
+keys 1..=rows with multi-row INSERTs of 500 rows, which the proxy splits by shard. A table
+that holds all of 1..=rows is kept; one that holds only some is refused.
 
 Workloads:
     point-select   SELECT abalance FROM bench_accounts WHERE aid = $1
@@ -104,8 +108,9 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     bench::parse_duration(text).map_err(|e| e.to_string())
 }
 
-/// Run the subcommand: print the table (and write `--json`); exit 1 when the benchmark
-/// cannot run, 2 when a target had errors, so scripts notice.
+/// Run the subcommand: each workload in turn, then print the tables (and write `--json`,
+/// `--svg`); exit 1 when the benchmark cannot run, 2 when a target had errors, so
+/// scripts notice.
 pub fn run(cmd: BenchCmd) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
