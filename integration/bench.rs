@@ -321,3 +321,51 @@ async fn down_target_counts_errors_without_spinning() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reconnect_after_their_connections_are_killed() {
+    let cluster = Cluster::start(1).await;
+    let url = format!("{}?application_name=bench_reconnect", cluster.shard_url(0));
+    let args = BenchArgs {
+        targets: vec![Target {
+            name: "s0".into(),
+            url,
+        }],
+        workload: Workload::PointSelect,
+        clients: 2,
+        duration: Duration::from_millis(1500),
+        rounds: 1,
+        protocol: Protocol::Prepared,
+        rows: 50,
+        setup: true,
+    };
+    let run = tokio::spawn(async move { bench::run(&args).await });
+    let admin = cluster.shard(0).client("app").await;
+    let pids =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i32> { rows.iter().map(|r| r.get(0)).collect() };
+    let backends = "SELECT pid FROM pg_stat_activity WHERE application_name = 'bench_reconnect'";
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = pids(admin.query(backends, &[]).await.unwrap());
+    assert_eq!(before.len(), 2, "{before:?}");
+    admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'bench_reconnect'",
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = pids(admin.query(backends, &[]).await.unwrap());
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "{before:?} {after:?}"
+    );
+
+    let report = run.await.unwrap().expect("run");
+    let t = &report.targets[0];
+    assert!(t.transactions > 0);
+    // at most the statements in flight when the connections died, and a few retries
+    assert!(t.errors <= 10, "{} errors: {:?}", t.errors, t.first_error);
+}
