@@ -7,8 +7,12 @@
 //! - [`load`]: N concurrent clients for one round; `--setup` loading.
 //! - [`summary`]: per-round numbers → medians and ratios.
 //! - [`table`]: the printed table.
+//! - [`chart`]: the SVG chart of `--svg`.
+//! - [`progress`]: the progress bar on stderr.
+pub mod chart;
 pub mod load;
 pub mod plan;
+pub mod progress;
 pub mod summary;
 pub mod table;
 pub mod workload;
@@ -18,6 +22,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use plan::{Target, parse_duration, parse_target, schedule};
+pub use progress::Progress;
 pub use summary::{RoundResult, TargetSummary};
 pub use workload::{Protocol, Workload};
 
@@ -47,6 +52,9 @@ pub enum BenchError {
         /// the driver's message
         reason: String,
     },
+    /// The `--svg` chart could not be drawn.
+    #[error("cannot draw the chart: {0}")]
+    Chart(String),
     /// A statement of `--setup` or of the per-client preparation failed.
     #[error("target {target}: {what}: {reason}")]
     Setup {
@@ -99,9 +107,17 @@ pub struct Report {
     pub targets: Vec<TargetSummary>,
 }
 
-/// Run the benchmark: optional setup through the first target, then every target for
-/// `duration` in interleaved rounds.
+/// Run the benchmark without a progress bar; see [`run_with_progress`].
 pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+    run_with_progress(args, &Progress::hidden()).await
+}
+
+/// Run the benchmark: optional setup through the first target, then every target for
+/// `duration` in interleaved rounds, moving `progress` along.
+pub async fn run_with_progress(
+    args: &BenchArgs,
+    progress: &Progress,
+) -> Result<Report, BenchError> {
     if args.targets.is_empty() {
         return Err(BenchError::Usage(
             "give at least one --target NAME=URL".into(),
@@ -118,8 +134,10 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let n = args.targets.len();
     let mut rounds: Vec<Vec<RoundResult>> = vec![Vec::new(); n];
     let mut first_errors: Vec<Option<String>> = vec![None; n];
-    for (_, t) in schedule(n, args.rounds) {
-        let (result, first_error) = load::round(&args.targets[t], args).await?;
+    let workload = table::value_name(args.workload);
+    for (r, t) in schedule(n, args.rounds) {
+        progress.start_run(r, args.rounds, &args.targets[t].name, &workload);
+        let (result, first_error) = load::round(&args.targets[t], args, progress).await?;
         rounds[t].push(result);
         if first_errors[t].is_none() {
             first_errors[t] = first_error;

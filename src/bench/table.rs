@@ -4,7 +4,7 @@ use clap::ValueEnum;
 use super::Report;
 
 /// The name the option takes on the command line (`point-select`).
-fn value_name(v: impl ValueEnum) -> String {
+pub fn value_name(v: impl ValueEnum) -> String {
     v.to_possible_value()
         .map(|p| p.get_name().to_string())
         .unwrap_or_default()
