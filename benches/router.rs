@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pgshard::config::{ShardMap, TableRule, UnparsedPolicy};
-use pgshard::router::{NoOrdinals, Param, ParamSource, RouteInput, route};
+use pgshard::router::{NoOrdinals, NoParams, Param, ParamSource, RouteInput, route};
 use pgshard::sharding::KeyType;
 use pgshard::sql::{PlanCache, analyze};
 
@@ -88,6 +88,39 @@ fn bench(c: &mut Criterion) {
                 sql: POINT_SELECT,
                 analysis: &analysis,
                 params: &params,
+                ordinals: &NoOrdinals,
+            };
+            route(&input, &map, UnparsedPolicy::Refuse).expect("routes")
+        })
+    });
+
+    // The simple protocol: a literal key, a different one each time (as pgbench -M
+    // simple sends them). Without lifting every statement is a parse; with it, the
+    // shape is a cache hit and the constant a parameter.
+    let mut n = 0u64;
+    c.bench_function("router/simple literal, lifted shape hit + route", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(7919) % 100_000;
+            let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {n};");
+            let (analysis, lifted) = cache.get_lifted(black_box(&sql)).expect("lifts");
+            let input = RouteInput {
+                sql: &sql,
+                analysis: &analysis,
+                params: &lifted,
+                ordinals: &NoOrdinals,
+            };
+            route(&input, &map, UnparsedPolicy::Refuse).expect("routes")
+        })
+    });
+    c.bench_function("router/simple literal, parse + route (no lifting)", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(7919) % 100_000;
+            let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {n};");
+            let analysis = analyze(black_box(&sql));
+            let input = RouteInput {
+                sql: &sql,
+                analysis: &analysis,
+                params: &NoParams,
                 ordinals: &NoOrdinals,
             };
             route(&input, &map, UnparsedPolicy::Refuse).expect("routes")

@@ -255,10 +255,7 @@ mod tests {
 
     #[test]
     fn trailing_semicolons_and_blanks_are_one_statement() {
-        assert_eq!(
-            shape("SELECT 1 ;; \n").as_deref(),
-            Some("SELECT $1 ;; \n")
-        );
+        assert_eq!(shape("SELECT 1 ;; \n").as_deref(), Some("SELECT $1 ;; \n"));
     }
 
     #[test]
