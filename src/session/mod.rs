@@ -577,3 +577,28 @@ fn first_data_value(buf: &[u8]) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod size_tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::{Shared, run};
+
+    /// An idle client costs its task (the session future) plus its buffers; with
+    /// thousands of idle clients the future's size is most of the proxy's memory, so a
+    /// change that makes it grow past this bound should be a deliberate one.
+    #[test]
+    fn session_future_stays_small() {
+        let config =
+            crate::config::parse(include_str!("../config/testdata/base.toml"), "base.toml")
+                .expect("test map parses");
+        let shared = Arc::new(Shared::new(Arc::new(config), CancellationToken::new()));
+        let (stream, _other) = tokio::io::duplex(64);
+        let future = run(stream, shared);
+        let size = std::mem::size_of_val(&future);
+        println!("session future: {size} bytes");
+        assert!(size < 16 * 1024, "session future is {size} bytes");
+    }
+}
