@@ -150,6 +150,11 @@ serve_map() {
 name = "pgbench_accounts"
 key = "aid"
 type = "integer"
+
+[[tables]]
+name = "bench_accounts"
+key = "aid"
+type = "bigint"
 EOF
     "$PGSHARD" check -c "$dst" >/dev/null
     "$PGSHARD" serve -c "$dst" >"$dst.log" 2>&1 &
@@ -301,6 +306,34 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
+# ---------------------------------------------------------------- scatter over two shards
+
+# `pgshard bench`: statements that need both shards, through pgshard-2, against the same
+# statement sent straight to each shard (which answers for its half of the rows): the
+# proxy's cost of a scatter is its latency over the slower shard's. One client, so the
+# latencies are those of one statement at a time.
+SCATTER_ROWS=${SCATTER_ROWS:-100000}
+SCATTER_SECONDS=${SCATTER_SECONDS:-5}
+echo "==> scatter: pgshard bench on pgshard-2 and each shard directly"
+"$PGSHARD" bench --quiet --setup --rows "$SCATTER_ROWS" --clients 1 \
+    --duration "${SCATTER_SECONDS}s" --rounds "$ROUNDS" --protocol extended \
+    --workload scatter-count,scatter-top-n \
+    --target "pgshard-2=postgres://app:app@127.0.0.1:$TWO_PORT/app" \
+    --target "s0=postgres://postgres@127.0.0.1:$S0_PORT/app" \
+    --target "s1=postgres://postgres@127.0.0.1:$S1_PORT/app" \
+    --json "$WORK/scatter.json" --svg "${OUT%.md}-scatter.svg" | tee "$WORK/scatter.txt"
+# p50 of pgshard-2 over the larger p50 of the two shards, per workload
+python3 - "$WORK/scatter.json" >"$WORK/scatter-ratio.md" <<'PY'
+import json, sys
+reports = json.load(open(sys.argv[1]))
+print("| workload | pgshard-2 p50 (ms) | s0 p50 (ms) | s1 p50 (ms) | pgshard-2 / slower shard |")
+print("|---|---:|---:|---:|---:|")
+for r in reports:
+    t = {x["name"]: x for x in r["targets"]}
+    p, a, b = (t[n]["p50_us"] / 1000 for n in ("pgshard-2", "s0", "s1"))
+    print(f"| {r['workload']} | {p:.3f} | {a:.3f} | {b:.3f} | {p / max(a, b):.2f} |")
+PY
+
 # ---------------------------------------------------------------- report
 
 # Median of the successful runs' column COL (4 = tps, 5 = latency) for MODE TARGET,
@@ -405,6 +438,23 @@ fi
             echo "is missing, or already exists, on the next, so \`-M prepared\` fails through it."
         fi
     fi
+    echo
+    echo "## Scatter over two shards"
+    echo
+    echo "\`pgshard bench\` with one client, $SCATTER_ROWS rows in \`bench_accounts\` (sharded on \`aid bigint\`,"
+    echo "loaded through pgshard-2 by \`--setup\`), $ROUNDS interleaved rounds of $SCATTER_SECONDS s: the statement"
+    echo "through pgshard-2 (both shards, merged by pgshard) against the same statement sent straight to"
+    echo "each shard (its half of the rows). The last column is the proxy's scatter latency over the"
+    echo "slower shard's, medians of p50. Chart: [$(basename "${OUT%.md}")-scatter.svg]($(basename "${OUT%.md}")-scatter.svg)."
+    echo
+    cat "$WORK/scatter-ratio.md"
+    echo
+    echo '```'
+    echo "pgshard bench --setup --rows $SCATTER_ROWS --clients 1 --duration ${SCATTER_SECONDS}s --rounds $ROUNDS --protocol extended \\"
+    echo "    --workload scatter-count,scatter-top-n --target pgshard-2=<proxy> --target s0=<shard 0> --target s1=<shard 1>"
+    echo
+    cat "$WORK/scatter.txt"
+    echo '```'
     echo
     echo "## All runs"
     echo
