@@ -13,6 +13,11 @@ Python standard library only. Output: human-readable lines, and one final line
 
 Usage: idle_clients.py --port PORT --pid PID [--clients N] [--user U] [--password P]
        [--database D] [--concurrency C] [--query SQL] [--hold SECONDS]
+       [--warm-sql SQL]
+
+With --warm-sql every connection runs that query once before it goes idle, the way
+pooled application connections sit idle after use: the session's buffers have then been
+written to, so their pages count in the resident size.
 """
 
 import argparse
@@ -159,30 +164,35 @@ async def query(host, port, user, password, database, sql):
     """Run one simple query on a fresh connection; returns (rows, command tag)."""
     reader, writer = await login(host, port, user, password, database)
     try:
-        writer.write(message(b"Q", sql.encode() + b"\0"))
-        await writer.drain()
-        rows, tag_text = [], ""
-        while True:
-            tag, body = await read_message(reader)
-            if tag == b"D":
-                (n,) = struct.unpack("!h", body[:2])
-                pos, row = 2, []
-                for _ in range(n):
-                    (length,) = struct.unpack("!i", body[pos : pos + 4])
-                    pos += 4
-                    if length < 0:
-                        row.append(None)
-                    else:
-                        row.append(body[pos : pos + length].decode())
-                        pos += length
-                rows.append(row)
-            elif tag == b"C":
-                tag_text = body.rstrip(b"\0").decode()
-            elif tag == b"Z":
-                return rows, tag_text
+        return await run_query(reader, writer, sql)
     finally:
         writer.write(message(b"X", b""))
         writer.close()
+
+
+async def run_query(reader, writer, sql):
+    """Run one simple query on an open connection; returns (rows, command tag)."""
+    writer.write(message(b"Q", sql.encode() + b"\0"))
+    await writer.drain()
+    rows, tag_text = [], ""
+    while True:
+        tag, body = await read_message(reader)
+        if tag == b"D":
+            (n,) = struct.unpack("!h", body[:2])
+            pos, row = 2, []
+            for _ in range(n):
+                (length,) = struct.unpack("!i", body[pos : pos + 4])
+                pos += 4
+                if length < 0:
+                    row.append(None)
+                else:
+                    row.append(body[pos : pos + length].decode())
+                    pos += length
+            rows.append(row)
+        elif tag == b"C":
+            tag_text = body.rstrip(b"\0").decode()
+        elif tag == b"Z":
+            return rows, tag_text
 
 
 async def main():
@@ -197,6 +207,7 @@ async def main():
     ap.add_argument("--concurrency", type=int, default=200, help="logins in flight at once")
     ap.add_argument("--query", default="SELECT count(*) FROM accounts")
     ap.add_argument("--hold", type=float, default=2.0, help="seconds to wait before measuring")
+    ap.add_argument("--warm-sql", help="query each connection runs once before idling")
     a = ap.parse_args()
     creds = (a.host, a.port, a.user, a.password, a.database)
 
@@ -212,7 +223,10 @@ async def main():
     async def one():
         async with gate:
             try:
-                return await asyncio.wait_for(login(*creds), timeout=60)
+                conn = await asyncio.wait_for(login(*creds), timeout=60)
+                if a.warm_sql:
+                    await asyncio.wait_for(run_query(*conn, a.warm_sql), timeout=60)
+                return conn
             except Exception as e:  # counted and summarised, not fatal
                 key = f"{type(e).__name__}: {e}"
                 errors[key] = errors.get(key, 0) + 1
@@ -222,7 +236,8 @@ async def main():
     results = await asyncio.gather(*(one() for _ in range(a.clients)))
     conns = [c for c in results if c is not None]
     elapsed = time.monotonic() - started
-    print(f"opened:     {len(conns)} of {a.clients} idle connections in {elapsed:.1f} s")
+    warm = f", each after one {a.warm_sql!r}" if a.warm_sql else ""
+    print(f"opened:     {len(conns)} of {a.clients} idle connections in {elapsed:.1f} s{warm}")
     for key, n in sorted(errors.items(), key=lambda kv: -kv[1])[:5]:
         print(f"  failed {n}x: {key}")
 
