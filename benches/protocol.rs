@@ -214,11 +214,7 @@ fn bench(c: &mut Criterion) {
         )
     });
     group.bench_function("client batch P/B/D/E/S x100 + decode", |b| {
-        b.iter_batched(
-            || batch.clone(),
-            split_and_decode,
-            BatchSize::SmallInput,
-        )
+        b.iter_batched(|| batch.clone(), split_and_decode, BatchSize::SmallInput)
     });
     group.finish();
 
