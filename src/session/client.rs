@@ -31,7 +31,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
     pub fn new(stream: S, max_message: usize) -> Self {
         ClientIo {
             stream,
-            rbuf: BytesMut::with_capacity(8 * 1024),
+            rbuf: BytesMut::new(),
             max_message,
         }
     }
@@ -85,6 +85,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         out.clear();
         result?;
         self.stream.flush().await
+    }
+
+    /// Give back the read buffer when it holds nothing and has grown past `keep` bytes
+    /// (a large message was read): the next read allocates the usual size again.
+    pub fn release_idle(&mut self, keep: usize) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > keep {
+            self.rbuf = BytesMut::new();
+        }
     }
 
     /// Write raw bytes immediately (the one-byte SSLRequest answer).
