@@ -435,7 +435,10 @@ fi
             echo
             echo "pgbouncer before 1.21 does not follow protocol-level prepared statements in transaction"
             echo "pooling (1.21 added \`max_prepared_statements\`): a statement prepared on one server connection"
-            echo "is missing, or already exists, on the next, so \`-M prepared\` fails through it."
+            echo "is missing, or already exists, on the next, so \`-M prepared\` fails through it. (Once"
+            echo "earlier rounds have left the statement on every server connection, a later round may"
+            echo "even reach a high TPS while its prepares fail: such a run is counted as failed, since"
+            echo "its errors show the workload is not served as written.)"
         fi
     fi
     echo

@@ -145,11 +145,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn serve(&mut self) -> SessionEnd {
         let shutdown = self.shared.shutdown.clone();
+        // one registration for the whole session, not one per message
+        let mut shutting_down = std::pin::pin!(shutdown.cancelled());
         loop {
             let idle = matches!(self.txn, Txn::Idle) && !self.batch.is_open();
             let frame = tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if idle => {
+                _ = &mut shutting_down, if idle => {
                     return SessionEnd::Fatal(ProxyError::fatal(
                         SqlState::ADMIN_SHUTDOWN,
                         "terminating connection: pgshard is shutting down",
