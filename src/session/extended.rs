@@ -274,7 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // a batch running shard by shard answers at Sync (drivers that pipeline
             // flush to read results early, and read them as they come)
             b'H' if self.batch.multi && !self.batch.failed => {
-                return self.run_multi_shard_batch(false).await;
+                return Box::pin(self.run_multi_shard_batch(false)).await;
             }
             b'H' if self.batch.multi => {}
             b'H' if (self.batch.scatter.is_some() || self.batch.copies) && !self.batch.failed => {
@@ -289,10 +289,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         frame,
                         expect: None,
                     });
-                    return self.send_batch(false).await;
+                    return Box::pin(self.send_batch(false)).await;
                 }
             }
-            b'S' => return self.send_batch(true).await,
+            // Boxed: the exchange with the backends is by far the largest state; kept
+            // out of line, the messages that only join the batch stay cheap to poll.
+            b'S' => return Box::pin(self.send_batch(true)).await,
             _ => unreachable!("dispatched by tag"),
         }
         Ok(())

@@ -171,14 +171,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 // After an error in the extended protocol everything up to Sync is
                 // dropped, simple queries included, as Postgres does.
                 b'Q' | b'F' if self.batch.is_failed() => Ok(()),
-                // Boxed (one allocation per message): the state of a statement in flight
-                // lives on the heap only while it runs, so an idle client's task stays
-                // about 1.4 KiB instead of 8 KiB (10,000 idle clients: see
-                // scripts/bench-idle.sh).
+                // A statement's state lives on the heap only while it runs (one
+                // allocation per query; its large, rare parts are boxed again where they
+                // are called, so this copy stays small), and an idle client's task stays
+                // under 2 KiB (10,000 idle clients: scripts/bench-idle.sh). The
+                // extended-protocol messages box their exchange themselves, at Sync.
                 b'Q' => Box::pin(self.on_query(frame)).await,
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
-                    Box::pin(self.on_extended(frame)).await
-                }
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => self.on_extended(frame).await,
                 b'F' => Box::pin(self.on_function_call(frame)).await,
                 b'X' => return SessionEnd::ClientGone,
                 // Outside COPY these are ignored, as Postgres does.
@@ -302,7 +301,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match result {
                 Err(RouteError::KeyOrdinalUnknown { table }) => {
                     let key = map.table(&table).map(|t| t.key.clone()).unwrap_or_default();
-                    self.learn_ordinal(&table, &key).await?;
+                    // boxed: a catalog query, rare, and large to keep inline
+                    Box::pin(self.learn_ordinal(&table, &key)).await?;
                 }
                 other => return other.map_err(route_error),
             }

@@ -57,7 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // a string that ends (or nests) transactions while one is open runs statement by
         // statement, so its COMMIT is the whole transaction's and never one shard's
         if whole && several && (self.distributed() || controls && self.txn.in_block()) {
-            return self.run_split(&sql).await;
+            return Box::pin(self.run_split(&sql)).await;
         }
         if several && controls {
             // a BEGIN sent whole to one shard: its text is what the transaction replays on
@@ -74,10 +74,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.txn_begin = begins;
             }
         }
+        // The rare paths below are boxed: their state stays out of the common
+        // statement's future (which is polled, and was copied, for every statement).
         if self.distributed()
-            && self
-                .distributed_control(kind.as_ref(), &analysis, &sql)
-                .await
+            && Box::pin(self.distributed_control(kind.as_ref(), &analysis, &sql)).await
         {
             return Ok(());
         }
@@ -85,7 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(());
         }
         if matches!(kind, Some(StatementKind::SqlPrepared)) {
-            return self.on_sql_prepared(&sql).await;
+            return Box::pin(self.on_sql_prepared(&sql)).await;
         }
         if matches!(kind, Some(StatementKind::Savepoint)) && self.txn.in_block() {
             // savepoints are per shard: the transaction stays on the shards it has
@@ -104,7 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     && e.code == SqlState::FEATURE_NOT_SUPPORTED
                     && self.shared.config.transactions.two_phase =>
             {
-                return self.run_split(&sql).await;
+                return Box::pin(self.run_split(&sql)).await;
             }
             Err(e) => {
                 self.refuse(e);
@@ -129,12 +129,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 conn.queue(frame.as_bytes());
                 queue.push_back(Expect::Query { fwd: true });
             };
-            return self.copy_scatter(shards, merge, false, request).await;
+            return Box::pin(self.copy_scatter(shards, merge, false, request)).await;
         }
         if let Target::Scatter(shards, merge) = &route.target {
-            return self
-                .scatter_query(&frame, shards.clone(), merge.clone())
-                .await;
+            return Box::pin(self.scatter_query(&frame, shards.clone(), merge.clone())).await;
         }
         let shard = match (route.target.clone(), &self.txn) {
             (_, Txn::Attached { conn }) => {
@@ -160,7 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             (Target::One(s), _) => s,
             (Target::Any, _) => map.default_shard,
             (Target::All, Txn::Idle) if map.shard_count() > 1 => {
-                return self.broadcast(&frame, true).await;
+                return Box::pin(self.broadcast(&frame, true)).await;
             }
             (Target::All, Txn::Deferred { .. }) if map.shard_count() > 1 => {
                 self.refuse(ProxyError::cross_shard_unsupported(
@@ -175,7 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // other statement that names no sharded table
             (Target::OneCopy, _) => map.default_shard,
             (Target::AllCopies, Txn::Idle) if map.shard_count() > 1 => {
-                return self.broadcast(&frame, false).await;
+                return Box::pin(self.broadcast(&frame, false)).await;
             }
             (Target::AllCopies, Txn::Deferred { .. }) if map.shard_count() > 1 => {
                 self.refuse(ProxyError::cross_shard_unsupported(REFERENCE_WRITE_IN_TXN));
@@ -425,7 +423,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ) if !(matches!(kind, StatementKind::Begin)
                 && matches!(self.txn, Txn::Aborted { .. })) =>
             {
-                self.transaction_control_locally(kind, sql).await;
+                Box::pin(self.transaction_control_locally(kind, sql)).await;
             }
             (StatementKind::Savepoint, Txn::Aborted { conn: Some(_) })
                 if sql
