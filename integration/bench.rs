@@ -40,20 +40,9 @@ async fn bench_measures_proxy_and_direct_shard() {
     let report = bench::run(&args).await.expect("bench runs");
 
     // setup went through the proxy: the DDL reached both shards and the rows were split
-    let mut total = 0;
-    for i in 0..2 {
-        let n: i64 = cluster
-            .shard(i)
-            .client("app")
-            .await
-            .query_one("SELECT count(*) FROM bench_accounts", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert!(n > 0, "shard {i} got no rows");
-        total += n;
-    }
-    assert_eq!(total, 1200);
+    let rows = shard_rows(&cluster).await;
+    assert!(rows.iter().all(|&n| n > 0), "a shard got no rows: {rows:?}");
+    assert_eq!(rows.iter().sum::<i64>(), 1200);
 
     assert_eq!(report.targets.len(), 2);
     for (t, name) in report.targets.iter().zip(["proxy", "s0"]) {
@@ -97,9 +86,9 @@ async fn bench_measures_proxy_and_direct_shard() {
     );
 }
 
-/// Rows of `bench_accounts` over both shards.
-async fn total_rows(cluster: &Cluster) -> i64 {
-    let mut total = 0;
+/// Rows of `bench_accounts` on each shard.
+async fn shard_rows(cluster: &Cluster) -> Vec<i64> {
+    let mut rows = Vec::new();
     for i in 0..cluster.len() {
         let n: i64 = cluster
             .shard(i)
@@ -109,9 +98,14 @@ async fn total_rows(cluster: &Cluster) -> i64 {
             .await
             .unwrap()
             .get(0);
-        total += n;
+        rows.push(n);
     }
-    total
+    rows
+}
+
+/// Rows of `bench_accounts` over both shards.
+async fn total_rows(cluster: &Cluster) -> i64 {
+    shard_rows(cluster).await.iter().sum()
 }
 
 fn assert_clean(report: &bench::Report) {
