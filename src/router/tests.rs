@@ -2490,3 +2490,83 @@ fn writes_to_reference_tables_go_to_every_copy() {
         Err(RouteError::Unparsed { .. })
     ));
 }
+
+/// The session routes a simple query from its lifted shape only when that gives one
+/// place to run; wherever it does, the statement's own text must route to the very
+/// same place (otherwise the lifted route is not used, and the text is routed as is).
+#[test]
+fn lifted_constants_route_like_the_literals() {
+    let mut statements = Vec::new();
+    for k in [
+        0i64,
+        1,
+        5,
+        42,
+        77,
+        1000,
+        65_535,
+        2_147_483_647,
+        2_147_483_648,
+    ] {
+        statements.extend([
+            format!("SELECT * FROM accounts WHERE aid = {k}"),
+            format!("SELECT * FROM accounts WHERE aid = '{k}'"),
+            format!("SELECT * FROM accounts WHERE aid = '{k}'::bigint"),
+            format!("SELECT * FROM accounts WHERE aid = {k}::int8 LIMIT 10"),
+            format!("SELECT abalance FROM pgbench_accounts WHERE aid = {k};"),
+            format!("UPDATE accounts SET abalance = abalance + 7 WHERE aid = {k}"),
+            format!("DELETE FROM accounts WHERE aid = {k} AND abalance > 3"),
+            format!("INSERT INTO accounts (aid, abalance) VALUES ({k}, 10)"),
+            format!(
+                "INSERT INTO accounts (aid, abalance) VALUES ({k}, 1), ({}, 2)",
+                k + 1
+            ),
+            format!("SELECT * FROM accounts WHERE aid IN ({k}, {k})"),
+            format!("SELECT * FROM accounts WHERE aid = ANY('{{{k}}}')"),
+            format!("SELECT * FROM accounts WHERE aid = {k} OR aid = {}", k + 3),
+            format!("SELECT * FROM users WHERE email = {k}"),
+            format!("SELECT * FROM users WHERE email = '{k}'"),
+            format!("SELECT * FROM users WHERE email = 'u{k}@example.com' AND {k} = {k}"),
+            format!("SELECT * FROM users WHERE email = 'it''s {k}'"),
+            format!("SELECT * FROM devices WHERE id = '00000000-0000-0000-0000-{k:012}'"),
+            format!("SELECT * FROM devices WHERE id = '{k}'"),
+            format!("SELECT * FROM accounts a JOIN history h ON h.aid = a.aid WHERE a.aid = {k}"),
+            format!("SELECT {k}, 'x' FROM kinds WHERE id = {k}"),
+            format!("SELECT {k} + 1"),
+        ]);
+    }
+    // out of range for the key type, or not a number at all
+    statements.extend([
+        "SELECT * FROM pgbench_accounts WHERE aid = 99999999999".to_owned(),
+        "SELECT * FROM accounts WHERE aid = 99999999999999999999".to_owned(),
+        "SELECT * FROM accounts WHERE aid = 'abc'".to_owned(),
+        "SELECT * FROM accounts WHERE aid = ' 42 '".to_owned(),
+    ]);
+    let cache = crate::sql::PlanCache::new(64);
+    let mut used = 0;
+    for sql in &statements {
+        let Some((analysis, lifted)) = cache.get_lifted(sql) else {
+            continue;
+        };
+        let input = RouteInput {
+            sql,
+            analysis: &analysis,
+            params: &lifted,
+            ordinals: &NoOrdinals,
+        };
+        let Ok(route) = route(&input, &map(), UnparsedPolicy::Refuse) else {
+            continue;
+        };
+        if !matches!(route.target, Target::One(_) | Target::Any | Target::OneCopy) {
+            continue;
+        }
+        used += 1;
+        assert_eq!(
+            target(sql).as_ref(),
+            Ok(&route.target),
+            "{sql} (shape {})",
+            lifted.shape
+        );
+    }
+    assert!(used > statements.len() / 2, "only {used} used the shape");
+}
