@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod devcluster;
 pub mod protocol;
+pub mod rebalance;
 pub mod router;
 pub mod scatter;
 pub mod server;

@@ -14,6 +14,7 @@ mod check;
 mod dev;
 mod locate;
 mod map;
+mod rebalance;
 mod route;
 mod serve;
 
@@ -93,6 +94,12 @@ pub enum Command {
     /// Load generator: run a workload against targets (proxy, shards …) in interleaved
     /// rounds; print TPS and latency percentiles per target.
     Bench(bench::BenchCmd),
+    /// Add or remove shards: `plan` shows what would move.
+    Rebalance {
+        /// what to do
+        #[command(subcommand)]
+        action: rebalance::RebalanceAction,
+    },
 }
 
 /// `pgshard map …`
@@ -136,5 +143,6 @@ pub fn main() -> ExitCode {
             dir,
         } => dev::run(shards, &listen, &dir),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Rebalance { action } => rebalance::run(action),
     }
 }

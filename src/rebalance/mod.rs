@@ -1,0 +1,8 @@
+//! Moving slots between shards when shards are added or removed.
+//!
+//! [`plan`] decides what moves (pure). Copying, cutover, verification and the resumable
+//! state of a running rebalance build on it.
+
+pub mod plan;
+
+pub use plan::{Layout, Move, Plan, PlanError, ShardChange, plan};
