@@ -11,6 +11,7 @@ mod differential;
 mod drivers;
 mod hash_compat;
 mod proxy;
+mod rebalance;
 mod reference;
 mod robustness;
 mod scatter;

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::validate::format_range;
 use crate::config::{self, PgUrl};
-use crate::rebalance::{Layout, Plan, ShardChange, plan};
+use crate::rebalance::{Estimate, Layout, Plan, ShardChange, estimate, plan};
 
 /// Slot ranges printed per move in the text output.
 const SHOWN_RANGES: usize = 12;
@@ -35,6 +35,9 @@ pub struct PlanArgs {
     /// print the plan as JSON
     #[arg(long)]
     pub json: bool,
+    /// do not connect to the shards to count the rows and bytes that move
+    #[arg(long)]
+    pub no_estimate: bool,
 }
 
 /// Run `pgshard rebalance …`.
@@ -56,14 +59,28 @@ pub fn run(action: RebalanceAction) -> ExitCode {
 /// The plan for `args`, rendered as text or JSON.
 fn plan_text(args: &PlanArgs) -> Result<String, String> {
     let changes = changes(&args.add, &args.remove)?;
-    let (layout, map_path) = layout(&args.config)?;
+    let config = config::load(&args.config).map_err(|e| e.to_string())?;
+    let layout = layout(&config);
     let plan = plan(&layout, &changes).map_err(|e| e.to_string())?;
+    let estimate = if args.no_estimate {
+        None
+    } else {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        let counted = runtime.block_on(estimate(&config, &plan)).map_err(|e| {
+            format!("counting the rows that move: {e} (--no-estimate plans without connecting)")
+        })?;
+        Some(counted)
+    };
     if args.json {
-        return serde_json::to_string_pretty(&plan)
+        let value = serde_json::json!({ "plan": plan, "estimate": estimate });
+        return serde_json::to_string_pretty(&value)
             .map(|s| s + "\n")
             .map_err(|e| e.to_string());
     }
-    Ok(render(&plan, &layout, map_path))
+    Ok(render(&plan, &layout, &args.config, estimate.as_ref()))
 }
 
 /// `--add-shard NAME=URL` and `--remove-shard NAME` as changes; URLs are checked.
@@ -88,10 +105,9 @@ fn changes(add: &[String], remove: &[String]) -> Result<Vec<ShardChange>, String
     Ok(out)
 }
 
-fn layout(path: &Path) -> Result<(Layout, &Path), String> {
-    let config = config::load(path).map_err(|e| e.to_string())?;
+fn layout(config: &config::Config) -> Layout {
     let map = &config.map;
-    let layout = Layout {
+    Layout {
         shards: config
             .shards
             .iter()
@@ -99,11 +115,10 @@ fn layout(path: &Path) -> Result<(Layout, &Path), String> {
             .collect(),
         owner: map.slot_owner.clone(),
         vnodes: map.vnodes,
-    };
-    Ok((layout, path))
+    }
 }
 
-fn render(plan: &Plan, layout: &Layout, map_path: &Path) -> String {
+fn render(plan: &Plan, layout: &Layout, map_path: &Path, estimate: Option<&Estimate>) -> String {
     let mut out = String::new();
     let before: Vec<&str> = layout.shards.iter().map(|(n, _)| n.as_str()).collect();
     out.push_str(&format!(
@@ -143,6 +158,22 @@ fn render(plan: &Plan, layout: &Layout, map_path: &Path) -> String {
             ranges.join(", ")
         ));
     }
+    if let Some(e) = estimate {
+        out.push_str(&format!(
+            "rows moving: {} of {} ({:.1} %), {} of {} bytes\n",
+            e.moved_rows(),
+            e.total_rows,
+            e.moved_rows() as f64 * 100.0 / (e.total_rows.max(1) as f64),
+            e.moved_bytes(),
+            e.total_bytes
+        ));
+        for m in &e.moves {
+            out.push_str(&format!(
+                "  {} → {} {}: {} rows, {} bytes\n",
+                m.from, m.to, m.table, m.rows, m.bytes
+            ));
+        }
+    }
     out.push_str("after:\n");
     for (i, name) in plan.shards.iter().enumerate() {
         let n = plan.owner.iter().filter(|&&o| o == i).count();
@@ -167,6 +198,7 @@ mod tests {
             add: add.iter().map(|s| s.to_string()).collect(),
             remove: remove.iter().map(|s| s.to_string()).collect(),
             json,
+            no_estimate: true,
         }
     }
 
@@ -179,6 +211,8 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&plan_text(&args(&["s9=postgres://u@h/app"], &[], true)).unwrap())
                 .unwrap();
+        assert!(json["estimate"].is_null());
+        let json = &json["plan"];
         let moves = json["moves"].as_array().unwrap();
         assert!(!moves.is_empty());
         assert!(moves.iter().all(|m| m["to"] == "s9"));
