@@ -167,3 +167,87 @@ async fn plan_counts_exactly_the_rows_of_the_moving_slots() {
     assert!(counted.moves.iter().all(|m| m.bytes > 0 && m.to == "s9"));
     proxy.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_row_on_the_wrong_shard() {
+    let cluster = Cluster::start(2).await;
+    let toml = cluster.shardmap_toml(TABLES, 4);
+    let config = pgshard::config::parse(&toml, "test").unwrap();
+    let proxy = Proxy::start(&toml).await;
+    let client = proxy.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, note text);
+             CREATE TABLE people (email text PRIMARY KEY, name text)",
+        )
+        .await
+        .unwrap();
+    let values: Vec<String> = (1..=1000).map(|i| format!("({i}, 'n')")).collect();
+    client
+        .batch_execute(&format!("INSERT INTO items VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    let report = pgshard::rebalance::verify(&config).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.rows, 1000);
+    assert_eq!(report.tables_checked, 4);
+
+    // a row written straight to the shard that does not own its key
+    let key = 5_000_000i64;
+    let (slot, owner) = config.map.locate(&KeyValue::Int(key));
+    let wrong = 1 - owner;
+    cluster
+        .shard(wrong)
+        .client("app")
+        .await
+        .batch_execute(&format!("INSERT INTO items VALUES ({key}, 'stray')"))
+        .await
+        .unwrap();
+    let report = pgshard::rebalance::verify(&config).await.unwrap();
+    assert_eq!(
+        report.misplaced,
+        vec![pgshard::rebalance::Misplaced {
+            shard: format!("s{wrong}"),
+            table: "items".into(),
+            slot,
+            owner: format!("s{owner}"),
+            rows: 1,
+        }]
+    );
+
+    // the binary: exit 1 with the report, 0 once the stray row is gone
+    let dir = tempfile::tempdir().unwrap();
+    let map_path = dir.path().join("shardmap.toml");
+    std::fs::write(&map_path, &toml).unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgshard"))
+            .args(["rebalance", "verify", "-c"])
+            .arg(&map_path)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "s{wrong} items: slot {slot} (1 rows) belongs to s{owner}"
+        )),
+        "{stdout}"
+    );
+    cluster
+        .shard(wrong)
+        .client("app")
+        .await
+        .batch_execute(&format!("DELETE FROM items WHERE id = {key}"))
+        .await
+        .unwrap();
+    let out = run();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    proxy.stop().await.unwrap();
+}

@@ -94,7 +94,8 @@ pub enum Command {
     /// Load generator: run a workload against targets (proxy, shards …) in interleaved
     /// rounds; print TPS and latency percentiles per target.
     Bench(bench::BenchCmd),
-    /// Add or remove shards: `plan` shows what would move.
+    /// Add or remove shards: `plan` shows what would move, `verify` checks that every
+    /// row is on the shard owning its slot.
     Rebalance {
         /// what to do
         #[command(subcommand)]

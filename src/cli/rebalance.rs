@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::validate::format_range;
 use crate::config::{self, PgUrl};
-use crate::rebalance::{Estimate, Layout, Plan, ShardChange, estimate, plan};
+use crate::rebalance::{Estimate, Layout, Plan, ShardChange, VerifyReport, estimate, plan, verify};
 
 /// Slot ranges printed per move in the text output.
 const SHOWN_RANGES: usize = 12;
@@ -18,6 +18,17 @@ pub enum RebalanceAction {
     /// any data. Only slots that must move do: those of removed shards, and those the
     /// consistent-hash ring gives to added shards; nothing moves between shards that stay.
     Plan(PlanArgs),
+    /// Check that every row of every sharded table lives on the shard that owns its slot
+    /// (each shard counts its rows per slot); exit 0 if so, 1 with a report if not, 2
+    /// if a shard cannot be checked.
+    Verify {
+        /// shard map file
+        #[arg(short, long, default_value = "shardmap.toml")]
+        config: PathBuf,
+        /// print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `pgshard rebalance plan`.
@@ -53,7 +64,68 @@ pub fn run(action: RebalanceAction) -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        RebalanceAction::Verify { config, json } => run_verify(&config, json),
     }
+}
+
+fn run_verify(path: &Path, json: bool) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pgshard rebalance verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|rt| rt.block_on(verify(&config)).map_err(|e| e.to_string()));
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("pgshard rebalance verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_verify(&report, config.shards.len()));
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn render_verify(report: &VerifyReport, shards: usize) -> String {
+    let mut out = format!(
+        "checked {} rows: {} sharded tables on {} shards\n",
+        report.rows,
+        report.tables_checked / shards.max(1),
+        shards
+    );
+    if report.ok() {
+        out.push_str("ok: every row is on the shard that owns its slot\n");
+        return out;
+    }
+    let wrong: u64 = report.misplaced.iter().map(|m| m.rows).sum();
+    out.push_str(&format!(
+        "MISPLACED: {wrong} rows in {} slots are on a shard that does not own them\n",
+        report.misplaced.len()
+    ));
+    for m in &report.misplaced {
+        out.push_str(&format!(
+            "  {} {}: slot {} ({} rows) belongs to {}\n",
+            m.shard, m.table, m.slot, m.rows, m.owner
+        ));
+    }
+    out
 }
 
 /// The plan for `args`, rendered as text or JSON.

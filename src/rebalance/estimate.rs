@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::backend::BackendConn;
-use crate::config::Config;
+use crate::config::{Config, TableRule};
 use crate::sharding::KeyType;
 use crate::sharding::hash::{HASH_COMBINE64_CONST, HASH_PARTITION_SEED};
 
@@ -110,30 +110,12 @@ pub async fn estimate(config: &Config, plan: &Plan) -> Result<Estimate, Estimate
             .await
             .map_err(|e| fail(e.to_string()))?;
         for table in &tables {
-            let sql = format!(
-                "SELECT {slot} AS slot, count(*), coalesce(sum(pg_column_size(t.*)), 0) \
-                 FROM {name} t GROUP BY 1",
-                slot = slot_expr(&quote_ident(&table.key), table.key_type, map.slots),
-                name = table_ident(&table.name),
-            );
-            let answer = conn
-                .simple_query(&sql)
+            let counts = slot_counts(&mut conn, table, map.slots)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
-            if let Some(error) = answer.error {
-                return Err(fail(format!("table {}: {error}", table.name)));
-            }
-            for row in answer.rows {
-                let number = |i: usize| -> Result<u64, EstimateError> {
-                    row.get(i)
-                        .and_then(|v| v.as_deref())
-                        .and_then(|v| v.parse().ok())
-                        .ok_or_else(|| fail(format!("table {}: unexpected answer", table.name)))
-                };
-                let (slot, rows, bytes) = (number(0)?, number(1)?, number(2)?);
+                .map_err(fail)?;
+            for SlotCount { slot, rows, bytes } in counts {
                 estimate.total_rows += rows;
                 estimate.total_bytes += bytes;
-                let slot = u32::try_from(slot).unwrap_or(u32::MAX);
                 if let Some(to) = moving.get(&(shard.name.as_str(), slot)) {
                     let e = sums
                         .entry((shard.name.clone(), (*to).to_owned(), table.name.clone()))
@@ -155,6 +137,52 @@ pub async fn estimate(config: &Config, plan: &Plan) -> Result<Estimate, Estimate
         })
         .collect();
     Ok(estimate)
+}
+
+/// Rows and bytes of one slot of one table on one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotCount {
+    /// the slot
+    pub slot: u32,
+    /// rows in it
+    pub rows: u64,
+    /// their size as stored
+    pub bytes: u64,
+}
+
+/// Count the rows and bytes of `table` per slot on the shard behind `conn`.
+pub async fn slot_counts(
+    conn: &mut BackendConn,
+    table: &TableRule,
+    slots: u32,
+) -> Result<Vec<SlotCount>, String> {
+    let sql = format!(
+        "SELECT {slot} AS slot, count(*), coalesce(sum(pg_column_size(t.*)), 0) \
+         FROM {name} t GROUP BY 1",
+        slot = slot_expr(&quote_ident(&table.key), table.key_type, slots),
+        name = table_ident(&table.name),
+    );
+    let answer = conn.simple_query(&sql).await.map_err(|e| e.to_string())?;
+    if let Some(error) = answer.error {
+        return Err(format!("table {}: {error}", table.name));
+    }
+    answer
+        .rows
+        .iter()
+        .map(|row| {
+            let number = |i: usize| -> Result<u64, String> {
+                row.get(i)
+                    .and_then(|v| v.as_deref())
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("table {}: unexpected answer", table.name))
+            };
+            Ok(SlotCount {
+                slot: u32::try_from(number(0)?).map_err(|e| e.to_string())?,
+                rows: number(1)?,
+                bytes: number(2)?,
+            })
+        })
+        .collect()
 }
 
 /// A table name from the map as SQL: `schema.table` names keep their dot.
