@@ -1,9 +1,12 @@
 //! Rebalance planning against real shards: the in-server slot expression agrees with
 //! pgshard's own slot for every key type, and a plan's row counts are exactly the rows
 //! of the moving slots.
+use pgshard::config::Config;
 use pgshard::rebalance::estimate::slot_of_literal;
 use pgshard::rebalance::{Layout, ShardChange, estimate, plan};
 use pgshard::sharding::{KeyType, KeyValue};
+
+use tokio_postgres::Client;
 
 use crate::harness::{Cluster, Proxy};
 
@@ -90,8 +93,8 @@ async fn slot_expression_matches_the_router_for_every_key_type() {
     assert!(checked > 1500, "{checked}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plan_counts_exactly_the_rows_of_the_moving_slots() {
+/// Two shards behind a proxy, the sharded tables created through it.
+async fn two_shards_with_tables() -> (Cluster, String, Config, Proxy, Client) {
     let cluster = Cluster::start(2).await;
     let toml = cluster.shardmap_toml(TABLES, 4);
     let config = pgshard::config::parse(&toml, "test").unwrap();
@@ -104,6 +107,12 @@ async fn plan_counts_exactly_the_rows_of_the_moving_slots() {
         )
         .await
         .unwrap();
+    (cluster, toml, config, proxy, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_counts_exactly_the_rows_of_the_moving_slots() {
+    let (_cluster, _toml, config, proxy, client) = two_shards_with_tables().await;
     // rows through the proxy, so each lands on the shard owning its slot
     let ids: Vec<i64> = (1..=3000).map(|i| i * 37 - 1000).collect();
     for chunk in ids.chunks(500) {
@@ -170,18 +179,7 @@ async fn plan_counts_exactly_the_rows_of_the_moving_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_row_on_the_wrong_shard() {
-    let cluster = Cluster::start(2).await;
-    let toml = cluster.shardmap_toml(TABLES, 4);
-    let config = pgshard::config::parse(&toml, "test").unwrap();
-    let proxy = Proxy::start(&toml).await;
-    let client = proxy.client().await;
-    client
-        .batch_execute(
-            "CREATE TABLE items (id bigint PRIMARY KEY, note text);
-             CREATE TABLE people (email text PRIMARY KEY, name text)",
-        )
-        .await
-        .unwrap();
+    let (cluster, toml, config, proxy, client) = two_shards_with_tables().await;
     let values: Vec<String> = (1..=1000).map(|i| format!("({i}, 'n')")).collect();
     client
         .batch_execute(&format!("INSERT INTO items VALUES {}", values.join(", ")))

@@ -84,12 +84,50 @@ pub enum EstimateError {
     },
 }
 
-/// Count, on each current shard, the rows and bytes per slot of every sharded table, and
-/// add up those of each move of `plan`.
-pub async fn estimate(config: &Config, plan: &Plan) -> Result<Estimate, EstimateError> {
+/// The per-slot counts of one sharded table on one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableCounts {
+    /// the shard (index in the map)
+    pub shard: usize,
+    /// the table
+    pub table: String,
+    /// rows and bytes per slot (slots without rows are absent)
+    pub counts: Vec<SlotCount>,
+}
+
+/// Count the rows and bytes per slot of every sharded table on every shard of `config`
+/// (tables in name order, shards in map order).
+pub async fn count_all(config: &Config) -> Result<Vec<TableCounts>, EstimateError> {
     let map = &config.map;
     let mut tables: Vec<_> = map.tables.values().collect();
     tables.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut all = Vec::new();
+    for (id, shard) in config.shards.iter().enumerate() {
+        let fail = |message: String| EstimateError::Shard {
+            shard: shard.name.clone(),
+            message,
+        };
+        let mut conn = BackendConn::connect(id, shard, Duration::from_secs(10))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        for table in &tables {
+            let mut counts = slot_counts(&mut conn, table, map.slots)
+                .await
+                .map_err(fail)?;
+            counts.sort_by_key(|c| c.slot);
+            all.push(TableCounts {
+                shard: id,
+                table: table.name.clone(),
+                counts,
+            });
+        }
+    }
+    Ok(all)
+}
+
+/// Count, on each current shard, the rows and bytes per slot of every sharded table, and
+/// add up those of each move of `plan`.
+pub async fn estimate(config: &Config, plan: &Plan) -> Result<Estimate, EstimateError> {
     // (source shard name, slot) → destination name
     let mut moving: BTreeMap<(&str, u32), &str> = BTreeMap::new();
     for m in &plan.moves {
@@ -101,28 +139,22 @@ pub async fn estimate(config: &Config, plan: &Plan) -> Result<Estimate, Estimate
     }
     let mut sums: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
     let mut estimate = Estimate::default();
-    for (id, shard) in config.shards.iter().enumerate() {
-        let fail = |message: String| EstimateError::Shard {
-            shard: shard.name.clone(),
-            message,
-        };
-        let mut conn = BackendConn::connect(id, shard, Duration::from_secs(10))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        for table in &tables {
-            let counts = slot_counts(&mut conn, table, map.slots)
-                .await
-                .map_err(fail)?;
-            for SlotCount { slot, rows, bytes } in counts {
-                estimate.total_rows += rows;
-                estimate.total_bytes += bytes;
-                if let Some(to) = moving.get(&(shard.name.as_str(), slot)) {
-                    let e = sums
-                        .entry((shard.name.clone(), (*to).to_owned(), table.name.clone()))
-                        .or_default();
-                    e.0 += rows;
-                    e.1 += bytes;
-                }
+    for TableCounts {
+        shard,
+        table,
+        counts,
+    } in count_all(config).await?
+    {
+        let shard = config.shards[shard].name.as_str();
+        for SlotCount { slot, rows, bytes } in counts {
+            estimate.total_rows += rows;
+            estimate.total_bytes += bytes;
+            if let Some(to) = moving.get(&(shard, slot)) {
+                let e = sums
+                    .entry((shard.to_owned(), (*to).to_owned(), table.clone()))
+                    .or_default();
+                e.0 += rows;
+                e.1 += bytes;
             }
         }
     }

@@ -2,12 +2,9 @@
 //! rows per slot (the router's slot arithmetic, in SQL), and any slot another shard owns
 //! is reported with its row count.
 
-use std::time::Duration;
-
-use crate::backend::BackendConn;
 use crate::config::Config;
 
-use super::estimate::{EstimateError, SlotCount, slot_counts};
+use super::estimate::{EstimateError, SlotCount, TableCounts, count_all};
 
 /// Rows found on a shard that does not own their slot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -45,35 +42,25 @@ impl VerifyReport {
 /// Check every sharded table on every shard of `config` against its slot map.
 pub async fn verify(config: &Config) -> Result<VerifyReport, EstimateError> {
     let map = &config.map;
-    let mut tables: Vec<_> = map.tables.values().collect();
-    tables.sort_by(|a, b| a.name.cmp(&b.name));
     let mut report = VerifyReport::default();
-    for (id, shard) in config.shards.iter().enumerate() {
-        let fail = |message: String| EstimateError::Shard {
-            shard: shard.name.clone(),
-            message,
-        };
-        let mut conn = BackendConn::connect(id, shard, Duration::from_secs(10))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        for table in &tables {
-            let mut counts = slot_counts(&mut conn, table, map.slots)
-                .await
-                .map_err(fail)?;
-            counts.sort_by_key(|c| c.slot);
-            report.tables_checked += 1;
-            for SlotCount { slot, rows, .. } in counts {
-                report.rows += rows;
-                let owner = map.shard_of_slot(slot);
-                if owner != id {
-                    report.misplaced.push(Misplaced {
-                        shard: shard.name.clone(),
-                        table: table.name.clone(),
-                        slot,
-                        owner: map.shard_name(owner).to_owned(),
-                        rows,
-                    });
-                }
+    for TableCounts {
+        shard,
+        table,
+        counts,
+    } in count_all(config).await?
+    {
+        report.tables_checked += 1;
+        for SlotCount { slot, rows, .. } in counts {
+            report.rows += rows;
+            let owner = map.shard_of_slot(slot);
+            if owner != shard {
+                report.misplaced.push(Misplaced {
+                    shard: map.shard_name(shard).to_owned(),
+                    table: table.clone(),
+                    slot,
+                    owner: map.shard_name(owner).to_owned(),
+                    rows,
+                });
             }
         }
     }
