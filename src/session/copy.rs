@@ -431,18 +431,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        // connections whose replies were not read to the end are cancelled and closed
-        let timeout = self.shared.config.server.connect_timeout;
-        for (conn, d) in conns.iter_mut().zip(&done) {
-            if !d {
-                conn.broken = true;
-                if let Some(cfg) = self.shared.config.shards.get(conn.shard) {
-                    super::cancel::send_cancel(cfg, conn.key.0, conn.key.1, timeout).await;
-                }
-            }
-        }
-        self.running.lock().await.clear();
-        conns.into_iter().for_each(Pools::release);
+        self.release_all(conns, &done).await;
         if client_gone {
             return Err(SessionEnd::ClientGone);
         }

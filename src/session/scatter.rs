@@ -199,23 +199,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        // Shards still working on a statement that already failed: cancel their work and
-        // close their connections (their replies were not read to the end).
-        let unfinished: Vec<usize> = (0..conns.len())
-            .filter(|&i| replies[i].is_none() && failed_reply.as_ref().is_none_or(|(f, _)| *f != i))
+        // Shards still working on a statement that already failed: their replies were not
+        // read to the end.
+        let aborted = failure.is_some() || failed_reply.is_some();
+        let finished: Vec<bool> = (0..conns.len())
+            .map(|i| {
+                !aborted
+                    || replies[i].is_some()
+                    || failed_reply.as_ref().is_some_and(|(f, _)| *f == i)
+            })
             .collect();
-        if failure.is_some() || failed_reply.is_some() {
-            let timeout = self.shared.config.server.connect_timeout;
-            for &i in &unfinished {
-                let conn = &mut conns[i];
-                conn.broken = true;
-                if let Some(cfg) = self.shared.config.shards.get(conn.shard) {
-                    super::cancel::send_cancel(cfg, conn.key.0, conn.key.1, timeout).await;
-                }
-            }
-        }
-        self.running.lock().await.clear();
-        conns.into_iter().for_each(Pools::release);
+        self.release_all(conns, &finished).await;
         // statements whose Parse failed do not exist, as in Postgres
         for name in &failed_parses {
             self.stmts.remove(name);
@@ -236,6 +230,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             shards: shards.clone(),
             bytewise_text,
         })
+    }
+
+    /// Give back the connections of a statement on several shards: one whose reply was
+    /// not read to the end (`finished[i]` false) has its statement cancelled and is
+    /// closed, not pooled; the others go back to their pools.
+    pub(super) async fn release_all(&mut self, mut conns: Vec<PooledConn>, finished: &[bool]) {
+        let timeout = self.shared.config.server.connect_timeout;
+        for (conn, done) in conns.iter_mut().zip(finished) {
+            if !done {
+                conn.broken = true;
+                if let Some(cfg) = self.shared.config.shards.get(conn.shard) {
+                    super::cancel::send_cancel(cfg, conn.key.0, conn.key.1, timeout).await;
+                }
+            }
+        }
+        self.running.lock().await.clear();
+        conns.into_iter().for_each(Pools::release);
     }
 
     /// Record the backend processes a scatter runs on, so a client's CancelRequest
@@ -398,19 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        // connections whose replies were not read to the end are cancelled and closed,
-        // not pooled
-        let timeout = self.shared.config.server.connect_timeout;
-        for (conn, d) in conns.iter_mut().zip(&done) {
-            if !d {
-                conn.broken = true;
-                if let Some(cfg) = self.shared.config.shards.get(conn.shard) {
-                    super::cancel::send_cancel(cfg, conn.key.0, conn.key.1, timeout).await;
-                }
-            }
-        }
-        self.running.lock().await.clear();
-        conns.into_iter().for_each(Pools::release);
+        self.release_all(conns, &done).await;
         for name in &outcome.failed_parses {
             self.stmts.remove(name);
         }
