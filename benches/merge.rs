@@ -67,22 +67,6 @@ fn replies(
         .collect()
 }
 
-fn plan() -> MergePlan {
-    MergePlan {
-        shard_sql: None,
-        hidden: 0,
-        group_by: None,
-        aggregates: vec![],
-        single_group: false,
-        having: vec![],
-        distinct: false,
-        order_by: vec![],
-        shards_sorted: true,
-        offset: 0,
-        limit: None,
-    }
-}
-
 fn ordered_by_first_column() -> MergePlan {
     MergePlan {
         order_by: vec![SortKey {
@@ -91,7 +75,7 @@ fn ordered_by_first_column() -> MergePlan {
             nulls_first: false,
             collate_c: false,
         }],
-        ..plan()
+        ..MergePlan::default()
     }
 }
 
@@ -181,7 +165,7 @@ fn merge(c: &mut Criterion) {
             },
         ],
         shards_sorted: false,
-        ..plan()
+        ..MergePlan::default()
     };
     g.bench_function("group_by_int4_count_sum_100_groups", |b| {
         b.iter(|| {

@@ -171,20 +171,9 @@ fn command(out: &[u8]) -> String {
     String::from_utf8(body[..body.len() - 1].to_vec()).unwrap()
 }
 
+/// A plain concatenation plan, for the tests to adjust field by field.
 fn plan() -> MergePlan {
-    MergePlan {
-        shard_sql: None,
-        hidden: 0,
-        group_by: None,
-        aggregates: vec![],
-        single_group: false,
-        having: vec![],
-        distinct: false,
-        order_by: vec![],
-        shards_sorted: true,
-        offset: 0,
-        limit: None,
-    }
+    MergePlan::default()
 }
 
 fn key(col: Col, descending: bool, nulls_first: bool) -> SortKey {

@@ -127,6 +127,26 @@ pub struct MergePlan {
     pub limit: Option<u64>,
 }
 
+/// The plan of a plain concatenation: nothing to group, order, cut or hide. Specific
+/// plans fill in what they need (`MergePlan { limit: Some(10), ..Default::default() }`).
+impl Default for MergePlan {
+    fn default() -> MergePlan {
+        MergePlan {
+            shard_sql: None,
+            hidden: 0,
+            group_by: None,
+            aggregates: vec![],
+            single_group: false,
+            having: vec![],
+            distinct: false,
+            order_by: vec![],
+            shards_sorted: true,
+            offset: 0,
+            limit: None,
+        }
+    }
+}
+
 impl MergePlan {
     /// Index of `col` in a shard row of `width` columns (the visible ones, then the
     /// hidden ones); `None` if the row is too narrow.
@@ -181,17 +201,8 @@ mod tests {
 
     fn plan(hidden: usize) -> MergePlan {
         MergePlan {
-            shard_sql: None,
             hidden,
-            group_by: None,
-            aggregates: vec![],
-            single_group: false,
-            having: vec![],
-            distinct: false,
-            order_by: vec![],
-            shards_sorted: true,
-            offset: 0,
-            limit: None,
+            ..MergePlan::default()
         }
     }
 
