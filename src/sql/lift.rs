@@ -15,6 +15,8 @@
 //! analysis only when it routes the statement to one shard, where the client's original
 //! text is what runs, so the lifted text is never executed.
 
+use std::fmt::Write;
+
 /// The most constants lifted from one statement: a statement with more (bulk INSERTs)
 /// is usually unique and gains nothing from a shared shape.
 const MAX_LITERALS: usize = 32;
@@ -140,8 +142,8 @@ fn push_param(
         return None;
     }
     values.push((kind, value));
-    shape.push('$');
-    shape.push_str(&values.len().to_string());
+    // writing to a String cannot fail
+    let _ = write!(shape, "${}", values.len());
     Some(())
 }
 
