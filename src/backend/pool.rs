@@ -4,13 +4,16 @@
 //! a connection goes back only when [`BackendConn::is_clean`]; otherwise it is taken
 //! out of the pool and dropped (closing the socket), freeing its slot for a fresh one.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 
 use super::{BackendConn, BackendError};
-use crate::config::{Config, ShardConfig};
+use crate::config::{Config, ServerConfig, ShardConfig};
 use crate::sharding::ShardId;
 
 /// Creates and checks connections for one shard.
@@ -42,53 +45,103 @@ impl managed::Manager for Manager {
 /// A checked-out connection; returns to its pool on drop.
 pub type PooledConn = Object<Manager>;
 
-/// One pool per shard, indexed by [`ShardId`].
+/// One pool per shard, indexed by [`ShardId`]: the shard set of the installed map.
+///
+/// The set is swapped whole when a reload changes the `[[shards]]` list. A pool is kept
+/// across a reload only when its shard keeps its name, URL and index: its manager stamps
+/// that index on every connection, so a connection's `shard` always means the same
+/// shard as in the set it came from.
 pub struct Pools {
+    set: ArcSwap<PoolSet>,
+    server: ServerConfig,
+}
+
+/// The pools of one shard list.
+pub struct PoolSet {
     pools: Vec<managed::Pool<Manager>>,
-    names: Vec<String>,
-    wait_timeout: Duration,
+    /// the shards, index = ShardId
+    pub shards: Vec<ShardConfig>,
+}
+
+/// Build the pool of one shard (connections are made lazily).
+fn build_pool(shard: ShardId, cfg: &ShardConfig, server: &ServerConfig) -> managed::Pool<Manager> {
+    let manager = Manager {
+        shard,
+        cfg: cfg.clone(),
+        connect_timeout: server.connect_timeout,
+    };
+    managed::Pool::builder(manager)
+        .max_size(server.pool_size)
+        .wait_timeout(Some(server.pool_timeout))
+        .create_timeout(Some(server.connect_timeout))
+        .recycle_timeout(Some(Duration::from_secs(1)))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .expect("pool builder with a runtime cannot fail")
 }
 
 impl Pools {
     /// Build (lazily connecting) pools for every shard in `config`.
     pub fn new(config: &Config) -> Pools {
-        let server = &config.server;
+        let server = config.server.clone();
         let pools = config
             .shards
             .iter()
             .enumerate()
-            .map(|(shard, cfg)| {
-                let manager = Manager {
-                    shard,
-                    cfg: cfg.clone(),
-                    connect_timeout: server.connect_timeout,
-                };
-                managed::Pool::builder(manager)
-                    .max_size(server.pool_size)
-                    .wait_timeout(Some(server.pool_timeout))
-                    .create_timeout(Some(server.connect_timeout))
-                    .recycle_timeout(Some(Duration::from_secs(1)))
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .expect("pool builder with a runtime cannot fail")
-            })
+            .map(|(shard, cfg)| build_pool(shard, cfg, &server))
             .collect();
         Pools {
-            pools,
-            names: config.shards.iter().map(|s| s.name.clone()).collect(),
-            wait_timeout: server.pool_timeout,
+            set: ArcSwap::from_pointee(PoolSet {
+                pools,
+                shards: config.shards.clone(),
+            }),
+            server,
         }
+    }
+
+    /// Install the pools for a new shard list (index = ShardId of the new map). Pools
+    /// of shards that keep name, URL and index are kept with their connections; the
+    /// others are built fresh, and pools of shards no longer listed are dropped (their
+    /// idle connections close; checked-out ones close when given back).
+    pub fn install(&self, shards: &[ShardConfig]) {
+        let old = self.set.load_full();
+        let pools = shards
+            .iter()
+            .enumerate()
+            .map(|(i, cfg)| match (old.shards.get(i), old.pools.get(i)) {
+                (Some(prev), Some(pool)) if prev.name == cfg.name && prev.url == cfg.url => {
+                    pool.clone()
+                }
+                _ => build_pool(i, cfg, &self.server),
+            })
+            .collect();
+        self.set.store(Arc::new(PoolSet {
+            pools,
+            shards: shards.to_vec(),
+        }));
+    }
+
+    /// The installed shard set (for cancel requests and listings).
+    pub fn current(&self) -> Arc<PoolSet> {
+        self.set.load_full()
     }
 
     /// Check out a connection to `shard`.
     pub async fn get(&self, shard: ShardId) -> Result<PooledConn, BackendError> {
-        match self.pools[shard].get().await {
+        let Some(pool) = self.set.load().pools.get(shard).cloned() else {
+            return Err(BackendError::Protocol(format!(
+                "shard {shard} is no longer in the shard map"
+            )));
+        };
+        match pool.get().await {
             Ok(conn) => Ok(conn),
             Err(PoolError::Backend(e)) => Err(e),
             Err(PoolError::Timeout(managed::TimeoutType::Wait)) => {
-                Err(BackendError::PoolTimeout(self.wait_timeout))
+                Err(BackendError::PoolTimeout(self.server.pool_timeout))
             }
-            Err(PoolError::Timeout(_)) => Err(BackendError::ConnectTimeout(self.wait_timeout)),
+            Err(PoolError::Timeout(_)) => {
+                Err(BackendError::ConnectTimeout(self.server.pool_timeout))
+            }
             Err(other) => Err(BackendError::Protocol(other.to_string())),
         }
     }
@@ -103,8 +156,12 @@ impl Pools {
         }
     }
 
-    /// Shard name for messages.
-    pub fn shard_name(&self, shard: ShardId) -> &str {
-        &self.names[shard]
+    /// Shard name for messages (`"?"` for an index no longer in the shard set).
+    pub fn shard_name(&self, shard: ShardId) -> String {
+        self.set
+            .load()
+            .shards
+            .get(shard)
+            .map_or_else(|| "?".to_owned(), |s| s.name.clone())
     }
 }

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// most bytes a statement on several shards may buffer while its replies are
     /// merged; more → the statement fails with 54000 instead of exhausting memory
     pub merge_memory: usize,
+    /// longest a statement waits for a slot held by a rebalance cutover before it fails
+    /// with 55P03 (the client retries; a stuck cutover must not hang clients forever)
+    pub hold_timeout: Duration,
 }
 
 /// What to do with a statement sqlparser cannot parse.
@@ -212,7 +215,8 @@ pub struct TableRule {
 /// The routing table: which shard owns each slot, and which tables are sharded on what.
 #[derive(Debug, Clone)]
 pub struct ShardMap {
-    /// increases every time a new map is installed (reload, rebalance cutover)
+    /// `[sharding] epoch`: raised by every rebalance cutover; a reload refuses a map
+    /// older than the running one, so a stale file cannot undo a move
     pub epoch: u64,
     /// number of slots (a power of two)
     pub slots: u32,

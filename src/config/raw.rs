@@ -69,6 +69,8 @@ pub struct RawServer {
     pub unparsed: Option<Spanned<String>>,
     /// most bytes a cross-shard merge may buffer (MiB)
     pub merge_memory_mb: Option<Spanned<i64>>,
+    /// longest wait of a statement for a held slot (ms)
+    pub hold_timeout_ms: Option<Spanned<i64>>,
 }
 
 /// `[[users]]`
@@ -105,6 +107,8 @@ pub struct RawSharding {
     pub default_shard: Option<Spanned<String>>,
     /// allow UPDATE/DELETE without a single key to run on every shard that may hold rows
     pub broadcast_writes: Option<bool>,
+    /// map version, raised by every rebalance cutover
+    pub epoch: Option<Spanned<i64>>,
 }
 
 /// `[[tables]]`

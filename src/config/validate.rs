@@ -125,6 +125,10 @@ impl Cx<'_> {
         let shards = self.shards(&raw.shards)?;
         let shard_names: Vec<String> = shards.iter().map(|s| s.name.clone()).collect();
         let (slots, vnodes, default_shard) = self.sharding(&raw.sharding, &shard_names)?;
+        let epoch = match &raw.sharding.get_ref().epoch {
+            Some(v) => self.positive(v, "epoch")? as u64,
+            None => 1,
+        };
         let (tables, replicated) = self.tables(&raw.tables)?;
         let slot_owner = match source {
             SlotMapSource::File => match &raw.slot_map {
@@ -157,7 +161,7 @@ impl Cx<'_> {
             shards,
             transactions,
             map: ShardMap {
-                epoch: 1,
+                epoch,
                 slots,
                 shard_names,
                 slot_owner,
@@ -190,6 +194,7 @@ impl Cx<'_> {
         };
         let pool_timeout = ms(&r.pool_timeout_ms, "pool_timeout_ms", 5000)?;
         let connect_timeout = ms(&r.connect_timeout_ms, "connect_timeout_ms", 5000)?;
+        let hold_timeout = ms(&r.hold_timeout_ms, "hold_timeout_ms", 10_000)?;
         let max_clients = match &r.max_clients {
             Some(v) => self.positive(v, "max_clients")?,
             None => 10_000,
@@ -237,6 +242,7 @@ impl Cx<'_> {
             max_message_size,
             unparsed,
             merge_memory,
+            hold_timeout,
         })
     }
 
@@ -584,8 +590,9 @@ fn fold_identifier(s: &str) -> String {
     s.trim().to_ascii_lowercase()
 }
 
-/// `"a-b"` or `"n"` → inclusive range within `0..slots`.
-fn parse_range(s: &str, slots: u32) -> Result<(u32, u32), String> {
+/// `"a-b"` or `"n"` → inclusive range within `0..slots` (also the admin console's
+/// spelling of slot ranges).
+pub fn parse_range(s: &str, slots: u32) -> Result<(u32, u32), String> {
     let malformed = || format!("\"{s}\" is not a slot range (expected \"a-b\" or \"n\")");
     let num = |t: &str| -> Result<u32, String> {
         let t = t.trim();

@@ -584,3 +584,41 @@ fn reference_table_errors_name_the_line() {
     assert_eq!(line, 28);
     assert!(msg.contains("duplicate table \"accounts\""), "{msg}");
 }
+
+#[test]
+fn epoch_defaults_to_one_and_is_read() {
+    assert_eq!(parse(BASE, "t").unwrap().map.epoch, 1);
+    let c = parse(&edit("vnodes = 8\n", "vnodes = 8\nepoch = 7\n"), "t").unwrap();
+    assert_eq!(c.map.epoch, 7);
+    let (line, message) = err_edit("vnodes = 8\n", "vnodes = 8\nepoch = 0\n");
+    assert_eq!(line, 21);
+    assert!(message.contains("epoch"), "{message}");
+}
+
+#[test]
+fn hold_timeout_defaults_and_is_read() {
+    assert_eq!(
+        parse(BASE, "t").unwrap().server.hold_timeout,
+        Duration::from_millis(10_000)
+    );
+    let c = parse(
+        &edit("pool_size = 10\n", "pool_size = 10\nhold_timeout_ms = 500\n"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.server.hold_timeout, Duration::from_millis(500));
+}
+
+/// A rebalance adds a shard owning nothing first and removes a drained shard last:
+/// both maps must be valid.
+#[test]
+fn shard_without_slots_is_valid() {
+    let text = edit(
+        "[sharding]",
+        "[[shards]]\nname = \"s2\"\nurl = \"postgres://postgres@127.0.0.1:5603/app\"\n\n[sharding]",
+    );
+    let c = parse(&text, "t").expect("a shard without slots is valid");
+    assert_eq!(c.map.shard_names, ["s0", "s1", "s2"]);
+    assert_eq!(c.map.slot_counts(), [8, 8, 0]);
+    assert!(c.map.ranges_of(2).is_empty());
+}

@@ -373,7 +373,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     ),
                 )
                 .with_hint("raise [server] pool_size or pool_timeout_ms, or shorten transactions"),
-                other => ProxyError::shard_unavailable(name, other),
+                other => ProxyError::shard_unavailable(&name, other),
             }
         })
     }

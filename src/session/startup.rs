@@ -55,13 +55,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Ok(StartupPacket::Cancel { pid, secret }) => {
                     let server = &self.shared.config.server;
+                    // the installed shard set: a reload may have changed it
+                    let shards = self.shared.pools.current();
                     self.shared
                         .cancels
-                        .cancel(
-                            (pid, secret),
-                            &self.shared.config.shards,
-                            server.connect_timeout,
-                        )
+                        .cancel((pid, secret), &shards.shards, server.connect_timeout)
                         .await;
                     return Err(SessionEnd::ClientGone);
                 }
