@@ -1,4 +1,5 @@
 //! `pgshard rebalance plan`: what adding or removing shards would move.
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,6 +19,21 @@ pub enum RebalanceAction {
     /// any data. Only slots that must move do: those of removed shards, and those the
     /// consistent-hash ring gives to added shards; nothing moves between shards that stay.
     Plan(PlanArgs),
+    /// Move the data online: copy the moving slots while clients keep writing, cut each
+    /// group of slots over (the proxies hold its statements for a moment), verify, and
+    /// clean up. Resumable: after a crash or kill, run it again (with the same shard
+    /// arguments, or none) and it continues where it stopped.
+    Apply(ApplyArgs),
+    /// Where a running or interrupted rebalance stands.
+    Status {
+        /// shard map file
+        #[arg(short, long, default_value = "shardmap.toml")]
+        config: PathBuf,
+        /// admin URL of a proxy to ask which slots it holds (repeatable; default: the
+        /// map's listen address, database `pgshard`, first user with a plain password)
+        #[arg(long = "proxy", value_name = "URL")]
+        proxies: Vec<String>,
+    },
     /// Check that every row of every sharded table lives on the shard that owns its slot
     /// (each shard counts its rows per slot); exit 0 if so, 1 with a report if not, 2
     /// if a shard cannot be checked.
@@ -51,6 +67,45 @@ pub struct PlanArgs {
     pub no_estimate: bool,
 }
 
+/// Arguments of `pgshard rebalance apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// shard map file (rewritten at each cutover; every proxy must serve this file)
+    #[arg(short, long, default_value = "shardmap.toml")]
+    pub config: PathBuf,
+    /// a shard to add, as NAME=URL (repeatable); its ring weight is 1
+    #[arg(long = "add-shard", value_name = "NAME=URL")]
+    pub add: Vec<String>,
+    /// a shard to remove: all its slots move to the others (repeatable)
+    #[arg(long = "remove-shard", value_name = "NAME")]
+    pub remove: Vec<String>,
+    /// admin URL of a proxy serving the map, e.g. postgres://app:app@127.0.0.1:6432/pgshard
+    /// (repeatable; default: the map's listen address, database `pgshard`, first user with
+    /// a plain password)
+    #[arg(long = "proxy", value_name = "URL")]
+    pub proxies: Vec<String>,
+    /// no proxy serves the map: move without holding or reloading (only safe when
+    /// nothing writes to the cluster)
+    #[arg(long, conflicts_with = "proxies")]
+    pub offline: bool,
+    /// do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
+    /// longest a cutover may hold a slot group's statements; past it the cutover is
+    /// rolled back, the old owner keeps serving, and the group is tried again later
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub hold_timeout_ms: u64,
+    /// rows per cutover group: smaller groups mean shorter holds and more cutovers
+    #[arg(long, default_value_t = 10_000, value_name = "ROWS")]
+    pub group_rows: u64,
+    /// attempts per group before stopping (the state is kept; re-run to continue)
+    #[arg(long, default_value_t = 5)]
+    pub attempts: u32,
+    /// print the final summary as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Run `pgshard rebalance …`.
 pub fn run(action: RebalanceAction) -> ExitCode {
     match action {
@@ -65,7 +120,264 @@ pub fn run(action: RebalanceAction) -> ExitCode {
             }
         },
         RebalanceAction::Verify { config, json } => run_verify(&config, json),
+        RebalanceAction::Apply(args) => run_apply(&args),
+        RebalanceAction::Status { config, proxies } => run_status(&config, &proxies),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// The admin URL of the proxy serving `config`: its listen address (loopback when it
+/// listens on every address), database `pgshard`, the first user with a plain password.
+fn default_proxy(config: &config::Config) -> Result<String, String> {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let user = config
+        .users
+        .iter()
+        .find_map(|u| match &u.secret {
+            config::UserSecret::Plain(p) => Some((u.name.clone(), p.clone())),
+            _ => None,
+        })
+        .ok_or("no [[users]] entry has a plain password to reach the proxy's admin database: \
+                give --proxy URL (or --offline)")?;
+    let listen = config.server.listen;
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else if listen.is_ipv6() {
+        format!("[{}]", listen.ip())
+    } else {
+        listen.ip().to_string()
+    };
+    Ok(format!(
+        "postgres://{}:{}@{host}:{}/pgshard",
+        utf8_percent_encode(&user.0, NON_ALPHANUMERIC),
+        utf8_percent_encode(&user.1, NON_ALPHANUMERIC),
+        listen.port()
+    ))
+}
+
+fn run_apply(args: &ApplyArgs) -> ExitCode {
+    match apply_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pgshard rebalance apply: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn apply_inner(args: &ApplyArgs) -> Result<ExitCode, String> {
+    let changes = changes(&args.add, &args.remove)?;
+    let config = config::load(&args.config).map_err(|e| e.to_string())?;
+    let add: Vec<(String, String)> = args
+        .add
+        .iter()
+        .filter_map(|spec| spec.split_once('='))
+        .map(|(n, u)| (n.to_owned(), u.to_owned()))
+        .collect();
+    let proxies = if args.offline {
+        Vec::new()
+    } else if args.proxies.is_empty() {
+        vec![default_proxy(&config)?]
+    } else {
+        args.proxies.clone()
+    };
+    let resuming = crate::rebalance::state::load(&crate::rebalance::state::path_for(&args.config))?
+        .is_some();
+    if !resuming && !changes.is_empty() {
+        let plan = plan(&layout(&config), &changes).map_err(|e| e.to_string())?;
+        eprint!("{}", render(&plan, &layout(&config), &args.config, None));
+        if !args.yes {
+            if !std::io::stdin().is_terminal() {
+                return Err("not a terminal: add --yes to run without confirmation".into());
+            }
+            eprint!("move these slots now? [y/N] ");
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                eprintln!("nothing moved");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    let opts = crate::rebalance::Options {
+        map_path: args.config.clone(),
+        add,
+        remove: args.remove.clone(),
+        proxies,
+        hold_timeout: std::time::Duration::from_millis(args.hold_timeout_ms.max(1)),
+        group_rows: args.group_rows.max(1),
+        attempts: args.attempts.max(1),
+        bars: true,
+        pause_at: std::env::var("PGSHARD_REBALANCE_PAUSE").ok(),
+    };
+    let rt = runtime()?;
+    let summary = rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            super::serve::wait_for_signal().await;
+            eprintln!("pgshard rebalance: interrupted: finishing the current step, then cleaning up");
+            on_signal.cancel();
+        });
+        crate::rebalance::apply(&opts, &cancel).await
+    });
+    let summary = summary.map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_summary(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_summary(s: &crate::rebalance::Summary) -> String {
+    let secs = s.copy_seconds.max(1e-9);
+    let mut out = format!(
+        "done in {:.1} s: map epoch {}\n\
+         copied {} rows ({:.1} MB) in {:.1} s: {:.0} rows/s, {:.1} MB/s\n\
+         {} cutovers moved {} rows; longest hold {} ms; {} cutovers retried\n",
+        s.seconds,
+        s.epoch,
+        s.copied_rows,
+        s.copied_bytes as f64 / 1e6,
+        s.copy_seconds,
+        s.copied_rows as f64 / secs,
+        s.copied_bytes as f64 / 1e6 / secs,
+        s.cutovers,
+        s.moved_rows,
+        s.longest_hold_ms,
+        s.aborted_cutovers
+    );
+    if let Some(v) = &s.verify {
+        out.push_str(&format!(
+            "verified: {} rows, every one on the shard that owns its slot\n",
+            v.rows
+        ));
+    }
+    out
+}
+
+fn run_status(path: &Path, proxies: &[String]) -> ExitCode {
+    match status_text(path, proxies) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgshard rebalance status: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn status_text(path: &Path, proxies: &[String]) -> Result<String, String> {
+    use crate::rebalance::{proxies::Proxies, shard::ShardClient, sql, state};
+    let config = config::load(path).map_err(|e| e.to_string())?;
+    let map = &config.map;
+    let mut out = format!(
+        "map {}: epoch {}, {} shards\n",
+        path.display(),
+        map.epoch,
+        map.shard_count()
+    );
+    let state_path = state::path_for(path);
+    match state::load(&state_path)? {
+        None => out.push_str("no rebalance in progress\n"),
+        Some(st) => {
+            let target = st.target_owner(map.slots);
+            let left = (0..map.slots)
+                .filter(|&s| {
+                    target[s as usize].is_some_and(|t| t != map.shard_name(map.shard_of_slot(s)))
+                })
+                .count();
+            let adds: Vec<&str> = st.add.iter().map(|(n, _)| n.as_str()).collect();
+            out.push_str(&format!(
+                "rebalance {} in progress ({}): add [{}] remove [{}]\n  last step: {}\n  \
+                 cutovers done: {}; slots still to move: {left}\n",
+                st.id,
+                state_path.display(),
+                adds.join(", "),
+                st.remove.join(", "),
+                st.step,
+                st.cutovers_done
+            ));
+            if let Some(c) = &st.cutover {
+                out.push_str(&format!(
+                    "  cutover in flight: {} slots {} → {} ({:?}); `rebalance apply` settles it\n",
+                    c.slots.len(),
+                    c.from,
+                    c.to,
+                    c.stage
+                ));
+            }
+        }
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        for shard in &config.shards {
+            let line = match ShardClient::connect(shard).await {
+                Err(e) => format!("unreachable: {e}"),
+                Ok(c) => {
+                    let schema = c
+                        .value(&format!(
+                            "SELECT 'yes' FROM pg_namespace WHERE nspname = '{}'",
+                            sql::SCHEMA
+                        ))
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some();
+                    let prepared = c
+                        .value("SELECT count(*)::text FROM pg_prepared_xacts WHERE gid LIKE 'pgshard\\_rb\\_%'")
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    format!(
+                        "{}; {prepared} prepared cutover transactions",
+                        if schema {
+                            "capture/staging objects present"
+                        } else {
+                            "clean"
+                        }
+                    )
+                }
+            };
+            out.push_str(&format!("  shard {}: {line}\n", shard.name));
+        }
+        let urls = if proxies.is_empty() {
+            default_proxy(&config).map(|u| vec![u]).unwrap_or_default()
+        } else {
+            proxies.to_vec()
+        };
+        for url in urls {
+            let shown = crate::rebalance::proxies::redact(&url);
+            match Proxies::connect(std::slice::from_ref(&url)).await {
+                Err(e) => out.push_str(&format!("  proxy {shown}: {e}\n")),
+                Ok(mut p) => match (p.epochs().await, p.held().await) {
+                    (Ok(e), Ok(h)) => out.push_str(&format!(
+                        "  proxy {shown}: epoch {}, held slots: {}\n",
+                        e.first().copied().unwrap_or(0),
+                        h.first()
+                            .map(|(_, r)| if r.is_empty() { "none" } else { r.as_str() })
+                            .unwrap_or("none")
+                    )),
+                    (Err(e), _) | (_, Err(e)) => out.push_str(&format!("  proxy {shown}: {e}\n")),
+                },
+            }
+        }
+    });
+    Ok(out)
 }
 
 fn run_verify(path: &Path, json: bool) -> ExitCode {

@@ -14,6 +14,7 @@ use crate::sharding::KeyType;
 use crate::sharding::hash::{HASH_COMBINE64_CONST, HASH_PARTITION_SEED};
 
 use super::Plan;
+use super::sql::{quote_ident, quote_literal, table_ident};
 
 /// SQL computing the slot (`0..slots`) of a row from its key column `column` (already
 /// quoted), exactly as pgshard's router does: the masks keep the addition inside
@@ -215,22 +216,6 @@ pub async fn slot_counts(
             })
         })
         .collect()
-}
-
-/// A table name from the map as SQL: `schema.table` names keep their dot.
-fn table_ident(name: &str) -> String {
-    match name.split_once('.') {
-        Some((schema, table)) => format!("{}.{}", quote_ident(schema), quote_ident(table)),
-        None => quote_ident(name),
-    }
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The slot expression for a literal value (tests compare it with pgshard's own slot).

@@ -1,0 +1,222 @@
+//! The proxies serving the map being rebalanced, driven through their admin database
+//! (`pgshard`): hold and release slots, reload the map, read the epoch they serve.
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::config::validate::format_range;
+use crate::config::slot_runs;
+
+/// Why a proxy did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[error("proxy {proxy}: {message}")]
+pub struct ProxyError {
+    /// the admin URL, password hidden
+    pub proxy: String,
+    /// what failed
+    pub message: String,
+}
+
+struct Proxy {
+    url: String,
+    shown: String,
+    client: Option<Client>,
+}
+
+/// Admin connections to every proxy.
+pub struct Proxies {
+    proxies: Vec<Proxy>,
+}
+
+/// `'3-5,9'` for a set of slots.
+pub fn ranges_text(slots: &[u32]) -> String {
+    let Some(&max) = slots.iter().max() else {
+        return String::new();
+    };
+    let mut selected = vec![false; max as usize + 1];
+    for &s in slots {
+        selected[s as usize] = true;
+    }
+    slot_runs(selected.into_iter())
+        .into_iter()
+        .map(|(lo, hi)| format_range(lo, hi))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A URL with its password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl Proxies {
+    /// Connect to every admin URL (none: an offline rebalance, nothing to coordinate).
+    pub async fn connect(urls: &[String]) -> Result<Proxies, ProxyError> {
+        let mut proxies = Vec::new();
+        for url in urls {
+            let mut p = Proxy {
+                url: url.clone(),
+                shown: redact(url),
+                client: None,
+            };
+            p.client = Some(open(&p).await?);
+            proxies.push(p);
+        }
+        Ok(Proxies { proxies })
+    }
+
+    /// How many proxies are coordinated.
+    pub fn len(&self) -> usize {
+        self.proxies.len()
+    }
+
+    /// No proxy (offline rebalance).
+    pub fn is_empty(&self) -> bool {
+        self.proxies.is_empty()
+    }
+
+    /// Run one admin command on every proxy; a dropped connection is reopened once.
+    async fn command(&mut self, sql: &str) -> Result<Vec<Vec<SimpleQueryMessage>>, ProxyError> {
+        let mut out = Vec::new();
+        for p in &mut self.proxies {
+            let mut attempt = 0;
+            loop {
+                if p.client.is_none() {
+                    p.client = Some(open(p).await?);
+                }
+                let client = p.client.as_ref().expect("connected above");
+                match client.simple_query(sql).await {
+                    Ok(messages) => {
+                        out.push(messages);
+                        break;
+                    }
+                    Err(e) if e.as_db_error().is_none() && attempt == 0 => {
+                        // connection lost (proxy restarted?): reconnect and retry once
+                        p.client = None;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        return Err(ProxyError {
+                            proxy: p.shown.clone(),
+                            message: format!("{sql}: {}", super::shard::describe(&e)),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Hold statements for `slots` on every proxy. Returns once every proxy holds them and
+    /// has no statement for them still running.
+    pub async fn hold(&mut self, slots: &[u32]) -> Result<(), ProxyError> {
+        self.command(&format!("HOLD SLOTS '{}'", ranges_text(slots)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Let held statements for `slots` run (routed by the map each proxy has now).
+    pub async fn release(&mut self, slots: &[u32]) -> Result<(), ProxyError> {
+        self.command(&format!("RELEASE SLOTS '{}'", ranges_text(slots)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Release every hold (recovery after a crash mid-cutover).
+    pub async fn release_all(&mut self) -> Result<(), ProxyError> {
+        self.command("RELEASE ALL").await.map(|_| ())
+    }
+
+    /// Make every proxy load the map file and check each now serves `epoch` (or later).
+    pub async fn reload(&mut self, epoch: u64) -> Result<(), ProxyError> {
+        self.command("RELOAD").await?;
+        let epochs = self.epochs().await?;
+        for (p, e) in self.proxies.iter().zip(epochs) {
+            if e < epoch {
+                return Err(ProxyError {
+                    proxy: p.shown.clone(),
+                    message: format!(
+                        "serves map epoch {e} after RELOAD, expected {epoch}: does it read the same map file?"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The map epoch each proxy serves.
+    pub async fn epochs(&mut self) -> Result<Vec<u64>, ProxyError> {
+        let answers = self.command("SHOW MAP").await?;
+        let mut out = Vec::new();
+        for (p, messages) in self.proxies.iter().zip(answers) {
+            let epoch = messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get("epoch").and_then(|v| v.parse().ok()),
+                _ => None,
+            });
+            out.push(epoch.ok_or_else(|| ProxyError {
+                proxy: p.shown.clone(),
+                message: "SHOW MAP did not return an epoch".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Held slot ranges per proxy (for `rebalance status`).
+    pub async fn held(&mut self) -> Result<Vec<(String, String)>, ProxyError> {
+        let answers = self.command("SHOW MAP").await?;
+        Ok(self
+            .proxies
+            .iter()
+            .zip(answers)
+            .map(|(p, messages)| {
+                let held = messages
+                    .iter()
+                    .find_map(|m| match m {
+                        SimpleQueryMessage::Row(row) => row.get("held").map(str::to_owned),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                (p.shown.clone(), held)
+            })
+            .collect())
+    }
+}
+
+async fn open(p: &Proxy) -> Result<Client, ProxyError> {
+    let (client, connection) =
+        tokio_postgres::connect(&p.url, NoTls)
+            .await
+            .map_err(|e| ProxyError {
+                proxy: p.shown.clone(),
+                message: format!("cannot connect: {}", super::shard::describe(&e)),
+            })?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_redaction() {
+        assert_eq!(ranges_text(&[9, 3, 4, 5]), "3-5,9");
+        assert_eq!(ranges_text(&[0]), "0");
+        assert_eq!(ranges_text(&[]), "");
+        assert_eq!(
+            redact("postgres://app:secret@h:6432/pgshard"),
+            "postgres://app:***@h:6432/pgshard"
+        );
+        assert_eq!(redact("postgres://app@h/pgshard"), "postgres://app@h/pgshard");
+    }
+}
