@@ -10,7 +10,9 @@ mod copy;
 mod distributed;
 mod extended;
 mod local_txn;
+pub mod holds;
 pub mod relay;
+pub mod reload;
 mod scatter;
 pub mod settings;
 pub mod shared;
@@ -33,6 +35,7 @@ use crate::router::{self, ParamSource, Route, RouteError, RouteInput};
 use crate::sharding::ShardId;
 use crate::sql::{Analysis, SharedAnalysis};
 use client::{ClientError, ClientIo};
+use holds::Touch;
 use relay::{Expect, RelayError, RelayOutcome, relay};
 use settings::Settings;
 use shared::OrdinalSnapshot;
@@ -279,7 +282,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         analysis: &Analysis,
         params: &(dyn ParamSource + Sync),
     ) -> Result<Route, ProxyError> {
-        for _ in 0..2 {
+        let mut learned = 0;
+        // set at the first wait for a held slot: the whole statement waits at most
+        // hold_timeout, however many releases it sees
+        let mut hold_deadline = None;
+        loop {
             let map = self.shared.map.load();
             let result = {
                 let ordinals = self
@@ -299,17 +306,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 )
             };
             match result {
-                Err(RouteError::KeyOrdinalUnknown { table }) => {
+                Err(RouteError::KeyOrdinalUnknown { table }) if learned < 2 => {
+                    learned += 1;
                     let key = map.table(&table).map(|t| t.key.clone()).unwrap_or_default();
                     // boxed: a catalog query, rare, and large to keep inline
                     Box::pin(self.learn_ordinal(&table, &key)).await?;
                 }
-                other => return other.map_err(route_error),
+                Err(RouteError::KeyOrdinalUnknown { .. }) => {
+                    return Err(ProxyError::cross_shard_unsupported(
+                        "could not determine the shard key position; name the columns in INSERT",
+                    ));
+                }
+                // nothing held: one atomic load
+                Ok(route) if !self.shared.holds.any() => return Ok(route),
+                Ok(route) => {
+                    let touch = Touch::of(&route, &map);
+                    if self.shared.holds.blocking(touch).is_none() {
+                        return Ok(route);
+                    }
+                    drop(map);
+                    let limit = self.shared.config.server.hold_timeout;
+                    let deadline = *hold_deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + limit);
+                    // boxed: rare, and the wait's state need not live in every session
+                    Box::pin(self.shared.holds.wait(touch, deadline, limit))
+                        .await
+                        .map_err(|e| {
+                            ProxyError::error(SqlState::LOCK_NOT_AVAILABLE, format!("pgshard: {e}"))
+                        })?;
+                    // released: route again, against the map installed meanwhile
+                }
+                Err(e) => return Err(route_error(e)),
             }
         }
-        Err(ProxyError::cross_shard_unsupported(
-            "could not determine the shard key position; name the columns in INSERT",
-        ))
     }
 
     /// Look up the position of `key` among the columns of `table` on the default shard.
