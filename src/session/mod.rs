@@ -3,6 +3,7 @@
 //! The transaction phase is an explicit state machine ([`txn::Txn`]); backend replies are
 //! relayed by an expected-reply queue ([`relay`]).
 
+mod admin;
 pub mod auth;
 pub mod cancel;
 pub mod client;
@@ -101,6 +102,8 @@ pub struct Session<S> {
     suppress_ready: bool,
     /// statements prepared with SQL PREPARE, by name
     sql_stmts: HashMap<String, sql_prepared::SqlStmt>,
+    /// logged in to the admin console (database `pgshard`), not to the shards
+    admin: bool,
 }
 
 /// Serve one client connection to the end.
@@ -126,10 +129,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         txn_savepoint: false,
         suppress_ready: false,
         sql_stmts: HashMap::new(),
+        admin: false,
     };
     // Boxed: the login exchange runs once, and its state need not stay in the task of
     // a client that then sits idle for hours.
     let end = match Box::pin(session.startup()).await {
+        Ok(()) if session.admin => Box::pin(session.serve_admin()).await,
         Ok(()) => {
             session.release_idle_buffers();
             session.serve().await
