@@ -73,8 +73,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     )));
                 }
             }
-            if !self.client.has_buffered_frame() && self.client.send(&mut self.out).await.is_err()
-            {
+            if !self.client.has_buffered_frame() && self.client.send(&mut self.out).await.is_err() {
                 return SessionEnd::ClientGone;
             }
         }

@@ -108,7 +108,9 @@ pub fn parse_ranges(text: &str, slots: u32) -> Result<Vec<(u32, u32)>, String> {
     if text.is_empty() {
         return Err("no slots given (expected e.g. '3-5,9')".to_owned());
     }
-    text.split(',').map(|part| parse_range(part, slots)).collect()
+    text.split(',')
+        .map(|part| parse_range(part, slots))
+        .collect()
 }
 
 /// Ranges as `"0-1,4-5,8"`.
@@ -189,7 +191,11 @@ impl SlotHolds {
                 .iter()
                 .any(|e| e.slots.contains(&slot))
                 .then_some(slot),
-            Touch::All => entries.iter().filter_map(|e| e.slots.first()).min().copied(),
+            Touch::All => entries
+                .iter()
+                .filter_map(|e| e.slots.first())
+                .min()
+                .copied(),
         }
     }
 
@@ -235,7 +241,10 @@ impl SlotHolds {
     /// The held slots as ranges (all HOLD commands together).
     pub fn held_ranges(&self) -> Vec<(u32, u32)> {
         let entries = self.lock();
-        let all: BTreeSet<u32> = entries.iter().flat_map(|e| e.slots.iter().copied()).collect();
+        let all: BTreeSet<u32> = entries
+            .iter()
+            .flat_map(|e| e.slots.iter().copied())
+            .collect();
         runs(&all)
     }
 

@@ -10,8 +10,8 @@ pub mod client;
 mod copy;
 mod distributed;
 mod extended;
-mod local_txn;
 pub mod holds;
+mod local_txn;
 pub mod relay;
 pub mod reload;
 mod scatter;
@@ -331,8 +331,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                     drop(map);
                     let limit = self.shared.config.server.hold_timeout;
-                    let deadline = *hold_deadline
-                        .get_or_insert_with(|| tokio::time::Instant::now() + limit);
+                    let deadline =
+                        *hold_deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
                     // boxed: rare, and the wait's state need not live in every session
                     Box::pin(self.shared.holds.wait(touch, deadline, limit))
                         .await

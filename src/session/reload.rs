@@ -156,7 +156,11 @@ mod tests {
 
     #[test]
     fn a_changed_map_needs_a_higher_epoch() {
-        let moved = BASE.replacen("s0 = [\"0-7\"]\ns1 = [\"8-14\", \"15\"]", "s0 = [\"0-6\"]\ns1 = [\"7-15\"]", 1);
+        let moved = BASE.replacen(
+            "s0 = [\"0-7\"]\ns1 = [\"8-14\", \"15\"]",
+            "s0 = [\"0-6\"]\ns1 = [\"7-15\"]",
+            1,
+        );
         assert_ne!(moved, BASE);
         let e = check_texts(BASE, &moved).unwrap_err();
         assert!(e.contains("higher epoch"), "{e}");
@@ -173,8 +177,11 @@ mod tests {
 
     #[test]
     fn slot_count_cannot_change() {
-        let more = with_epoch(&BASE.replacen("slots = 16", "slots = 32", 1), 2)
-            .replacen("\"15\"]", "\"15-31\"]", 1);
+        let more = with_epoch(&BASE.replacen("slots = 16", "slots = 32", 1), 2).replacen(
+            "\"15\"]",
+            "\"15-31\"]",
+            1,
+        );
         let e = check_texts(BASE, &more).unwrap_err();
         assert!(e.contains("fixed"), "{e}");
     }
