@@ -273,6 +273,7 @@ impl Drop for WaitingGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::Target;
 
     #[test]
     fn ranges_parse_and_format() {
@@ -282,6 +283,48 @@ mod tests {
         assert!(parse_ranges("3-x", 16).is_err());
         assert!(parse_ranges("16", 16).unwrap_err().contains("0-15"));
         assert!(parse_ranges("5-3", 16).is_err());
+    }
+
+    #[test]
+    fn routes_touch_their_slot_every_slot_or_none() {
+        let map = crate::config::parse(include_str!("../config/testdata/base.toml"), "t")
+            .expect("test map parses")
+            .map;
+        let route = |target, reason| Route { target, reason };
+        let key = route(
+            Target::One(1),
+            Reason::ShardKey {
+                table: "accounts".into(),
+                column: "aid".into(),
+                slot: 9,
+            },
+        );
+        assert_eq!(Touch::of(&key, &map), Touch::Slot(9));
+        let scatter = route(
+            Target::All,
+            Reason::Scatter {
+                table: "accounts".into(),
+                column: "aid".into(),
+                shards: 2,
+                why: "no key",
+            },
+        );
+        assert_eq!(Touch::of(&scatter, &map), Touch::All);
+        let copy = |table: &str| {
+            route(
+                Target::All,
+                Reason::Copy {
+                    table: table.into(),
+                    shards: 2,
+                    how: "",
+                },
+            )
+        };
+        assert_eq!(Touch::of(&copy("accounts"), &map), Touch::All);
+        assert_eq!(Touch::of(&copy("reference"), &map), Touch::Nothing);
+        for reason in [Reason::NoShardedTable, Reason::Session, Reason::Ddl] {
+            assert_eq!(Touch::of(&route(Target::Any, reason), &map), Touch::Nothing);
+        }
     }
 
     #[test]
