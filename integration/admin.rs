@@ -86,9 +86,9 @@ async fn show_slots_and_map_describe_the_running_map_and_logins_are_checked() {
     let (_dir, path) = map_file(&cluster.shardmap_toml(ACCOUNTS, 2));
     let proxy = Proxy::start_file(&path).await;
 
-    let err = proxy.admin("app", "wrong").await.err().expect("refused");
+    let err = proxy.admin("app", "wrong").await.expect_err("refused");
     assert_eq!(code_of(&err).0, SqlState::INVALID_PASSWORD);
-    let err = proxy.admin("nobody", "app").await.err().expect("refused");
+    let err = proxy.admin("nobody", "app").await.expect_err("refused");
     assert_eq!(code_of(&err).0, SqlState::INVALID_PASSWORD);
 
     let admin = proxy.admin("app", "app").await.expect("admin login");
@@ -480,12 +480,12 @@ async fn reload_adds_a_shard_and_moved_slots_route_to_it() {
     // move every fourth slot of each shard to s2
     let mut second = first.clone();
     for (slot, owner) in second.iter_mut().enumerate() {
-        if slot % 4 == 0 {
+        if slot.is_multiple_of(4) {
             *owner = 2;
         }
     }
     let keys: Vec<i64> = (1000..1100).collect();
-    let moved = |k: i64| locate(&path, k).0 % 4 == 0;
+    let moved = |k: i64| locate(&path, k).0.is_multiple_of(4);
     assert!(keys.iter().any(|&k| moved(k)) && keys.iter().any(|&k| !moved(k)));
 
     std::fs::write(
