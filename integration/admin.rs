@@ -546,3 +546,80 @@ async fn reload_adds_a_shard_and_moved_slots_route_to_it() {
         [[(keys.len() + 50).to_string()]]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_removing_a_drained_middle_shard_renumbers_safely() {
+    let cluster = Cluster::start(3).await;
+    // s1 owns nothing (drained); s0 and s2 split the slots
+    let first: Vec<usize> = contiguous(2)
+        .into_iter()
+        .map(|o| if o == 1 { 2 } else { 0 })
+        .collect();
+    let (_dir, path) = map_file(&cluster.shardmap_toml_with(3, &first, 1, ACCOUNTS, 2));
+    let proxy = Proxy::start_file(&path).await;
+    let client = proxy.client().await;
+    accounts(&client, 1..=20).await;
+    let on_s2 = (1..=20)
+        .find(|&k| locate(&path, k).1 == 2)
+        .expect("a key on s2");
+
+    // a transaction holding a connection to s2 (ShardId 2) across the reload
+    let txn = proxy.client().await;
+    txn.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(
+        rows(&txn, &format!("SELECT v FROM accounts WHERE aid = {on_s2}")).await,
+        [[format!("v{on_s2}")]]
+    );
+
+    // the new file lists s0 and s2 only: s2 becomes ShardId 1
+    let names = format!(
+        "[[shards]]\nname = \"s1\"\nurl = \"{}\"\n\n",
+        cluster.shard_url(1)
+    );
+    let text = cluster.shardmap_toml_with(3, &first, 2, ACCOUNTS, 2);
+    assert!(text.contains(&names), "{text}");
+    let text = text.replacen(&names, "", 1).replacen("s1 = []\n", "", 1);
+    std::fs::write(&path, &text).unwrap();
+    let admin = proxy.admin("app", "app").await.unwrap();
+    admin
+        .simple_query("RELOAD")
+        .await
+        .unwrap_or_else(|e| panic!("reload: {e}\n{text}"));
+    let slots = rows(&admin, "SHOW SLOTS").await;
+    assert_eq!(slots.len(), 2);
+    assert_eq!(slots[1][0], "s2");
+
+    // the open transaction must not mix the two numberings
+    let e = txn
+        .simple_query(&format!("SELECT v FROM accounts WHERE aid = {on_s2}"))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e).0, SqlState::T_R_SERIALIZATION_FAILURE);
+    txn.batch_execute("ROLLBACK").await.unwrap();
+    // afterwards, and for every other client, keys of s2 are read from s2
+    for c in [&txn, &client] {
+        assert_eq!(
+            rows(c, &format!("SELECT v FROM accounts WHERE aid = {on_s2}")).await,
+            [[format!("v{on_s2}")]]
+        );
+    }
+    let inserted = 1000;
+    client
+        .execute(
+            "INSERT INTO accounts (aid, v) VALUES ($1, 'x')",
+            &[&inserted],
+        )
+        .await
+        .unwrap();
+    let owner = locate(&path, inserted).1; // index in the new file: 0 = s0, 1 = s2
+    let server = if owner == 0 { 0 } else { 2 };
+    let n: i64 = cluster
+        .shard(server)
+        .client("app")
+        .await
+        .query_one("SELECT count(*) FROM accounts WHERE aid = $1", &[&inserted])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}

@@ -47,6 +47,8 @@ impl SqlState {
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     /// 57P01 admin_shutdown
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
+    /// 40001 serialization_failure (retry the transaction)
+    pub const SERIALIZATION_FAILURE: SqlState = SqlState("40001");
     /// 55P03 lock_not_available (a statement waited too long for a slot being moved)
     pub const LOCK_NOT_AVAILABLE: SqlState = SqlState("55P03");
     /// 55000 object_not_in_prerequisite_state

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -25,6 +25,9 @@ use tokio::sync::watch;
 use crate::config::ShardMap;
 use crate::config::validate::{format_range, parse_range};
 use crate::router::{Reason, Route};
+
+/// Bit of [`SlotHolds::state`] set while any slot is held.
+pub const HELD: u64 = 1;
 
 /// The slots a routed statement touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +85,10 @@ pub struct HoldInfo {
 /// The held slots of one proxy.
 #[derive(Debug)]
 pub struct SlotHolds {
-    /// true while any slot is held: the only thing the data path reads when nothing is
-    any: AtomicBool,
+    /// The one word the data path reads per statement: bit 0 is set while any slot is
+    /// held; the bits above count reloads that renumbered the shards (see
+    /// [`SlotHolds::renumbered`]).
+    state: AtomicU64,
     entries: Mutex<Vec<HoldEntry>>,
     /// bumped on every release, waking waiters to check again
     changed: watch::Sender<u64>,
@@ -94,7 +99,7 @@ pub struct SlotHolds {
 impl Default for SlotHolds {
     fn default() -> Self {
         SlotHolds {
-            any: AtomicBool::new(false),
+            state: AtomicU64::new(0),
             entries: Mutex::new(Vec::new()),
             changed: watch::Sender::new(0),
             waiting: AtomicUsize::new(0),
@@ -134,10 +139,25 @@ fn runs(set: &BTreeSet<u32>) -> Vec<(u32, u32)> {
 }
 
 impl SlotHolds {
-    /// Whether any slot is held: one atomic load, the data path's fast check.
+    /// Whether any slot is held.
     #[inline]
     pub fn any(&self) -> bool {
-        self.any.load(Ordering::Acquire)
+        self.state() & HELD != 0
+    }
+
+    /// The data path's word: [`HELD`] bit | shard-numbering generation << 1. A session
+    /// compares it with `generation << 1` and is done when equal (nothing held, shards
+    /// numbered as when it took its connections): one atomic load.
+    #[inline]
+    pub fn state(&self) -> u64 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// A reload removed or reordered shards, so a ShardId may now name another shard:
+    /// sessions holding connections numbered the old way must not route with the new
+    /// numbers (they fail their transaction, see `Session::route`).
+    pub fn renumbered(&self) {
+        self.state.fetch_add(2, Ordering::AcqRel);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<HoldEntry>> {
@@ -155,7 +175,7 @@ impl SlotHolds {
             slots,
             since: Instant::now(),
         });
-        self.any.store(true, Ordering::Release);
+        self.state.fetch_or(HELD, Ordering::AcqRel);
     }
 
     /// Release the slots of `ranges` (`None`: every slot), whichever HOLD set them, and
@@ -174,7 +194,9 @@ impl SlotHolds {
                     entries.retain(|e| !e.slots.is_empty());
                 }
             }
-            self.any.store(!entries.is_empty(), Ordering::Release);
+            if entries.is_empty() {
+                self.state.fetch_and(!HELD, Ordering::AcqRel);
+            }
         }
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -346,8 +368,11 @@ mod tests {
         assert_eq!(list[0].ranges, [(3, 3)]);
         h.release(Some(&[(3, 3)]));
         assert_eq!(h.list().len(), 1);
+        h.renumbered();
+        assert_eq!(h.state(), 2 | HELD);
         h.release(None);
         assert!(!h.any());
+        assert_eq!(h.state(), 2);
         assert_eq!(h.blocking(Touch::All), None);
     }
 

@@ -104,6 +104,9 @@ pub struct Session<S> {
     sql_stmts: HashMap<String, sql_prepared::SqlStmt>,
     /// logged in to the admin console (database `pgshard`), not to the shards
     admin: bool,
+    /// shard numbering the session's connections were taken under (see
+    /// [`holds::SlotHolds::renumbered`])
+    shard_generation: u64,
 }
 
 /// Serve one client connection to the end.
@@ -130,7 +133,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         suppress_ready: false,
         sql_stmts: HashMap::new(),
         admin: false,
+        shard_generation: 0,
     };
+    session.shard_generation = session.shared.holds.state() >> 1;
     // Boxed: the login exchange runs once, and its state need not stay in the task of
     // a client that then sits idle for hours.
     let end = match Box::pin(session.startup()).await {
@@ -223,6 +228,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let shard = self.copy_turn % shards.max(1);
         self.copy_turn = self.copy_turn.wrapping_add(1);
         shard
+    }
+
+    /// Whether the session keeps backend connections between statements (a transaction
+    /// or an unsynced batch), whose ShardIds a renumbering reload would invalidate.
+    fn holds_connections(&self) -> bool {
+        matches!(
+            self.txn,
+            Txn::Attached { .. } | Txn::Aborted { conn: Some(_) }
+        ) || !self.parked.is_empty()
     }
 
     /// Release whatever the session holds. A connection still inside a transaction is
@@ -322,9 +336,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         "could not determine the shard key position; name the columns in INSERT",
                     ));
                 }
-                // nothing held: one atomic load
-                Ok(route) if !self.shared.holds.any() => return Ok(route),
                 Ok(route) => {
+                    let state = self.shared.holds.state();
+                    // nothing held, shards numbered as before: one atomic load
+                    if state == self.shard_generation << 1 {
+                        return Ok(route);
+                    }
+                    if state >> 1 != self.shard_generation {
+                        if self.holds_connections() {
+                            return Err(ProxyError::error(
+                                SqlState::SERIALIZATION_FAILURE,
+                                "pgshard: the shard list was reloaded during this transaction and its shards were renumbered; roll back and retry",
+                            ));
+                        }
+                        self.shard_generation = state >> 1;
+                    }
+                    if state & holds::HELD == 0 {
+                        return Ok(route);
+                    }
                     let touch = Touch::of(&route, &map);
                     if self.shared.holds.blocking(touch).is_none() {
                         return Ok(route);

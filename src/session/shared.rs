@@ -119,6 +119,7 @@ impl Shared {
             } else {
                 self.map.store(Arc::new(new.map));
                 self.pools.install(&shards);
+                self.holds.renumbered();
             }
         }
         let now = self.map.load();
