@@ -403,7 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             relay::<S>(&mut conn, &mut queue, &mut scratch, None).await
         }
         .await;
-        let shard_name = self.shared.pools.shard_name(shard).to_owned();
+        let shard_name = self.shared.pools.shard_name(shard);
         Pools::release(conn);
         result.map_err(|e| ProxyError::shard_unavailable(&shard_name, e))?;
         let value = first_data_value(&scratch).ok_or_else(|| {
@@ -556,7 +556,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(SessionEnd::ClientGone)
             }
             Err(RelayError::Backend(e)) => {
-                let name = self.shared.pools.shard_name(conn.shard).to_owned();
+                let name = self.shared.pools.shard_name(conn.shard);
                 tracing::warn!(shard = %name, error = %e, "backend connection failed mid-statement");
                 let was_in_txn = conn.status != TxnStatus::Idle
                     || self.begin_in_flight

@@ -358,7 +358,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                     Err(e) => {
                         conn.broken = true;
-                        let name = self.shared.pools.shard_name(conn.shard).to_owned();
+                        let name = self.shared.pools.shard_name(conn.shard);
                         ProxyError::shard_unavailable(&name, e).encode(&mut self.out);
                     }
                 }
