@@ -64,7 +64,7 @@ pub fn check(
             old.epoch
         ));
     }
-    Ok(!same)
+    Ok(!same || new.epoch != old.epoch)
 }
 
 fn same_map(a: &ShardMap, b: &ShardMap) -> bool {
@@ -146,6 +146,11 @@ mod tests {
     #[test]
     fn same_file_is_a_no_op() {
         assert_eq!(check_texts(BASE, BASE), Ok(false));
+    }
+
+    #[test]
+    fn a_raised_epoch_alone_is_installed() {
+        assert_eq!(check_texts(BASE, &with_epoch(BASE, 2)), Ok(true));
     }
 
     #[test]
