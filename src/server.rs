@@ -73,9 +73,12 @@ impl Server {
             let (shared, shutdown) = (shared.clone(), shutdown.clone());
             tracker.spawn(async move {
                 loop {
+                    // the shards and map installed now (a reload may have changed them)
+                    let mut config = (*shared.config).clone();
+                    config.shards = shared.pools.current().shards.clone();
+                    config.map = (**shared.map.load()).clone();
                     let r =
-                        crate::twophase::recover(&shared.config, &shared.pools, &shared.in_flight)
-                            .await;
+                        crate::twophase::recover(&config, &shared.pools, &shared.in_flight).await;
                     if r.committed + r.rolled_back > 0 || !r.unreachable.is_empty() {
                         tracing::warn!(
                             committed = r.committed,
