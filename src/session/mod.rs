@@ -343,13 +343,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return Ok(route);
                     }
                     if state >> 1 != self.shard_generation {
-                        if self.holds_connections() {
+                        // statements that name no shard (transaction control, SET,
+                        // reads any copy answers) run on the connection already held
+                        let names_shards =
+                            !matches!(route.target, router::Target::Any | router::Target::OneCopy);
+                        if names_shards && self.holds_connections() {
                             return Err(ProxyError::error(
                                 SqlState::SERIALIZATION_FAILURE,
                                 "pgshard: the shard list was reloaded during this transaction and its shards were renumbered; roll back and retry",
                             ));
                         }
-                        self.shard_generation = state >> 1;
+                        if !self.holds_connections() {
+                            self.shard_generation = state >> 1;
+                        }
                     }
                     if state & holds::HELD == 0 {
                         return Ok(route);
