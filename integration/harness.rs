@@ -169,6 +169,35 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A shard map listing the first `shards` of these servers, with slot owners
+    /// `owners` (index = slot, value = shard) and `[sharding] epoch = epoch`; otherwise
+    /// like [`Cluster::shardmap_toml`].
+    pub fn shardmap_toml_with(
+        &self,
+        shards: usize,
+        owners: &[usize],
+        epoch: u64,
+        extra_tables: &str,
+        pool_size: usize,
+    ) -> String {
+        let names: Vec<(String, String)> = (0..shards)
+            .map(|i| (format!("s{i}"), self.shard_url(i)))
+            .collect();
+        let text = shardmap::render(&ShardMapSpec {
+            listen: "127.0.0.1:0",
+            pool_size,
+            users: &[(APP_USER, APP_USER)],
+            shards: &names,
+            slots: SLOTS,
+            vnodes: VNODES,
+            tables_toml: extra_tables,
+            slot_owner: owners,
+        });
+        text.replacen("[sharding]\n", &format!("[sharding]\nepoch = {epoch}\n"), 1)
+    }
+}
+
 /// The pgshard proxy running in-process; stopped on drop.
 pub struct Proxy {
     addr: SocketAddr,
@@ -192,6 +221,40 @@ impl Proxy {
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// Load the shard map file at `path` and serve it like `pgshard serve` does, so the
+    /// admin console's RELOAD reads that file again.
+    pub async fn start_file(path: &Path) -> Proxy {
+        let config = pgshard::config::load(path)
+            .unwrap_or_else(|e| panic!("shard map does not validate: {e}"));
+        let server = pgshard::server::Server::bind(Arc::new(config))
+            .await
+            .unwrap_or_else(|e| panic!("proxy cannot bind: {e}"))
+            .with_config_path(path);
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        Proxy {
+            addr,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Connect to the admin console (database `pgshard`); errors are returned so tests
+    /// can check refusals.
+    pub async fn admin(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+        let url = format!(
+            "postgres://{user}:{password}@{}:{}/pgshard",
+            self.addr.ip(),
+            self.addr.port()
+        );
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
     }
 
     /// The address the proxy listens on.

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod admin;
 mod bench;
 mod clients;
 mod cluster;

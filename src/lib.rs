@@ -9,6 +9,8 @@
 //! Dependencies point one way, from the top of this list to the bottom:
 //! - [`cli`]: one file per subcommand (`serve`, `check`, `map`, `locate`, `route`, `dev`, `bench`).
 //! - [`server`]: the listener, connection limit and shutdown drain.
+//! - [`admin`]: the admin console (database `pgshard`): command parsing and result
+//!   tables for slot holds, RELOAD and the running map.
 //! - [`session`]: one client connection: startup/auth, simple and extended protocol,
 //!   transaction state.
 //! - [`bench`]: the load generator behind `pgshard bench`.
@@ -22,6 +24,7 @@
 //! - [`devcluster`]: start and stop local Postgres clusters (used by `pgshard dev` and tests).
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod backend;
 pub mod bench;
 pub mod cli;

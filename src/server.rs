@@ -1,6 +1,7 @@
 //! The listener: accepts clients, enforces the connection limit, drains on shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +22,34 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Server {
     listener: TcpListener,
     config: Arc<Config>,
+    config_path: Option<PathBuf>,
+    reload_on_sighup: bool,
 }
 
 impl Server {
     /// Bind the listen address of `config` (`[server] listen`; port 0 picks a free port).
     pub async fn bind(config: Arc<Config>) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.server.listen).await?;
-        Ok(Server { listener, config })
+        Ok(Server {
+            listener,
+            config,
+            config_path: None,
+            reload_on_sighup: false,
+        })
+    }
+
+    /// The shard map file `config` was read from: RELOAD (admin console) reads it
+    /// again. Without it RELOAD is refused.
+    pub fn with_config_path(mut self, path: impl Into<PathBuf>) -> Server {
+        self.config_path = Some(path.into());
+        self
+    }
+
+    /// Reload the shard map file on SIGHUP (what `pgshard serve` does; off by default,
+    /// so servers inside tests ignore signals sent to the test process).
+    pub fn reload_on_sighup(mut self) -> Server {
+        self.reload_on_sighup = true;
+        self
     }
 
     /// The address actually bound.
@@ -40,7 +62,10 @@ impl Server {
     /// Serve clients until `shutdown` is cancelled, then drain: idle sessions are told
     /// the server is shutting down, sessions inside a transaction get up to 30 s.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let shared = Arc::new(Shared::new(self.config.clone(), shutdown.clone()));
+        let shared = Arc::new(
+            Shared::new(self.config.clone(), shutdown.clone())
+                .with_config_path(self.config_path.clone()),
+        );
         let limit = Arc::new(Semaphore::new(self.config.server.max_clients));
         let tracker = TaskTracker::new();
         if self.config.transactions.two_phase {
@@ -48,9 +73,12 @@ impl Server {
             let (shared, shutdown) = (shared.clone(), shutdown.clone());
             tracker.spawn(async move {
                 loop {
+                    // the shards and map installed now (a reload may have changed them)
+                    let mut config = (*shared.config).clone();
+                    config.shards = shared.pools.current().shards.clone();
+                    config.map = (**shared.map.load()).clone();
                     let r =
-                        crate::twophase::recover(&shared.config, &shared.pools, &shared.in_flight)
-                            .await;
+                        crate::twophase::recover(&config, &shared.pools, &shared.in_flight).await;
                     if r.committed + r.rolled_back > 0 || !r.unreachable.is_empty() {
                         tracing::warn!(
                             committed = r.committed,
@@ -65,6 +93,9 @@ impl Server {
                     }
                 }
             });
+        }
+        if self.reload_on_sighup {
+            tracker.spawn(reload_on_sighup(shared.clone(), shutdown.clone()));
         }
         tracing::info!(
             listen = %self.local_addr(),
@@ -115,6 +146,35 @@ impl Server {
             tracing::warn!("drain timeout: closing remaining sessions");
         }
         Ok(())
+    }
+}
+
+/// Reload the shard map file on each SIGHUP until shutdown.
+async fn reload_on_sighup(shared: Arc<Shared>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; use the admin console's RELOAD");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading the shard map file");
+            if let Err(e) = shared.reload() {
+                tracing::error!(error = %e, "shard map reload failed; the running map is unchanged");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (shared, shutdown);
     }
 }
 

@@ -165,3 +165,33 @@ impl Pools {
             .map_or_else(|| "?".to_owned(), |s| s.name.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        crate::config::parse(include_str!("../config/testdata/base.toml"), "t")
+            .expect("test map parses")
+    }
+
+    #[tokio::test]
+    async fn install_replaces_the_shard_set() {
+        let config = config();
+        let pools = Pools::new(&config);
+        assert_eq!(pools.shard_name(1), "s1");
+        let mut added = config.shards.clone();
+        let mut s2 = added[1].clone();
+        s2.name = "s2".into();
+        added.push(s2);
+        pools.install(&added);
+        assert_eq!(pools.current().shards.len(), 3);
+        assert_eq!(pools.shard_name(2), "s2");
+        // s0 removed: s1 is now index 0, s2 index 1, and index 2 is gone
+        pools.install(&added[1..]);
+        assert_eq!(pools.shard_name(0), "s1");
+        assert_eq!(pools.shard_name(1), "s2");
+        assert_eq!(pools.shard_name(2), "?");
+        assert!(matches!(pools.get(2).await, Err(BackendError::Protocol(_))));
+    }
+}

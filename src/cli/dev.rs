@@ -212,7 +212,9 @@ async fn serve(
 ) -> Result<(), DevError> {
     let server = Server::bind(Arc::new(config))
         .await
-        .map_err(io_err(format!("cannot listen on {listen}")))?;
+        .map_err(io_err(format!("cannot listen on {listen}")))?
+        .with_config_path(map_path)
+        .reload_on_sighup();
     let addr = connectable(server.local_addr());
     let shutdown = CancellationToken::new();
     let mut proxy = tokio::spawn(server.run(shutdown.clone()));

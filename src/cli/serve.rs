@@ -30,7 +30,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let server = match crate::server::Server::bind(config.clone()).await {
-            Ok(server) => server,
+            Ok(server) => server.with_config_path(config_path).reload_on_sighup(),
             Err(e) => {
                 eprintln!("pgshard: cannot listen on {}: {e}", config.server.listen);
                 return ExitCode::from(1);

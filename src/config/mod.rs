@@ -269,9 +269,10 @@ impl ShardMap {
         self.shard_names.len()
     }
 
-    /// Name of a shard.
+    /// Name of a shard (`"?"` for an id not in this map, e.g. one taken under a map a
+    /// reload has replaced).
     pub fn shard_name(&self, id: ShardId) -> &str {
-        &self.shard_names[id]
+        self.shard_names.get(id).map_or("?", String::as_str)
     }
 
     /// The slots a shard owns, as maximal inclusive ranges in ascending order (the

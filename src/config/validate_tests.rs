@@ -602,23 +602,12 @@ fn hold_timeout_defaults_and_is_read() {
         Duration::from_millis(10_000)
     );
     let c = parse(
-        &edit("pool_size = 10\n", "pool_size = 10\nhold_timeout_ms = 500\n"),
+        &edit(
+            "pool_size = 10\n",
+            "pool_size = 10\nhold_timeout_ms = 500\n",
+        ),
         "t",
     )
     .unwrap();
     assert_eq!(c.server.hold_timeout, Duration::from_millis(500));
-}
-
-/// A rebalance adds a shard owning nothing first and removes a drained shard last:
-/// both maps must be valid.
-#[test]
-fn shard_without_slots_is_valid() {
-    let text = edit(
-        "[sharding]",
-        "[[shards]]\nname = \"s2\"\nurl = \"postgres://postgres@127.0.0.1:5603/app\"\n\n[sharding]",
-    );
-    let c = parse(&text, "t").expect("a shard without slots is valid");
-    assert_eq!(c.map.shard_names, ["s0", "s1", "s2"]);
-    assert_eq!(c.map.slot_counts(), [8, 8, 0]);
-    assert!(c.map.ranges_of(2).is_empty());
 }

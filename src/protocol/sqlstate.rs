@@ -47,6 +47,18 @@ impl SqlState {
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     /// 57P01 admin_shutdown
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
+    /// 40001 serialization_failure (retry the transaction)
+    pub const SERIALIZATION_FAILURE: SqlState = SqlState("40001");
+    /// 55P03 lock_not_available (a statement waited too long for a slot being moved)
+    pub const LOCK_NOT_AVAILABLE: SqlState = SqlState("55P03");
+    /// 55000 object_not_in_prerequisite_state
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState("55000");
+    /// F0000 config_file_error
+    pub const CONFIG_FILE_ERROR: SqlState = SqlState("F0000");
+    /// 22023 invalid_parameter_value
+    pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
+    /// 42601 syntax_error
+    pub const SYNTAX_ERROR: SqlState = SqlState("42601");
     /// XX000 internal_error
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
 

@@ -393,7 +393,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 match result {
                     Ok(d) => done[i] = d,
                     Err(e) => {
-                        let name = self.shared.pools.shard_name(conns[i].shard).to_owned();
+                        let name = self.shared.pools.shard_name(conns[i].shard);
                         conns[i].broken = true;
                         self.refuse(ProxyError::shard_unavailable(&name, e));
                         ended = true;

@@ -121,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     replies.push(reply);
                 }
                 Err(e) => {
-                    let name = self.shared.pools.shard_name(conn.shard).to_owned();
+                    let name = self.shared.pools.shard_name(conn.shard);
                     failure.get_or_insert(ProxyError::shard_unavailable(&name, e));
                 }
             }
@@ -205,7 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     out.push(conn)
                 }
                 other => {
-                    let name = self.shared.pools.shard_name(shard).to_owned();
+                    let name = self.shared.pools.shard_name(shard);
                     conn.broken = true;
                     Pools::release(conn);
                     error = Some(ProxyError::shard_unavailable(
@@ -293,7 +293,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let base = twophase::new_base(&node);
         let names: Vec<String> = conns
             .iter()
-            .map(|c| self.shared.pools.shard_name(c.shard).to_owned())
+            .map(|c| self.shared.pools.shard_name(c.shard))
             .collect();
         self.shared.in_flight.start(&base);
         // phase 1
@@ -372,7 +372,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// transaction): from now on the transaction is committed.
     async fn decide(&mut self, base: &str) -> Result<(), ProxyError> {
         let shard = self.shared.map.load().default_shard;
-        let name = self.shared.pools.shard_name(shard).to_owned();
+        let name = self.shared.pools.shard_name(shard);
         let mut conn = self.checkout(shard).await?;
         let insert = format!(
             "INSERT INTO {} (gid) VALUES ({})",

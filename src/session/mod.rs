@@ -3,14 +3,17 @@
 //! The transaction phase is an explicit state machine ([`txn::Txn`]); backend replies are
 //! relayed by an expected-reply queue ([`relay`]).
 
+mod admin;
 pub mod auth;
 pub mod cancel;
 pub mod client;
 mod copy;
 mod distributed;
 mod extended;
+pub mod holds;
 mod local_txn;
 pub mod relay;
+pub mod reload;
 mod scatter;
 pub mod settings;
 pub mod shared;
@@ -33,6 +36,7 @@ use crate::router::{self, ParamSource, Route, RouteError, RouteInput};
 use crate::sharding::ShardId;
 use crate::sql::{Analysis, SharedAnalysis};
 use client::{ClientError, ClientIo};
+use holds::Touch;
 use relay::{Expect, RelayError, RelayOutcome, relay};
 use settings::Settings;
 use shared::OrdinalSnapshot;
@@ -98,6 +102,11 @@ pub struct Session<S> {
     suppress_ready: bool,
     /// statements prepared with SQL PREPARE, by name
     sql_stmts: HashMap<String, sql_prepared::SqlStmt>,
+    /// logged in to the admin console (database `pgshard`), not to the shards
+    admin: bool,
+    /// shard numbering the session's connections were taken under (see
+    /// [`holds::SlotHolds::renumbered`])
+    shard_generation: u64,
 }
 
 /// Serve one client connection to the end.
@@ -123,10 +132,14 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         txn_savepoint: false,
         suppress_ready: false,
         sql_stmts: HashMap::new(),
+        admin: false,
+        shard_generation: 0,
     };
+    session.shard_generation = session.shared.holds.state() >> 1;
     // Boxed: the login exchange runs once, and its state need not stay in the task of
     // a client that then sits idle for hours.
     let end = match Box::pin(session.startup()).await {
+        Ok(()) if session.admin => Box::pin(session.serve_admin()).await,
         Ok(()) => {
             session.release_idle_buffers();
             session.serve().await
@@ -217,6 +230,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         shard
     }
 
+    /// Whether the session keeps backend connections between statements (a transaction
+    /// or an unsynced batch), whose ShardIds a renumbering reload would invalidate.
+    fn holds_connections(&self) -> bool {
+        matches!(
+            self.txn,
+            Txn::Attached { .. } | Txn::Aborted { conn: Some(_) }
+        ) || !self.parked.is_empty()
+    }
+
     /// Release whatever the session holds. A connection still inside a transaction is
     /// not reusable and is closed by [`Pools::release`], which rolls it back server-side.
     fn finish(&mut self) {
@@ -279,7 +301,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         analysis: &Analysis,
         params: &(dyn ParamSource + Sync),
     ) -> Result<Route, ProxyError> {
-        for _ in 0..2 {
+        let mut learned = 0;
+        // set at the first wait for a held slot: the whole statement waits at most
+        // hold_timeout, however many releases it sees
+        let mut hold_deadline = None;
+        loop {
             let map = self.shared.map.load();
             let result = {
                 let ordinals = self
@@ -299,17 +325,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 )
             };
             match result {
-                Err(RouteError::KeyOrdinalUnknown { table }) => {
+                Err(RouteError::KeyOrdinalUnknown { table }) if learned < 2 => {
+                    learned += 1;
                     let key = map.table(&table).map(|t| t.key.clone()).unwrap_or_default();
                     // boxed: a catalog query, rare, and large to keep inline
                     Box::pin(self.learn_ordinal(&table, &key)).await?;
                 }
-                other => return other.map_err(route_error),
+                Err(RouteError::KeyOrdinalUnknown { .. }) => {
+                    return Err(ProxyError::cross_shard_unsupported(
+                        "could not determine the shard key position; name the columns in INSERT",
+                    ));
+                }
+                Ok(route) => {
+                    let state = self.shared.holds.state();
+                    // nothing held, shards numbered as before: one atomic load
+                    if state == self.shard_generation << 1 {
+                        return Ok(route);
+                    }
+                    if state >> 1 != self.shard_generation {
+                        // statements that name no shard (transaction control, SET,
+                        // reads any copy answers) run on the connection already held
+                        let names_shards =
+                            !matches!(route.target, router::Target::Any | router::Target::OneCopy);
+                        if names_shards && self.holds_connections() {
+                            return Err(ProxyError::error(
+                                SqlState::SERIALIZATION_FAILURE,
+                                "pgshard: the shard list was reloaded during this transaction and its shards were renumbered; roll back and retry",
+                            ));
+                        }
+                        if !self.holds_connections() {
+                            self.shard_generation = state >> 1;
+                        }
+                    }
+                    if state & holds::HELD == 0 {
+                        return Ok(route);
+                    }
+                    let touch = Touch::of(&route, &map);
+                    if self.shared.holds.blocking(touch).is_none() {
+                        return Ok(route);
+                    }
+                    drop(map);
+                    let limit = self.shared.config.server.hold_timeout;
+                    let deadline =
+                        *hold_deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+                    // boxed: rare, and the wait's state need not live in every session
+                    Box::pin(self.shared.holds.wait(touch, deadline, limit))
+                        .await
+                        .map_err(|e| {
+                            ProxyError::error(SqlState::LOCK_NOT_AVAILABLE, format!("pgshard: {e}"))
+                        })?;
+                    // released: route again, against the map installed meanwhile
+                }
+                Err(e) => return Err(route_error(e)),
             }
         }
-        Err(ProxyError::cross_shard_unsupported(
-            "could not determine the shard key position; name the columns in INSERT",
-        ))
     }
 
     /// Look up the position of `key` among the columns of `table` on the default shard.
@@ -340,7 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             relay::<S>(&mut conn, &mut queue, &mut scratch, None).await
         }
         .await;
-        let shard_name = self.shared.pools.shard_name(shard).to_owned();
+        let shard_name = self.shared.pools.shard_name(shard);
         Pools::release(conn);
         result.map_err(|e| ProxyError::shard_unavailable(&shard_name, e))?;
         let value = first_data_value(&scratch).ok_or_else(|| {
@@ -493,7 +562,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(SessionEnd::ClientGone)
             }
             Err(RelayError::Backend(e)) => {
-                let name = self.shared.pools.shard_name(conn.shard).to_owned();
+                let name = self.shared.pools.shard_name(conn.shard);
                 tracing::warn!(shard = %name, error = %e, "backend connection failed mid-statement");
                 let was_in_txn = conn.status != TxnStatus::Idle
                     || self.begin_in_flight

@@ -286,7 +286,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.set_running(&conns).await;
         let names = conns
             .iter()
-            .map(|c| self.shared.pools.shard_name(c.shard).to_owned())
+            .map(|c| self.shared.pools.shard_name(c.shard))
             .collect();
         Ok((conns, queues, names))
     }

@@ -3,12 +3,14 @@
 //! a global.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Verifier;
+use super::reload::{self, ReloadError, ReloadOutcome};
 use crate::backend::Pools;
 use crate::config::{Config, ShardMap, UserConfig};
 use crate::router::KeyOrdinals;
@@ -43,6 +45,12 @@ pub struct Shared {
     pub cancels: super::cancel::CancelRegistry,
     /// two-phase commits under way in this process (recovery leaves them alone)
     pub in_flight: crate::twophase::InFlight,
+    /// slots held by a rebalance cutover: statements touching them wait
+    pub holds: super::holds::SlotHolds,
+    /// the shard map file the configuration came from; `None`: RELOAD is refused
+    pub config_path: Option<PathBuf>,
+    /// one reload at a time
+    reload_lock: Mutex<()>,
 }
 
 impl Shared {
@@ -63,8 +71,73 @@ impl Shared {
             shutdown,
             cancels: Default::default(),
             in_flight: Default::default(),
+            holds: Default::default(),
+            config_path: None,
+            reload_lock: Mutex::new(()),
             config,
         }
+    }
+
+    /// Remember the file the configuration was read from, so RELOAD can read it again.
+    pub fn with_config_path(mut self, path: Option<PathBuf>) -> Shared {
+        self.config_path = path;
+        self
+    }
+
+    /// Read the shard map file again and install its shards, sharding rules and slot
+    /// map (see [`super::reload`]). On any error the running map is unchanged.
+    pub fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
+        let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
+        let _one = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let new = crate::config::load(path)?;
+        let old_map = self.map.load_full();
+        let old_set = self.pools.current();
+        let changed = reload::check(&old_map, &old_set.shards, &new.map, &new.shards)
+            .map_err(ReloadError::Refused)?;
+        let ignored = reload::ignored_sections(&self.config, &new);
+        for section in &ignored {
+            tracing::warn!(
+                section,
+                "shard map file changed {section}, which reload does not apply; restart pgshard to apply it"
+            );
+        }
+        if changed {
+            // A session may load the map and index the pools a moment apart. When shards
+            // are only appended, old indexes keep their meaning in the new pool set, so
+            // the pools go first; otherwise the map goes first, so no new index points
+            // past the end of the old pools.
+            let appended = new.shards.len() >= old_set.shards.len()
+                && old_set
+                    .shards
+                    .iter()
+                    .zip(&new.shards)
+                    .all(|(a, b)| a.name == b.name && a.url == b.url);
+            let shards = new.shards;
+            if appended {
+                self.pools.install(&shards);
+                self.map.store(Arc::new(new.map));
+            } else {
+                self.map.store(Arc::new(new.map));
+                self.pools.install(&shards);
+                self.holds.renumbered();
+            }
+        }
+        let now = self.map.load();
+        let outcome = ReloadOutcome {
+            old_epoch: old_map.epoch,
+            new_epoch: now.epoch,
+            shards: now.shard_count(),
+            changed,
+            ignored,
+        };
+        tracing::info!(
+            old_epoch = outcome.old_epoch,
+            new_epoch = outcome.new_epoch,
+            shards = outcome.shards,
+            changed,
+            "shard map reloaded"
+        );
+        Ok(outcome)
     }
 
     /// Forget learned key positions (after DDL, which may change column order).

@@ -92,7 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.txn_savepoint = true;
         }
         let routed = match routed {
-            Some(route) => Ok(route),
+            Some(routed) => routed,
             None => self.route(&sql, &analysis, &NoParams).await,
         };
         let route = match routed {
@@ -234,16 +234,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// there untouched, and nothing else the session does depends on the constants.
     /// Anything else (several shards, a refusal, another kind of statement) is analysed
     /// and routed from the client's own text, exactly as without the shortcut.
-    async fn analyze_simple(&mut self, sql: &str) -> (SharedAnalysis, Option<Route>) {
+    ///
+    /// A statement that waited for a held slot and timed out gets that error here, so it
+    /// does not wait a second time on the slow path.
+    async fn analyze_simple(
+        &mut self,
+        sql: &str,
+    ) -> (SharedAnalysis, Option<Result<Route, ProxyError>>) {
         if let Some((analysis, lifted)) = self.shared.plans.get_lifted(sql) {
             let plain = matches!(&*analysis, Analysis::Parsed(stmts) if stmts.len() == 1
                 && matches!(stmts[0].kind, StatementKind::Select | StatementKind::Insert
                     | StatementKind::Update | StatementKind::Delete));
-            if plain
-                && let Ok(route) = self.route(sql, &analysis, &lifted).await
-                && matches!(route.target, Target::One(_) | Target::Any | Target::OneCopy)
-            {
-                return (analysis, Some(route));
+            if plain {
+                match self.route(sql, &analysis, &lifted).await {
+                    Ok(route)
+                        if matches!(
+                            route.target,
+                            Target::One(_) | Target::Any | Target::OneCopy
+                        ) =>
+                    {
+                        return (analysis, Some(Ok(route)));
+                    }
+                    Err(e) if e.code == SqlState::LOCK_NOT_AVAILABLE => {
+                        return (self.shared.plans.get(sql), Some(Err(e)));
+                    }
+                    _ => {}
+                }
             }
         }
         (self.shared.plans.get(sql), None)
@@ -342,7 +358,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                     Err(e) => {
                         conn.broken = true;
-                        let name = self.shared.pools.shard_name(conn.shard).to_owned();
+                        let name = self.shared.pools.shard_name(conn.shard);
                         ProxyError::shard_unavailable(&name, e).encode(&mut self.out);
                     }
                 }

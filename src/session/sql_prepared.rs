@@ -173,7 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 message,
             )),
             Err(e) => {
-                let name = self.shared.pools.shard_name(shard).to_owned();
+                let name = self.shared.pools.shard_name(shard);
                 self.refuse(ProxyError::shard_unavailable(&name, e));
             }
         }

@@ -105,7 +105,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .first()
             .map(|s| s.dbname.as_str())
             .unwrap_or("");
-        if database != expected_db {
+        let admin = database == crate::admin::ADMIN_DATABASE && expected_db != database;
+        if database != expected_db && !admin {
             return Err(SessionEnd::Fatal(ProxyError::fatal(
                 SqlState::INVALID_CATALOG_NAME,
                 format!(
@@ -121,6 +122,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ))
         })?;
         reply::auth_ok(&mut self.out);
+        if admin {
+            // the admin console never talks to a shard, not even for its parameters
+            self.admin = true;
+            for (name, value) in FALLBACK_PARAMS {
+                reply::parameter_status(name, value, &mut self.out);
+            }
+            reply::backend_key_data(self.cancel_key.0, self.cancel_key.1, &mut self.out);
+            reply::ready_for_query(crate::protocol::reply::TxnStatus::Idle, &mut self.out);
+            self.client
+                .send(&mut self.out)
+                .await
+                .map_err(|_| SessionEnd::ClientGone)?;
+            tracing::info!(user = %self.user, "admin console login");
+            return Ok(());
+        }
         let server_params = self.server_params().await;
         for (name, value) in server_params.iter() {
             let value = REPORTED
