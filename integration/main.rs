@@ -13,6 +13,7 @@ mod drivers;
 mod hash_compat;
 mod proxy;
 mod rebalance;
+mod rebalance_online;
 mod reference;
 mod robustness;
 mod scatter;

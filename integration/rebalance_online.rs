@@ -256,11 +256,11 @@ async fn exec(client: &Client, w: i64, sql: &str, rows: u64) -> Result<(), Strin
             }
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
-                return Err(format!("{sql}: {e}"));
+                return Err(format!("{sql}: {}", describe(&e)));
             }
         }
     } else {
-        client.execute(sql, &[]).await.map_err(|e| format!("{sql}: {e}"))?
+        client.execute(sql, &[]).await.map_err(|e| format!("{sql}: {}", describe(&e)))?
     };
     if n != rows {
         return Err(format!("{sql}: {n} rows, expected {rows}"));
@@ -279,7 +279,7 @@ async fn point_reads(client: Client, stop: Arc<AtomicBool>) -> Seen {
         {
             Ok(rows) if rows.len() == 1 && rows[0].get::<_, i64>(0) == id * 10 => seen.reads += 1,
             Ok(rows) => seen.errors.push(format!("id {id}: {} rows", rows.len())),
-            Err(e) => seen.errors.push(format!("id {id}: {e}")),
+            Err(e) => seen.errors.push(format!("id {id}: {}", describe(&e))),
         }
         seen.longest = seen.longest.max(started.elapsed());
     }
@@ -295,12 +295,19 @@ async fn scatter_counts(client: Client, stop: Arc<AtomicBool>, docs: i64) -> See
             Ok(row) => seen
                 .errors
                 .push(format!("count(*) = {}, expected {docs}", row.get::<_, i64>(0))),
-            Err(e) => seen.errors.push(format!("count: {e}")),
+            Err(e) => seen.errors.push(format!("count: {}", describe(&e))),
         }
         seen.longest = seen.longest.max(started.elapsed());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     seen
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 fn admin_url(proxy: &Proxy) -> String {

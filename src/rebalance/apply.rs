@@ -439,7 +439,23 @@ pub async fn teardown(config: &Config) -> Result<(), ApplyError> {
     for shard in &config.shards {
         let result = async {
             let c = ShardClient::connect(shard).await?;
-            c.execute(&sql::teardown()).await
+            // Dropping the triggers locks the user tables for a moment; under traffic
+            // that can deadlock with a writer, which is simply retried.
+            // Triggers first, one table at a time: each DROP TRIGGER takes one table
+            // lock and waits for that table's writers, which cannot wait for it in
+            // turn. Dropping the schema first would lock the change logs the writers'
+            // triggers insert into as well — a lock cycle, and a deadlock error that
+            // Postgres may hand to a client.
+            let triggers = c
+                .client
+                .query(sql::TRIGGERS_QUERY, &[])
+                .await
+                .map_err(|e| c.error(super::shard::describe(&e)))?;
+            for row in triggers {
+                let (table, trigger): (String, String) = (row.get(0), row.get(1));
+                retry_locked(&c, &format!("DROP TRIGGER IF EXISTS {} ON {table}", sql::quote_ident(&trigger))).await?;
+            }
+            retry_locked(&c, &sql::teardown()).await
         }
         .await;
         if let Err(e) = result {
@@ -449,6 +465,30 @@ pub async fn teardown(config: &Config) -> Result<(), ApplyError> {
     match first_error {
         Some(e) => Err(e.into()),
         None => Ok(()),
+    }
+}
+
+/// Run a DDL statement with a short lock timeout, retrying while it cannot get its
+/// locks (a long wait for a table lock would queue every writer of the table behind it).
+async fn retry_locked(c: &ShardClient, statement: &str) -> Result<(), ShardError> {
+    let mut attempt = 0u64;
+    loop {
+        let result = c
+            .execute(&format!(
+                "SET lock_timeout = '500ms'; {statement}; RESET lock_timeout"
+            ))
+            .await;
+        match result {
+            Err(e)
+                if attempt < 20
+                    && (e.message.contains("(55P03)") || e.message.contains("(40P01)")) =>
+            {
+                let _ = c.execute("RESET lock_timeout").await;
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -507,12 +547,20 @@ pub async fn apply(opts: &Options, cancel: &CancellationToken) -> Result<Summary
         .cloned()
         .collect();
     if !missing.is_empty() {
+        // The tables exist on a new shard before it joins the map: scatter queries go
+        // to every shard in the map, even one that owns no slots yet.
+        let mut new_clients = Vec::new();
         for (name, url) in &missing {
             let cfg = shard_from_url(name, url)?;
-            ShardClient::connect(&cfg).await.map_err(|e| {
+            new_clients.push(ShardClient::connect(&cfg).await.map_err(|e| {
                 ApplyError::Preflight(format!("new shard \"{name}\" is not reachable: {e}"))
-            })?;
+            })?);
         }
+        let mut rules: Vec<TableRule> = config.map.tables.values().cloned().collect();
+        rules.sort_by(|a, b| a.name.cmp(&b.name));
+        let model = ShardClient::connect(&config.shards[config.map.default_shard]).await?;
+        let dests: Vec<&ShardClient> = new_clients.iter().collect();
+        preflight_tables(&rules, &model, &dests, &progress).await?;
         let origin = opts.map_path.display().to_string();
         let (text, _) = mapfile::add_shards(
             &read_map(&opts.map_path)?,
@@ -721,10 +769,15 @@ async fn run_moves(
             .or_default()
             .extend(&g.slots);
     }
+    // one staging table per destination and table, whatever the number of sources
+    for to in by_move.keys().map(|(_, to)| to).collect::<BTreeSet<_>>() {
+        for t in &tables {
+            copy::create_staging(&shards[to], t).await?;
+        }
+    }
     let mut done_rows = 0u64;
     for ((from, to), slots) in &by_move {
         for t in &tables {
-            copy::create_staging(&shards[to], t).await?;
             let expected: u64 = slots
                 .iter()
                 .map(|&s| counts.get(&(from.clone(), s)).copied().unwrap_or(0))

@@ -184,6 +184,11 @@ pub fn setup_source(moving: &[(u32, String)]) -> Vec<String> {
     out
 }
 
+/// Catalog query: the capture and TRUNCATE-guard triggers on the user's tables, as
+/// (table as SQL, trigger name).
+pub const TRIGGERS_QUERY: &str = "SELECT tgrelid::regclass::text, tgname::text FROM pg_trigger \
+     WHERE tgname IN ('pgshard_rebalance_capture', 'pgshard_rebalance_capture_truncate')";
+
 /// Remove everything a rebalance created on a shard (triggers go with their functions).
 pub fn teardown() -> String {
     format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")

@@ -45,7 +45,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     match decode_query(frame.body()) {
                         Ok(sql) => {
                             let sql = sql.to_owned();
-                            self.admin_command(&sql);
+                            self.admin_command(&sql).await;
                         }
                         Err(e) => return SessionEnd::Fatal(ProxyError::protocol_violation(e)),
                     }
@@ -80,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Run one admin command, writing its result (or error) to the output buffer.
-    fn admin_command(&mut self, sql: &str) {
+    async fn admin_command(&mut self, sql: &str) {
         let command = match admin::parse(sql) {
             Ok(c) => c,
             Err(e) => {
@@ -127,8 +127,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Hold(text) => match parse_ranges(&text, shared.map.load().slots) {
                 Ok(ranges) => {
                     shared.holds.hold(&ranges);
-                    tracing::info!(slots = %format_ranges(&ranges), "slots held");
-                    reply::command_complete("HOLD", out);
+                    let limit = shared.config.server.hold_timeout;
+                    match shared.holds.quiesce(limit).await {
+                        Ok(()) => {
+                            tracing::info!(slots = %format_ranges(&ranges), "slots held");
+                            reply::command_complete("HOLD", out);
+                        }
+                        Err(running) => {
+                            tracing::warn!(slots = %format_ranges(&ranges), running, "slots held, but statements routed before the hold are still running");
+                            ProxyError::error(
+                                SqlState::LOCK_NOT_AVAILABLE,
+                                format!(
+                                    "slots held, but {running} statements routed before the hold were still running after {} ms; RELEASE and retry",
+                                    limit.as_millis()
+                                ),
+                            )
+                            .encode(out)
+                        }
+                    }
                 }
                 Err(e) => invalid_ranges(&e).encode(out),
             },

@@ -16,7 +16,7 @@
 //! statements take.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,60 @@ pub struct SlotHolds {
     changed: watch::Sender<u64>,
     /// statements waiting right now
     waiting: AtomicUsize,
+    /// statements routed and not yet finished, for [`SlotHolds::quiesce`]
+    in_flight: Arc<InFlightCounters>,
+}
+
+/// Statements between routing and completion, counted in two phases: `quiesce` moves
+/// new statements to the other phase and waits for the old one to empty.
+#[derive(Debug, Default)]
+struct InFlightCounters {
+    phase: AtomicUsize,
+    count: [AtomicUsize; 2],
+}
+
+/// A session's mark "a statement I routed is still running" (one per session).
+///
+/// Why: `HOLD` must not return while a statement routed *before* it can still reach the
+/// old owner of a held slot — the rebalancer would drain and move the slot while that
+/// statement writes behind it. A session enters before it looks at the holds and leaves
+/// when the statement (or unsynced batch) is finished; `HOLD` sets the held bit, then
+/// waits for every statement that entered before. Both sides use SeqCst (increment,
+/// then load the held bit; set the held bit, then load the count), so a statement either
+/// sees the hold or is counted by it.
+#[derive(Debug)]
+pub struct InFlight {
+    counters: Arc<InFlightCounters>,
+    entered: Option<usize>,
+}
+
+impl InFlight {
+    /// Count a statement from now (no-op when one of this session's is still counted,
+    /// e.g. a pipelined batch); true when this call entered.
+    #[inline]
+    pub fn enter(&mut self) -> bool {
+        if self.entered.is_some() {
+            return false;
+        }
+        let phase = self.counters.phase.load(Ordering::SeqCst) & 1;
+        self.counters.count[phase].fetch_add(1, Ordering::SeqCst);
+        self.entered = Some(phase);
+        true
+    }
+
+    /// The statement (batch) is finished.
+    #[inline]
+    pub fn leave(&mut self) {
+        if let Some(phase) = self.entered.take() {
+            self.counters.count[phase].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 impl Default for SlotHolds {
@@ -103,6 +157,7 @@ impl Default for SlotHolds {
             entries: Mutex::new(Vec::new()),
             changed: watch::Sender::new(0),
             waiting: AtomicUsize::new(0),
+            in_flight: Arc::default(),
         }
     }
 }
@@ -150,7 +205,8 @@ impl SlotHolds {
     /// numbered as when it took its connections): one atomic load.
     #[inline]
     pub fn state(&self) -> u64 {
-        self.state.load(Ordering::Acquire)
+        // SeqCst: pairs with `hold`, see [`InFlight`]
+        self.state.load(Ordering::SeqCst)
     }
 
     /// A reload removed or reordered shards, so a ShardId may now name another shard:
@@ -175,7 +231,33 @@ impl SlotHolds {
             slots,
             since: Instant::now(),
         });
-        self.state.fetch_or(HELD, Ordering::AcqRel);
+        self.state.fetch_or(HELD, Ordering::SeqCst);
+    }
+
+    /// A session's in-flight mark.
+    pub fn in_flight(&self) -> InFlight {
+        InFlight {
+            counters: self.in_flight.clone(),
+            entered: None,
+        }
+    }
+
+    /// After [`hold`](Self::hold): wait until every statement routed before it has
+    /// finished, at most `limit`. Err: how many are still running.
+    pub async fn quiesce(&self, limit: Duration) -> Result<(), usize> {
+        let c = &self.in_flight;
+        let old = c.phase.fetch_add(1, Ordering::SeqCst) & 1;
+        let deadline = Instant::now() + limit;
+        loop {
+            let running = c.count[old].load(Ordering::SeqCst);
+            if running == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(running);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Release the slots of `ranges` (`None`: every slot), whichever HOLD set them, and

@@ -107,12 +107,15 @@ pub struct Session<S> {
     /// shard numbering the session's connections were taken under (see
     /// [`holds::SlotHolds::renumbered`])
     shard_generation: u64,
+    /// counted by `HOLD` while a statement this session routed is running
+    in_flight: holds::InFlight,
 }
 
 /// Serve one client connection to the end.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Shared>) -> SessionEnd {
     let max = shared.config.server.max_message_size;
     let (cancel_key, running) = shared.cancels.register();
+    let shared_in_flight = shared.holds.in_flight();
     let mut session = Session {
         client: ClientIo::new(stream, max),
         shared,
@@ -134,6 +137,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         sql_stmts: HashMap::new(),
         admin: false,
         shard_generation: 0,
+        in_flight: shared_in_flight,
     };
     session.shard_generation = session.shared.holds.state() >> 1;
     // Boxed: the login exchange runs once, and its state need not stay in the task of
@@ -202,6 +206,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             if let Err(end) = result {
                 return end;
+            }
+            if !self.batch.is_open() {
+                // the statement, or the batch up to Sync, is finished
+                self.in_flight.leave();
             }
             if !self.client.has_buffered_frame() {
                 if self.client.send(&mut self.out).await.is_err() {
@@ -337,6 +345,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     ));
                 }
                 Ok(route) => {
+                    // counted before looking at the holds: see holds::InFlight
+                    let entered = self.in_flight.enter();
                     let state = self.shared.holds.state();
                     // nothing held, shards numbered as before: one atomic load
                     if state == self.shard_generation << 1 {
@@ -365,6 +375,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return Ok(route);
                     }
                     drop(map);
+                    if entered {
+                        // not running yet: HOLD need not wait for this statement. (A
+                        // batch with an earlier statement stays counted; the rebalancer's
+                        // hold timeout then breaks the wait.)
+                        self.in_flight.leave();
+                    }
                     let limit = self.shared.config.server.hold_timeout;
                     let deadline =
                         *hold_deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
