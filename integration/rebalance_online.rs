@@ -155,7 +155,9 @@ impl Traffic {
             let client = proxy.client().await;
             let stop = stop.clone();
             let docs = sizes.docs;
-            readers.push(tokio::spawn(async move { scatter_counts(client, stop, docs).await }));
+            readers.push(tokio::spawn(async move {
+                scatter_counts(client, stop, docs).await
+            }));
         }
         Traffic {
             stop,
@@ -189,10 +191,18 @@ impl Traffic {
 /// Writer `w`: inserts new accounts (ids from `base`), updates and deletes accounts it
 /// owns (initial ids ≡ w mod 2 above READ_ONLY, and its own inserts), inserts events.
 /// Writer 1 wraps each change in BEGIN … COMMIT with a second statement on the same key.
-async fn write_loop(client: Client, stop: Arc<AtomicBool>, w: i64, base: i64, live_max: i64) -> Acked {
+async fn write_loop(
+    client: Client,
+    stop: Arc<AtomicBool>,
+    w: i64,
+    base: i64,
+    live_max: i64,
+) -> Acked {
     let mut acked = Acked::default();
     let mut next = base;
-    let mut live: Vec<i64> = ((READ_ONLY + 1)..=live_max).filter(|i| i % 2 == w).collect();
+    let mut live: Vec<i64> = ((READ_ONLY + 1)..=live_max)
+        .filter(|i| i % 2 == w)
+        .collect();
     let mut op = 0i64;
     while !stop.load(Ordering::Relaxed) {
         op += 1;
@@ -204,25 +214,49 @@ async fn write_loop(client: Client, stop: Arc<AtomicBool>, w: i64, base: i64, li
                 0..=2 => {
                     let id = next;
                     next += 1;
-                    exec(&client, w, &format!("INSERT INTO rb_accounts (id, balance) VALUES ({id}, {value})"), 1).await?;
+                    exec(
+                        &client,
+                        w,
+                        &format!("INSERT INTO rb_accounts (id, balance) VALUES ({id}, {value})"),
+                        1,
+                    )
+                    .await?;
                     live.push(id);
                     acked.accounts.insert(id, Some(value));
                 }
                 3..=6 => {
                     let idx = rand::rng().random_range(0..live.len());
                     let id = live[idx];
-                    exec(&client, w, &format!("UPDATE rb_accounts SET balance = {value} WHERE id = {id}"), 1).await?;
+                    exec(
+                        &client,
+                        w,
+                        &format!("UPDATE rb_accounts SET balance = {value} WHERE id = {id}"),
+                        1,
+                    )
+                    .await?;
                     acked.accounts.insert(id, Some(value));
                 }
                 7 => {
                     let idx = rand::rng().random_range(0..live.len());
                     let id = live.swap_remove(idx);
-                    exec(&client, w, &format!("DELETE FROM rb_accounts WHERE id = {id}"), 1).await?;
+                    exec(
+                        &client,
+                        w,
+                        &format!("DELETE FROM rb_accounts WHERE id = {id}"),
+                        1,
+                    )
+                    .await?;
                     acked.accounts.insert(id, None);
                 }
                 _ => {
                     let tag = format!("w{w}-{}", op % 5000);
-                    exec(&client, w, &format!("INSERT INTO rb_events VALUES ('{tag}', {value}, 'x')"), 1).await?;
+                    exec(
+                        &client,
+                        w,
+                        &format!("INSERT INTO rb_events VALUES ('{tag}', {value}, 'x')"),
+                        1,
+                    )
+                    .await?;
                     acked.events.insert((tag, value));
                 }
             }
@@ -247,11 +281,17 @@ async fn write_loop(client: Client, stop: Arc<AtomicBool>, w: i64, base: i64, li
 /// Fails unless exactly `rows` rows were changed.
 async fn exec(client: &Client, w: i64, sql: &str, rows: u64) -> Result<(), String> {
     let n = if w == 1 {
-        client.batch_execute("BEGIN").await.map_err(|e| format!("BEGIN: {e}"))?;
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| format!("BEGIN: {e}"))?;
         let n = client.execute(sql, &[]).await;
         match n {
             Ok(n) => {
-                client.batch_execute("COMMIT").await.map_err(|e| format!("COMMIT: {e}"))?;
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| format!("COMMIT: {e}"))?;
                 n
             }
             Err(e) => {
@@ -260,7 +300,10 @@ async fn exec(client: &Client, w: i64, sql: &str, rows: u64) -> Result<(), Strin
             }
         }
     } else {
-        client.execute(sql, &[]).await.map_err(|e| format!("{sql}: {}", describe(&e)))?
+        client
+            .execute(sql, &[])
+            .await
+            .map_err(|e| format!("{sql}: {}", describe(&e)))?
     };
     if n != rows {
         return Err(format!("{sql}: {n} rows, expected {rows}"));
@@ -292,9 +335,10 @@ async fn scatter_counts(client: Client, stop: Arc<AtomicBool>, docs: i64) -> See
         let started = Instant::now();
         match client.query_one("SELECT count(*) FROM rb_docs", &[]).await {
             Ok(row) if row.get::<_, i64>(0) == docs => seen.reads += 1,
-            Ok(row) => seen
-                .errors
-                .push(format!("count(*) = {}, expected {docs}", row.get::<_, i64>(0))),
+            Ok(row) => seen.errors.push(format!(
+                "count(*) = {}, expected {docs}",
+                row.get::<_, i64>(0)
+            )),
             Err(e) => seen.errors.push(format!("count: {}", describe(&e))),
         }
         seen.longest = seen.longest.max(started.elapsed());
@@ -311,20 +355,56 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 fn admin_url(proxy: &Proxy) -> String {
-    format!("postgres://app:app@127.0.0.1:{}/pgshard", proxy.addr().port())
+    format!(
+        "postgres://app:app@127.0.0.1:{}/pgshard",
+        proxy.addr().port()
+    )
 }
 
 /// Run `pgshard rebalance apply`; with `pause`, wait until it reports that point, kill it
 /// with SIGKILL and return None.
-async fn apply(path: &Path, proxy: &Proxy, shard_args: &[String], pause: Option<&str>) -> Option<String> {
+async fn apply(
+    path: &Path,
+    proxy: &Proxy,
+    shard_args: &[String],
+    pause: Option<&str>,
+) -> Option<String> {
+    run_apply(path, proxy, shard_args, pause, Signal::Kill, true).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Kill,
+    Interrupt,
+}
+
+async fn run_apply(
+    path: &Path,
+    proxy: &Proxy,
+    shard_args: &[String],
+    pause: Option<&str>,
+    signal: Signal,
+    must_succeed: bool,
+) -> Option<String> {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshard"));
-    cmd.args(["rebalance", "apply", "--yes", "--group-rows", "6000", "-c"])
-        .arg(path)
-        .args(["--proxy", &admin_url(proxy)])
-        .args(shard_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args([
+        "rebalance",
+        "apply",
+        "--yes",
+        "--group-rows",
+        "6000",
+        "--hold-timeout-ms",
+        "1000",
+        "--attempts",
+        "2",
+        "-c",
+    ])
+    .arg(path)
+    .args(["--proxy", &admin_url(proxy)])
+    .args(shard_args)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     if let Some(p) = pause {
         cmd.env("PGSHARD_REBALANCE_PAUSE", p);
     }
@@ -347,8 +427,26 @@ async fn apply(path: &Path, proxy: &Proxy, shard_args: &[String], pause: Option<
         .await
         .unwrap_or(false);
         assert!(found, "apply never paused at {point}:\n{log}");
-        child.kill().await.expect("SIGKILL");
-        return None;
+        if signal == Signal::Kill {
+            child.kill().await.expect("SIGKILL");
+            return None;
+        }
+        let pid = child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .expect("apply stops after SIGINT")
+            .unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        assert_eq!(status.code(), Some(1), "interrupted apply exits 1:\n{log}");
+        return Some(log);
     }
     let drain = tokio::spawn(async move {
         let mut log = String::new();
@@ -364,8 +462,30 @@ async fn apply(path: &Path, proxy: &Proxy, shard_args: &[String], pause: Option<
         .unwrap();
     let log = drain.await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "apply failed: {}\nstderr:\n{log}\nstdout:\n{stdout}", out.status);
+    if must_succeed {
+        assert!(
+            out.status.success(),
+            "apply failed: {}\nstderr:\n{log}\nstdout:\n{stdout}",
+            out.status
+        );
+    } else {
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "apply should fail:\n{log}\n{stdout}"
+        );
+    }
     Some(format!("{log}{stdout}"))
+}
+
+fn status_text(path: &Path, proxy: &Proxy) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshard"))
+        .args(["rebalance", "status", "--proxy", &admin_url(proxy), "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn verify_exit(path: &Path) -> (i32, String) {
@@ -421,7 +541,11 @@ async fn assert_acked(cluster: &Cluster, sizes: &Sizes, acked: &Acked) {
         if !exists {
             continue;
         }
-        for r in c.query("SELECT id, balance FROM rb_accounts", &[]).await.unwrap() {
+        for r in c
+            .query("SELECT id, balance FROM rb_accounts", &[])
+            .await
+            .unwrap()
+        {
             accounts.entry(r.get(0)).or_default().push(r.get(1));
         }
         for r in c.query("SELECT tag, id FROM rb_events", &[]).await.unwrap() {
@@ -443,16 +567,39 @@ async fn assert_acked(cluster: &Cluster, sizes: &Sizes, acked: &Acked) {
     let dup = accounts.iter().find(|(_, v)| v.len() != 1);
     assert!(dup.is_none(), "account on several shards: {dup:?}");
     for id in 1..=READ_ONLY {
-        assert_eq!(accounts.get(&id), Some(&vec![id * 10]), "read-only account {id}");
+        assert_eq!(
+            accounts.get(&id),
+            Some(&vec![id * 10]),
+            "read-only account {id}"
+        );
     }
-    let inserted = acked.accounts.iter().filter(|(id, v)| **id > sizes.accounts && v.is_some()).count() as i64;
-    let deleted = acked.accounts.iter().filter(|(id, v)| **id <= sizes.accounts && v.is_none()).count() as i64;
-    assert_eq!(accounts.len() as i64, sizes.accounts + inserted - deleted, "account rows");
+    let inserted = acked
+        .accounts
+        .iter()
+        .filter(|(id, v)| **id > sizes.accounts && v.is_some())
+        .count() as i64;
+    let deleted = acked
+        .accounts
+        .iter()
+        .filter(|(id, v)| **id <= sizes.accounts && v.is_none())
+        .count() as i64;
+    assert_eq!(
+        accounts.len() as i64,
+        sizes.accounts + inserted - deleted,
+        "account rows"
+    );
     for e in &acked.events {
         assert_eq!(events.get(e), Some(&1), "event {e:?}");
     }
-    assert!(events.values().all(|&n| n == 1), "an event is on several shards");
-    assert_eq!(events.len() as i64, sizes.events + acked.events.len() as i64, "event rows");
+    assert!(
+        events.values().all(|&n| n == 1),
+        "an event is on several shards"
+    );
+    assert_eq!(
+        events.len() as i64,
+        sizes.events + acked.events.len() as i64,
+        "event rows"
+    );
     assert_eq!(docs, sizes.docs, "doc rows");
 }
 
@@ -478,8 +625,16 @@ fn report(what: &str, acked: &Acked, seen: &Seen, log: &str) {
         "{what}: {} writes acknowledged, {} reads; longest write {:?}, longest read {:?}\n{log}",
         acked.ops, seen.reads, acked.longest, seen.longest
     );
-    assert!(acked.errors.is_empty(), "{what}: writers saw errors: {:?}", acked.errors);
-    assert!(seen.errors.is_empty(), "{what}: readers saw errors: {:?}", seen.errors);
+    assert!(
+        acked.errors.is_empty(),
+        "{what}: writers saw errors: {:?}",
+        acked.errors
+    );
+    assert!(
+        seen.errors.is_empty(),
+        "{what}: readers saw errors: {:?}",
+        seen.errors
+    );
     assert!(acked.ops > 0 && seen.reads > 0, "{what}: no traffic ran");
 }
 
@@ -497,7 +652,10 @@ async fn add_a_shard_under_live_traffic() {
     let proxy = Proxy::start_file(&path).await;
     let traffic = Traffic::start(&proxy, &sizes, 100_000_000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let add = vec!["--add-shard".to_string(), format!("s2={}", cluster.shard_url(2))];
+    let add = vec![
+        "--add-shard".to_string(),
+        format!("s2={}", cluster.shard_url(2)),
+    ];
     let log = apply(&path, &proxy, &add, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (acked, seen) = traffic.finish().await;
@@ -528,11 +686,26 @@ async fn killed_rebalances_resume_and_a_shard_is_removed() {
     let path = write_map(dir.path(), &map_text(&cluster, 2));
     let proxy = Proxy::start_file(&path).await;
     let traffic = Traffic::start(&proxy, &sizes, 200_000_000).await;
-    let add = vec!["--add-shard".to_string(), format!("s2={}", cluster.shard_url(2))];
+    let add = vec![
+        "--add-shard".to_string(),
+        format!("s2={}", cluster.shard_url(2)),
+    ];
     // killed while copying, then after preparing a cutover, then between the commits of
     // a cutover; each re-run settles what the last one left and goes on
     for point in ["copy", "cutover", "committed"] {
         assert!(apply(&path, &proxy, &add, Some(point)).await.is_none());
+        if point == "cutover" {
+            let status = status_text(&path, &proxy);
+            assert!(
+                status.contains("cutover in flight: 176 slots s0 → s2 (Prepared)"),
+                "{status}"
+            );
+            assert!(
+                status.contains("1 prepared cutover transactions"),
+                "{status}"
+            );
+            assert!(!status.contains("held slots: none"), "{status}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let log = apply(&path, &proxy, &add, None).await.unwrap();
@@ -551,9 +724,86 @@ async fn killed_rebalances_resume_and_a_shard_is_removed() {
     let (code, out) = verify_exit(&path);
     assert_eq!(code, 0, "{out}");
     let config = pgshard::config::load(&path).unwrap();
-    assert_eq!(config.map.shard_names, vec!["s1".to_string(), "s2".to_string()]);
+    assert_eq!(
+        config.map.shard_names,
+        vec!["s1".to_string(), "s2".to_string()]
+    );
     assert_eq!(rows_on(&cluster, 0).await, 0, "s0 is empty");
     assert_acked(&cluster, &sizes, &acked).await;
+    assert_clean(&cluster).await;
+    proxy.stop().await.unwrap();
+}
+
+/// A transaction left open on a source shard keeps it from settling: every
+/// cutover gives up after the hold timeout, the old owner keeps serving (the open
+/// transaction commits there), and the apply stops with the change capture removed.
+/// Ctrl-C during the copy also cleans up. A re-run then finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_timeout_and_ctrl_c_leave_the_old_owner_serving() {
+    let cluster = Cluster::start(3).await;
+    let sizes = Sizes {
+        accounts: 4_000,
+        events: 1_000,
+        docs: 500,
+    };
+    load(&cluster, 2, &sizes).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_map(dir.path(), &map_text(&cluster, 2));
+    let proxy = Proxy::start_file(&path).await;
+    let add = vec![
+        "--add-shard".to_string(),
+        format!("s2={}", cluster.shard_url(2)),
+    ];
+
+    // Ctrl-C while copying: exit 1, nothing left on the shards, the map keeps s2 listed
+    // (owning nothing) and the state file stays for the re-run.
+    let log = run_apply(&path, &proxy, &add, Some("copy"), Signal::Interrupt, false)
+        .await
+        .unwrap();
+    assert!(log.contains("interrupted"), "{log}");
+    assert_clean(&cluster).await;
+    assert!(pgshard::rebalance::state::path_for(&path).exists());
+
+    // A transaction left open on s0 (the source of the first groups), on a table that
+    // does not move: the source never settles, so each cutover gives up.
+    let open = proxy.client().await;
+    open.batch_execute("CREATE TABLE rb_side (x int)")
+        .await
+        .unwrap();
+    open.batch_execute("BEGIN; INSERT INTO rb_side VALUES (1)")
+        .await
+        .unwrap();
+    let log = run_apply(&path, &proxy, &[], None, Signal::Kill, false)
+        .await
+        .unwrap();
+    assert!(
+        log.contains("not ready within the hold timeout (1000 ms)"),
+        "{log}"
+    );
+    assert!(log.contains("s0 keeps serving them"), "{log}");
+    assert!(log.contains("retrying (1/1)"), "{log}");
+    assert_clean(&cluster).await;
+    // the map did not change for the groups that gave up, and reads are right
+    let reader = proxy.client().await;
+    let n: i64 = reader
+        .query_one("SELECT count(*) FROM rb_accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, sizes.accounts);
+    open.batch_execute("COMMIT").await.unwrap();
+
+    // nothing in the way now: the re-run finishes
+    let log = apply(&path, &proxy, &[], None).await.unwrap();
+    assert!(log.contains("verified: "), "{log}");
+    let (code, out) = verify_exit(&path);
+    assert_eq!(code, 0, "{out}");
+    let n: i64 = reader
+        .query_one("SELECT count(*) FROM rb_accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, sizes.accounts);
     assert_clean(&cluster).await;
     proxy.stop().await.unwrap();
 }

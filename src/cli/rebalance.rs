@@ -144,8 +144,10 @@ fn default_proxy(config: &config::Config) -> Result<String, String> {
             config::UserSecret::Plain(p) => Some((u.name.clone(), p.clone())),
             _ => None,
         })
-        .ok_or("no [[users]] entry has a plain password to reach the proxy's admin database: \
-                give --proxy URL (or --offline)")?;
+        .ok_or(
+            "no [[users]] entry has a plain password to reach the proxy's admin database: \
+                give --proxy URL (or --offline)",
+        )?;
     let listen = config.server.listen;
     let host = if listen.ip().is_unspecified() {
         "127.0.0.1".to_string()
@@ -188,8 +190,8 @@ fn apply_inner(args: &ApplyArgs) -> Result<ExitCode, String> {
     } else {
         args.proxies.clone()
     };
-    let resuming = crate::rebalance::state::load(&crate::rebalance::state::path_for(&args.config))?
-        .is_some();
+    let resuming =
+        crate::rebalance::state::load(&crate::rebalance::state::path_for(&args.config))?.is_some();
     if !resuming && !changes.is_empty() {
         let plan = plan(&layout(&config), &changes).map_err(|e| e.to_string())?;
         eprint!("{}", render(&plan, &layout(&config), &args.config, None));
@@ -223,7 +225,9 @@ fn apply_inner(args: &ApplyArgs) -> Result<ExitCode, String> {
         let on_signal = cancel.clone();
         tokio::spawn(async move {
             super::serve::wait_for_signal().await;
-            eprintln!("pgshard rebalance: interrupted: finishing the current step, then cleaning up");
+            eprintln!(
+                "pgshard rebalance: interrupted: finishing the current step, then cleaning up"
+            );
             on_signal.cancel();
         });
         crate::rebalance::apply(&opts, &cancel).await

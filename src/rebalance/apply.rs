@@ -276,12 +276,19 @@ async fn settle(
         return Ok(());
     };
     let map = &config.map;
-    let decided = map.shard_names.iter().position(|n| *n == cut.to).is_some_and(|to| {
-        cut.slots
-            .iter()
-            .all(|&s| s < map.slots && map.shard_of_slot(s) == to)
-    });
-    for (name, gid) in [(&cut.to, &cut.destination_gid), (&cut.from, &cut.source_gid)] {
+    let decided = map
+        .shard_names
+        .iter()
+        .position(|n| *n == cut.to)
+        .is_some_and(|to| {
+            cut.slots
+                .iter()
+                .all(|&s| s < map.slots && map.shard_of_slot(s) == to)
+        });
+    for (name, gid) in [
+        (&cut.to, &cut.destination_gid),
+        (&cut.from, &cut.source_gid),
+    ] {
         let shard = ShardClient::connect(shard_config(config, name)?).await?;
         if decided {
             cutover::commit_prepared(&shard, gid).await?;
@@ -453,7 +460,14 @@ pub async fn teardown(config: &Config) -> Result<(), ApplyError> {
                 .map_err(|e| c.error(super::shard::describe(&e)))?;
             for row in triggers {
                 let (table, trigger): (String, String) = (row.get(0), row.get(1));
-                retry_locked(&c, &format!("DROP TRIGGER IF EXISTS {} ON {table}", sql::quote_ident(&trigger))).await?;
+                retry_locked(
+                    &c,
+                    &format!(
+                        "DROP TRIGGER IF EXISTS {} ON {table}",
+                        sql::quote_ident(&trigger)
+                    ),
+                )
+                .await?;
             }
             retry_locked(&c, &sql::teardown()).await
         }
@@ -486,6 +500,12 @@ async fn retry_locked(c: &ShardClient, statement: &str) -> Result<(), ShardError
                 let _ = c.execute("RESET lock_timeout").await;
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) if e.message.contains("(55P03)") => {
+                return Err(c.error(format!(
+                    "{e}: gave up after {attempt} tries; a long transaction keeps the table locked \
+                     (see pg_stat_activity), end it and run apply again"
+                )));
             }
             other => return other,
         }
@@ -529,7 +549,10 @@ pub async fn apply(opts: &Options, cancel: &CancellationToken) -> Result<Summary
     let mut proxies = Proxies::connect(&opts.proxies).await?;
     if !proxies.is_empty() {
         let epochs = proxies.epochs().await?;
-        if let Some(&e) = epochs.iter().find(|&&e| e < config.map.epoch && state.cutover.is_none()) {
+        if let Some(&e) = epochs
+            .iter()
+            .find(|&&e| e < config.map.epoch && state.cutover.is_none())
+        {
             return Err(ApplyError::Preflight(format!(
                 "a proxy serves map epoch {e} but {} has epoch {}: RELOAD it first",
                 opts.map_path.display(),
@@ -600,9 +623,13 @@ pub async fn apply(opts: &Options, cancel: &CancellationToken) -> Result<Summary
     if let Err(e) = result {
         // Leave nothing behind that keeps capturing writes; the state file stays so a
         // re-run continues with the groups not yet moved.
-        progress.line(format!("stopping: {e}; removing the change capture and staging tables"));
+        progress.line(format!(
+            "stopping: {e}; removing the change capture and staging tables"
+        ));
         if let Err(t) = teardown(&config).await {
-            progress.line(format!("cleanup incomplete: {t} (a re-run removes the rest)"));
+            progress.line(format!(
+                "cleanup incomplete: {t} (a re-run removes the rest)"
+            ));
         }
         state.step = format!("stopped: {e}");
         let _ = state::save(&state_path, &state);
@@ -730,7 +757,11 @@ async fn run_moves(
         let shard = &shards[name];
         shard.execute_all(&sql::setup_source(list)).await?;
         for t in &tables {
-            shard.execute_all(&sql::capture(&t.rule, map_slots)).await?;
+            // CREATE TRIGGER waits for the table's open transactions, and every writer
+            // of the table would queue behind it: short lock timeouts, retried.
+            for statement in sql::capture(&t.rule, map_slots) {
+                retry_locked(shard, &statement).await?;
+            }
         }
     }
     let moving_slots: BTreeMap<String, Vec<u32>> = moving
@@ -784,10 +815,17 @@ async fn run_moves(
                 .sum();
             let bar = progress.table(&format!("{from} → {to} {}", t.rule.name), expected);
             let base = done_rows;
-            let copying = copy::snapshot(&shards[from], &shards[to], t, slots, map_slots, |rows, _| {
-                bar.set_position(rows);
-                overall.set_position(base + rows);
-            });
+            let copying = copy::snapshot(
+                &shards[from],
+                &shards[to],
+                t,
+                slots,
+                map_slots,
+                |rows, _| {
+                    bar.set_position(rows);
+                    overall.set_position(base + rows);
+                },
+            );
             let (rows, bytes) = tokio::select! {
                 r = copying => r?,
                 _ = cancel.cancelled() => return Err(ApplyError::Interrupted),
@@ -797,7 +835,10 @@ async fn run_moves(
             summary.copied_rows += rows;
             summary.copied_bytes += bytes;
             if opts.pause_at.as_deref() == Some("copy") {
-                cutover::pause("copy").await;
+                tokio::select! {
+                    _ = cutover::pause("copy") => {}
+                    _ = cancel.cancelled() => return Err(ApplyError::Interrupted),
+                }
             }
         }
     }
@@ -845,7 +886,15 @@ async fn run_moves(
                 dest: shard_config(config, &group.to)?,
                 pause_at: opts.pause_at.as_deref(),
             };
-            match cutover::run(&mut cx, state, group, &shards[&group.from], &shards[&group.to]).await {
+            match cutover::run(
+                &mut cx,
+                state,
+                group,
+                &shards[&group.from],
+                &shards[&group.to],
+            )
+            .await
+            {
                 Ok(done) => {
                     summary.cutovers += 1;
                     summary.moved_rows += done.rows;

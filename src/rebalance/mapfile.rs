@@ -145,7 +145,10 @@ pub fn move_slots(
         *o = to_id;
     }
     let mut doc = parse_doc(text, origin)?;
-    doc.insert("slot_map", Item::Table(slot_map_table(&map.shard_names, &owner)));
+    doc.insert(
+        "slot_map",
+        Item::Table(slot_map_table(&map.shard_names, &owner)),
+    );
     set_epoch(&mut doc, epoch);
     finish(doc, origin)
 }

@@ -3,8 +3,8 @@
 
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-use crate::config::validate::format_range;
 use crate::config::slot_runs;
+use crate::config::validate::format_range;
 
 /// Why a proxy did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +217,9 @@ mod tests {
             redact("postgres://app:secret@h:6432/pgshard"),
             "postgres://app:***@h:6432/pgshard"
         );
-        assert_eq!(redact("postgres://app@h/pgshard"), "postgres://app@h/pgshard");
+        assert_eq!(
+            redact("postgres://app@h/pgshard"),
+            "postgres://app@h/pgshard"
+        );
     }
 }

@@ -51,7 +51,12 @@ impl ShardClient {
         }
         let (client, connection) = config.connect(NoTls).await.map_err(|e| ShardError {
             shard: shard.name.clone(),
-            message: format!("cannot connect to {}:{}: {}", shard.host, shard.port, describe(&e)),
+            message: format!(
+                "cannot connect to {}:{}: {}",
+                shard.host,
+                shard.port,
+                describe(&e)
+            ),
         })?;
         tokio::spawn(async move {
             let _ = connection.await;
@@ -147,7 +152,9 @@ impl ShardClient {
             .client
             .query(query, &[&sql::table_ident(table)])
             .await
-            .map_err(|e| self.error(format!("reading the catalog for {table}: {}", describe(&e))))?;
+            .map_err(|e| {
+                self.error(format!("reading the catalog for {table}: {}", describe(&e)))
+            })?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -156,7 +163,9 @@ impl ShardClient {
             .client
             .query(query, &[&sql::table_ident(table)])
             .await
-            .map_err(|e| self.error(format!("reading the catalog for {table}: {}", describe(&e))))?;
+            .map_err(|e| {
+                self.error(format!("reading the catalog for {table}: {}", describe(&e)))
+            })?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

@@ -55,12 +55,18 @@ pub fn staging(table: &str) -> String {
 
 /// The change log of a table on a source.
 pub fn changes(table: &str) -> String {
-    format!("{SCHEMA}.{}", quote_ident(&format!("changes_{}", local_name(table))))
+    format!(
+        "{SCHEMA}.{}",
+        quote_ident(&format!("changes_{}", local_name(table)))
+    )
 }
 
 /// The capture function of a table on a source.
 fn capture_function(table: &str) -> String {
-    format!("{SCHEMA}.{}", quote_ident(&format!("capture_{}", local_name(table))))
+    format!(
+        "{SCHEMA}.{}",
+        quote_ident(&format!("capture_{}", local_name(table)))
+    )
 }
 
 /// SQL type of a key column.
@@ -266,7 +272,11 @@ pub fn create_table(table: &str, columns: &[Column], constraints: &[(String, Str
     for (name, def) in constraints {
         items.push(format!("CONSTRAINT {} {def}", quote_ident(name)));
     }
-    format!("CREATE TABLE {} (\n  {}\n)", table_ident(table), items.join(",\n  "))
+    format!(
+        "CREATE TABLE {} (\n  {}\n)",
+        table_ident(table),
+        items.join(",\n  ")
+    )
 }
 
 /// `CREATE TABLE` of the staging copy: the stored columns only (generated ones are
@@ -277,11 +287,7 @@ pub fn create_staging(table: &str, columns: &[Column]) -> String {
         .filter(|c| !c.generated)
         .map(|c| format!("{} {}", quote_ident(&c.name), c.sql_type))
         .collect();
-    format!(
-        "CREATE TABLE {} ({})",
-        staging(table),
-        items.join(", ")
-    )
+    format!("CREATE TABLE {} ({})", staging(table), items.join(", "))
 }
 
 /// Order-independent fingerprint of a set of rows named `rel` in a query: their count
@@ -330,9 +336,15 @@ mod tests {
         assert!(sql.contains("OLD.\"aid\""), "{sql}");
         assert!(sql.contains("NEW.\"aid\""), "{sql}");
         assert!(sql.contains("pgshard_rebalance.moving"), "{sql}");
-        assert!(sql.contains("AFTER INSERT OR UPDATE OR DELETE ON \"accounts\""), "{sql}");
+        assert!(
+            sql.contains("AFTER INSERT OR UPDATE OR DELETE ON \"accounts\""),
+            "{sql}"
+        );
         assert!(sql.contains("BEFORE TRUNCATE ON \"accounts\""), "{sql}");
-        assert!(sql.contains("current_setting('pgshard.rebalance', true)"), "{sql}");
+        assert!(
+            sql.contains("current_setting('pgshard.rebalance', true)"),
+            "{sql}"
+        );
         // the router's slot arithmetic on the row's key
         assert!(sql.contains("hashint8extended(OLD.\"aid\"::int8"), "{sql}");
     }

@@ -149,6 +149,10 @@ mod tests {
         remove(&path).unwrap();
         assert_eq!(load(&path).unwrap(), None);
         std::fs::write(&path, "{").unwrap();
-        assert!(load(&path).unwrap_err().contains("not a rebalance state file"));
+        assert!(
+            load(&path)
+                .unwrap_err()
+                .contains("not a rebalance state file")
+        );
     }
 }
