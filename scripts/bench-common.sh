@@ -34,7 +34,7 @@ bench_cleanup() {
     # `pgshard dev` stops its shards on Ctrl-C; make sure, in case it was killed.
     local dir data
     for dir in "${DEV_DIRS[@]}"; do
-        for data in "$dir"/shard*/data; do
+        for data in "$dir"/shard*/data "$dir"/spare*/data; do
             if [[ -f "$data/postmaster.pid" ]]; then
                 as_pg "$BIN/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
             fi
@@ -75,12 +75,14 @@ wait_port() {
     return 1
 }
 
-# Start `pgshard dev` with N shards in DIR; wait until it serves.
+# Start `pgshard dev` with N shards in DIR (more arguments are passed on, e.g.
+# --spare 1); wait until it serves.
 start_dev() {
     local n=$1 dir=$2 port
+    shift 2
     port=$(free_port)
     DEV_DIRS+=("$dir")
-    "$PGSHARD" dev --shards "$n" --dir "$dir" --listen "127.0.0.1:$port" >"$dir.log" 2>&1 &
+    "$PGSHARD" dev --shards "$n" --dir "$dir" --listen "127.0.0.1:$port" "$@" >"$dir.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 300); do
         if grep -q "Ctrl-C stops" "$dir.log"; then return 0; fi

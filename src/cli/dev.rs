@@ -75,14 +75,14 @@ fn pg_error_text(err: &tokio_postgres::Error) -> String {
 }
 
 /// Run the subcommand.
-pub fn run(shards: usize, listen: &str, dir: &Path) -> ExitCode {
+pub fn run(shards: usize, spare: usize, listen: &str, dir: &Path) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .try_init();
-    match dev(shards, listen, dir) {
+    match dev(shards, spare, listen, dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("pgshard dev: {err}");
@@ -93,7 +93,7 @@ pub fn run(shards: usize, listen: &str, dir: &Path) -> ExitCode {
 
 /// Everything, in order; the clusters are stopped when they go out of scope, whatever
 /// happens after they start.
-fn dev(shards: usize, listen: &str, dir: &Path) -> Result<(), DevError> {
+fn dev(shards: usize, spare: usize, listen: &str, dir: &Path) -> Result<(), DevError> {
     if shards == 0 {
         return Err(DevError::Usage("--shards must be at least 1".into()));
     }
@@ -106,9 +106,11 @@ fn dev(shards: usize, listen: &str, dir: &Path) -> Result<(), DevError> {
     let dir =
         std::fs::canonicalize(dir).map_err(io_err(format!("cannot open {}", dir.display())))?;
     check_previous_layout(&dir, shards)?;
+    check_map_unchanged(&dir, shards)?;
 
     let install = PgInstall::discover()?;
     let mut clusters = start_shards(&install, &dir, shards)?;
+    let spares = start_spares(&install, &dir, spare);
     let map_path = write_shard_map(&dir, listen, &clusters)?;
     let config = config::load(&map_path)?;
 
@@ -116,7 +118,14 @@ fn dev(shards: usize, listen: &str, dir: &Path) -> Result<(), DevError> {
         .enable_all()
         .build()
         .map_err(io_err("cannot start the async runtime"))?;
-    let served = runtime.block_on(serve(config, listen_addr, &clusters, &map_path));
+    let served = match spares {
+        Ok(spares) => {
+            let served = runtime.block_on(serve(config, listen_addr, &clusters, &spares, &map_path));
+            clusters.extend(spares);
+            served
+        }
+        Err(e) => Err(e),
+    };
     drop(runtime);
 
     for cluster in &mut clusters {
@@ -137,6 +146,27 @@ fn check_previous_layout(dir: &Path, shards: usize) -> Result<(), DevError> {
         return Err(DevError::Usage(format!(
             "{} holds {previous} shards from an earlier run, but --shards {shards} was given; \
              use --shards {previous}, or remove the directory to start over",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse to restart on a map a rebalance changed: the map is regenerated at every
+/// start from `--shards`, which would hide the rows of shards added since.
+fn check_map_unchanged(dir: &Path, shards: usize) -> Result<(), DevError> {
+    let path = dir.join("shardmap.toml");
+    let Ok(config) = config::load(&path) else {
+        return Ok(());
+    };
+    let expected: Vec<String> = (0..shards).map(shard_name).collect();
+    if config.map.shard_names != expected || config.map.epoch > 1 {
+        return Err(DevError::Usage(format!(
+            "{} was changed by a rebalance (shards {}, epoch {}); `pgshard dev` writes a fresh \
+             map at every start, so remove {} to start over",
+            path.display(),
+            config.map.shard_names.join(", "),
+            config.map.epoch,
             dir.display()
         )));
     }
@@ -176,6 +206,31 @@ fn start_shards(
     Ok(clusters)
 }
 
+/// Start `n` servers that are not in the map (`DIR/spare{i}`, database `app`): room to
+/// try `pgshard rebalance apply --add-shard`.
+fn start_spares(install: &PgInstall, dir: &Path, n: usize) -> Result<Vec<PgCluster>, DevError> {
+    let mut spares: Vec<PgCluster> = Vec::with_capacity(n);
+    for i in 0..n {
+        let spare_dir = dir.join(format!("spare{i}"));
+        let started = (|| {
+            let mut cluster = PgCluster::init(install, &spare_dir)?;
+            cluster.start_on_free_port()?;
+            cluster.create_database(DB)?;
+            Ok::<_, DevClusterError>(cluster)
+        })();
+        match started {
+            Ok(cluster) => spares.push(cluster),
+            Err(e) => {
+                for mut s in spares {
+                    let _ = s.stop();
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(spares)
+}
+
 /// Write `DIR/shardmap.toml` for the running shards; slots assigned by the ring.
 fn write_shard_map(dir: &Path, listen: &str, clusters: &[PgCluster]) -> Result<PathBuf, DevError> {
     let mut shards = Vec::with_capacity(clusters.len());
@@ -208,6 +263,7 @@ async fn serve(
     config: config::Config,
     listen: SocketAddr,
     clusters: &[PgCluster],
+    spares: &[PgCluster],
     map_path: &Path,
 ) -> Result<(), DevError> {
     let server = Server::bind(Arc::new(config))
@@ -225,6 +281,7 @@ async fn serve(
                 loaded = load_demo(addr) => match loaded {
                     Ok((inserted, present)) => {
                         print_banner(addr, clusters, map_path, inserted, present);
+                        print_spares(spares, clusters.len(), map_path);
                         tokio::select! {
                             _ = signals.recv() => Ok(()),
                             ended = &mut proxy => Err(proxy_ended(ended)),
@@ -338,6 +395,19 @@ fn print_banner(
     say!("connect:   psql \"postgres://{USER}:{USER}@{proxy}/{DB}\"");
     say!("try:       SELECT * FROM accounts WHERE aid = 42;");
     say!("Ctrl-C stops the proxy and the shards.");
+}
+
+/// The spare servers and the commands that add one.
+fn print_spares(spares: &[PgCluster], shards: usize, map_path: &Path) {
+    for (i, spare) in spares.iter().enumerate() {
+        let Ok(url) = spare.url(DB) else { continue };
+        let name = shard_name(shards + i);
+        say!("spare:     {url} (not in the map)");
+        say!(
+            "add it:    pgshard rebalance apply -c {} --add-shard {name}={url}",
+            map_path.display()
+        );
+    }
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM, watched from the moment this is created, so a signal

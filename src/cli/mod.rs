@@ -84,6 +84,10 @@ pub enum Command {
         /// number of shards
         #[arg(long, default_value_t = 2)]
         shards: usize,
+        /// extra Postgres servers started outside the map, to add with
+        /// `pgshard rebalance apply --add-shard`
+        #[arg(long, default_value_t = 0)]
+        spare: usize,
         /// proxy listen address
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: String,
@@ -140,9 +144,10 @@ pub fn main() -> ExitCode {
         Command::Route { config, json, sql } => route::run(&config, json, &sql),
         Command::Dev {
             shards,
+            spare,
             listen,
             dir,
-        } => dev::run(shards, &listen, &dir),
+        } => dev::run(shards, spare, &listen, &dir),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Rebalance { action } => rebalance::run(action),
     }

@@ -6,8 +6,8 @@
 //!    (`pg_current_snapshot()` xmin passes the xmax seen at the start), then the change
 //!    log of the group is drained into the staging table.
 //! 3. One transaction on each side: the source deletes the group's rows, the destination
-//!    inserts them from staging; each computes a fingerprint (count + sum of row hashes)
-//!    of exactly the rows it deleted or inserted, and they must match. Both are prepared
+//!    inserts them from staging; each computes a fingerprint per slot (count + sum of
+//!    row hashes) of exactly the rows it deleted or inserted, and they must match. Both are prepared
 //!    (two-phase commit), and the prepared-transaction ids are saved in the state file.
 //! 4. The decision is the map file: it is rewritten atomically with the destination
 //!    owning the slots and a higher epoch. Only then are both prepared transactions
@@ -208,7 +208,7 @@ async fn prepare(
             src_tx,
             &format!(
                 "WITH d AS (DELETE FROM {name} WHERE {slot} = ANY({slots}) RETURNING {all}) {}",
-                sql::fingerprint("d")
+                sql::fingerprint("d", &slot)
             ),
         )
         .await?;
@@ -217,22 +217,20 @@ async fn prepare(
             &format!(
                 "WITH i AS (INSERT INTO {name} ({stored}) SELECT {stored} FROM {} WHERE {slot} = ANY({slots}) RETURNING {all}) {}",
                 sql::staging(&t.rule.name),
-                sql::fingerprint("i")
+                sql::fingerprint("i", &slot)
             ),
         )
         .await?;
         if gone != came {
             return Err(ApplyError::Mismatch(format!(
-                "{} slots {}: source has {} rows (checksum {}), the copy {} rows (checksum {})",
+                "{} on {} → {}: {}",
                 t.rule.name,
-                super::proxies::ranges_text(&group.slots),
-                gone.0,
-                gone.1,
-                came.0,
-                came.1
+                group.from,
+                group.to,
+                differences(&gone, &came)
             )));
         }
-        rows += gone.0;
+        rows += gone.iter().map(|f| f.rows).sum::<u64>();
         dst_tx
             .execute(&format!(
                 "DELETE FROM {} WHERE {slot} = ANY({slots})",
@@ -268,19 +266,61 @@ async fn prepare(
     Ok(rows)
 }
 
-/// Count and checksum returned by a fingerprint query.
-async fn fingerprint(shard: &ShardClient, sql_text: &str) -> Result<(u64, String), ShardError> {
+/// Rows and checksum of one slot of one table, as a fingerprint query returns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotPrint {
+    /// the slot
+    pub slot: u32,
+    /// rows in it
+    pub rows: u64,
+    /// sum of the rows' hashes (decimal)
+    pub checksum: String,
+}
+
+/// Per-slot counts and checksums returned by a fingerprint query.
+async fn fingerprint(shard: &ShardClient, sql_text: &str) -> Result<Vec<SlotPrint>, ShardError> {
     let rows = shard
         .client
         .query(sql_text, &[])
         .await
         .map_err(|e| shard.error(describe(&e)))?;
-    let row = rows
-        .first()
-        .ok_or_else(|| shard.error("fingerprint query returned no row"))?;
-    let count: i64 = row.get(0);
-    let sum: String = row.get(1);
-    Ok((count.max(0) as u64, sum))
+    Ok(rows
+        .iter()
+        .map(|r| SlotPrint {
+            slot: r.get::<_, i64>(0) as u32,
+            rows: r.get::<_, i64>(1).max(0) as u64,
+            checksum: r.get(2),
+        })
+        .collect())
+}
+
+/// The slots whose rows differ between the source and the copy, for the error message.
+pub fn differences(source: &[SlotPrint], copy: &[SlotPrint]) -> String {
+    let find = |prints: &[SlotPrint], slot: u32| prints.iter().find(|p| p.slot == slot).cloned();
+    let mut slots: Vec<u32> = source.iter().chain(copy).map(|p| p.slot).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    let mut out = Vec::new();
+    for slot in slots {
+        let (a, b) = (find(source, slot), find(copy, slot));
+        if a != b {
+            let describe = |p: Option<SlotPrint>| match p {
+                Some(p) => format!("{} rows (checksum {})", p.rows, p.checksum),
+                None => "no rows".to_string(),
+            };
+            out.push(format!(
+                "slot {slot}: source {}, copy {}",
+                describe(a),
+                describe(b)
+            ));
+        }
+    }
+    let more = out.len().saturating_sub(5);
+    out.truncate(5);
+    if more > 0 {
+        out.push(format!("{more} more slots differ"));
+    }
+    out.join("; ")
 }
 
 /// Wait until every transaction that had an id when this was called has ended on the
@@ -338,5 +378,31 @@ pub async fn pause(point: &str) {
     eprintln!("pgshard rebalance: paused at {point} (PGSHARD_REBALANCE_PAUSE)");
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn print(slot: u32, rows: u64, checksum: &str) -> SlotPrint {
+        SlotPrint {
+            slot,
+            rows,
+            checksum: checksum.into(),
+        }
+    }
+
+    #[test]
+    fn differences_name_the_slots() {
+        let source = vec![print(1, 3, "10"), print(2, 1, "5"), print(4, 2, "7")];
+        let copy = vec![print(1, 3, "10"), print(2, 1, "6"), print(3, 1, "1")];
+        assert_eq!(
+            differences(&source, &copy),
+            "slot 2: source 1 rows (checksum 5), copy 1 rows (checksum 6); \
+             slot 3: source no rows, copy 1 rows (checksum 1); \
+             slot 4: source 2 rows (checksum 7), copy no rows"
+        );
+        assert_eq!(differences(&source, &source), "");
     }
 }

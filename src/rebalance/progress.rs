@@ -8,6 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Lines and bars of one run.
 pub struct Progress {
     bars: Option<MultiProgress>,
+    started: std::time::Instant,
 }
 
 impl Progress {
@@ -15,12 +16,20 @@ impl Progress {
     pub fn new(bars: bool) -> Progress {
         let bars = (bars && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Progress { bars }
+        Progress {
+            bars,
+            started: std::time::Instant::now(),
+        }
     }
 
     /// A step finished or started: one line on stderr (above the bars, if any).
     pub fn line(&self, text: impl AsRef<str>) {
-        let text = format!("pgshard rebalance: {}", text.as_ref());
+        // seconds since the start: what took long is visible in any log
+        let text = format!(
+            "pgshard rebalance: [{:7.2}s] {}",
+            self.started.elapsed().as_secs_f64(),
+            text.as_ref()
+        );
         match &self.bars {
             Some(mp) => {
                 let _ = mp.println(text);

@@ -290,12 +290,14 @@ pub fn create_staging(table: &str, columns: &[Column]) -> String {
     format!("CREATE TABLE {} ({})", staging(table), items.join(", "))
 }
 
-/// Order-independent fingerprint of a set of rows named `rel` in a query: their count
-/// and the sum of a 64-bit hash of each row's text form. Both sides of a move compute it
-/// over the rows they delete or insert, in the same transaction that does it.
-pub fn fingerprint(rel: &str) -> String {
+/// Order-independent fingerprint per slot of a set of rows named `rel` in a query
+/// (`slot` computes a row's slot): per slot, the row count and the sum of a 64-bit hash
+/// of each row's text form. Both sides of a move compute it over the rows they delete or
+/// insert, in the same transaction that does it.
+pub fn fingerprint(rel: &str, slot: &str) -> String {
     format!(
-        "SELECT count(*)::int8, coalesce(sum(hashtextextended({rel}::text, 0)::numeric), 0)::text FROM {rel}"
+        "SELECT ({slot})::int8, count(*)::int8, sum(hashtextextended({rel}::text, 0)::numeric)::text \
+         FROM {rel} GROUP BY 1 ORDER BY 1"
     )
 }
 
