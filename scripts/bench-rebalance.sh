@@ -10,7 +10,7 @@
 # `pgshard rebalance apply --add-shard s2=… --yes --json`. Prints the apply summary (copy
 # rows/s and MB/s, cutovers, longest hold), pgbench's TPS, failed transactions and the
 # longest transaction latency during the run (the longest stall a client saw), and
-# `pgshard rebalance verify`. Results also go to $OUT (default BENCH-rebalance.txt).
+# `pgshard rebalance verify`. Results also go to $OUT (default BENCHMARKS-rebalance.txt).
 #
 # Settings (environment): ROWS (default 1000000), CLIENTS (default 8), WARMUP (default
 # 5 s), DURATION (pgbench seconds, default 60; must outlast the apply), GROUP_ROWS
@@ -24,7 +24,7 @@ CLIENTS=${CLIENTS:-8}
 WARMUP=${WARMUP:-5}
 DURATION=${DURATION:-60}
 GROUP_ROWS=${GROUP_ROWS:-10000}
-OUT=${OUT:-BENCH-rebalance.txt}
+OUT=${OUT:-BENCHMARKS-rebalance.txt}
 PGSHARD=${PGSHARD:-${CARGO_TARGET_DIR:-target}/release/pgshard}
 
 source scripts/ensure-postgres.sh

@@ -120,7 +120,8 @@ fn dev(shards: usize, spare: usize, listen: &str, dir: &Path) -> Result<(), DevE
         .map_err(io_err("cannot start the async runtime"))?;
     let served = match spares {
         Ok(spares) => {
-            let served = runtime.block_on(serve(config, listen_addr, &clusters, &spares, &map_path));
+            let served =
+                runtime.block_on(serve(config, listen_addr, &clusters, &spares, &map_path));
             clusters.extend(spares);
             served
         }

@@ -156,11 +156,16 @@ pub async fn run(
     mapfile::write_atomically(cx.map_path, &new_text)
         .map_err(|e| ApplyError::Config(format!("{}: {e}", cx.map_path.display())))?;
 
-    commit_prepared(&dst_tx, &cut.destination_gid).await?;
     if cx.pause_at == Some("committed") {
+        commit_prepared(&dst_tx, &cut.destination_gid).await?;
         pause("committed").await;
     }
-    commit_prepared(&src_tx, &cut.source_gid).await?;
+    let (d, s) = tokio::join!(
+        commit_prepared(&dst_tx, &cut.destination_gid),
+        commit_prepared(&src_tx, &cut.source_gid)
+    );
+    d?;
+    s?;
     cx.proxies.reload(epoch).await?;
     cx.proxies.release(&group.slots).await?;
     let held = started.elapsed();
@@ -251,18 +256,18 @@ async fn prepare(
             )));
         }
     }
-    dst_tx
-        .execute(&format!(
-            "PREPARE TRANSACTION {}",
-            sql::quote_literal(&cut.destination_gid)
-        ))
-        .await?;
-    src_tx
-        .execute(&format!(
-            "PREPARE TRANSACTION {}",
-            sql::quote_literal(&cut.source_gid)
-        ))
-        .await?;
+    // both at once: each PREPARE waits for its server's WAL flush, inside the hold
+    let dst_prepare = format!(
+        "PREPARE TRANSACTION {}",
+        sql::quote_literal(&cut.destination_gid)
+    );
+    let src_prepare = format!(
+        "PREPARE TRANSACTION {}",
+        sql::quote_literal(&cut.source_gid)
+    );
+    let (d, s) = tokio::join!(dst_tx.execute(&dst_prepare), src_tx.execute(&src_prepare));
+    d?;
+    s?;
     Ok(rows)
 }
 
