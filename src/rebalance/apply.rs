@@ -126,6 +126,7 @@ fn now_secs() -> u64 {
 
 /// A fresh state for a new rebalance of `config`.
 fn new_state(config: &Config, opts: &Options) -> Result<State, ApplyError> {
+    refuse_unsupported(config, opts)?;
     let layout = Layout {
         shards: config
             .shards
@@ -170,6 +171,28 @@ fn new_state(config: &Config, opts: &Options) -> Result<State, ApplyError> {
         step: "planned".into(),
         cutovers_done: 0,
     })
+}
+
+/// Changes this version cannot make without losing rows from view, refused up front.
+fn refuse_unsupported(config: &Config, opts: &Options) -> Result<(), ApplyError> {
+    let map = &config.map;
+    let default = map.shard_name(map.default_shard);
+    if opts.remove.iter().any(|r| r == default) {
+        return Err(ApplyError::Preflight(format!(
+            "shard \"{default}\" is the default shard: the tables not in the map live there, \
+             and a rebalance moves only sharded tables. Move those tables and set \
+             [sharding] default_shard to a shard that stays first"
+        )));
+    }
+    if !opts.add.is_empty() && !map.replicated.is_empty() {
+        let names: Vec<&str> = map.replicated.iter().map(String::as_str).collect();
+        return Err(ApplyError::Preflight(format!(
+            "the map has reference tables ({}), which a new shard would need a full copy of \
+             before it may answer reads; adding shards to such a map is not supported yet",
+            names.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// The groups still to move: slots whose owner in `config` differs from the target,
@@ -518,7 +541,9 @@ pub async fn apply(opts: &Options, cancel: &CancellationToken) -> Result<Summary
     let progress = Progress::new(opts.bars);
     let state_path = state::path_for(&opts.map_path);
     let mut config = load_config(&opts.map_path)?;
-    let mut state = match state::load(&state_path).map_err(ApplyError::State)? {
+    let loaded = state::load(&state_path).map_err(ApplyError::State)?;
+    let resuming = loaded.is_some();
+    let mut state = match loaded {
         Some(s) => {
             let same = (opts.add.is_empty() && opts.remove.is_empty())
                 || (s.add == opts.add && s.remove == opts.remove);
@@ -549,15 +574,19 @@ pub async fn apply(opts: &Options, cancel: &CancellationToken) -> Result<Summary
     let mut proxies = Proxies::connect(&opts.proxies).await?;
     if !proxies.is_empty() {
         let epochs = proxies.epochs().await?;
-        if let Some(&e) = epochs
-            .iter()
-            .find(|&&e| e < config.map.epoch && state.cutover.is_none())
-        {
-            return Err(ApplyError::Preflight(format!(
-                "a proxy serves map epoch {e} but {} has epoch {}: RELOAD it first",
-                opts.map_path.display(),
-                config.map.epoch
-            )));
+        if let Some(&e) = epochs.iter().find(|&&e| e < config.map.epoch) {
+            if !resuming {
+                return Err(ApplyError::Preflight(format!(
+                    "a proxy serves map epoch {e} but {} has epoch {}: RELOAD it first \
+                     (or point --proxy at the proxies that serve this file)",
+                    opts.map_path.display(),
+                    config.map.epoch
+                )));
+            }
+            // This rebalance wrote the file and stopped before the proxies read it.
+            if state.cutover.is_none() {
+                proxies.reload(config.map.epoch).await?;
+            }
         }
     }
     settle(&config, &mut state, &state_path, &mut proxies, &progress).await?;
@@ -942,6 +971,46 @@ mod tests {
     use super::*;
 
     const BASE: &str = include_str!("../config/testdata/base.toml");
+
+    fn options(add: &[&str], remove: &[&str]) -> Options {
+        Options {
+            map_path: PathBuf::from("unused"),
+            add: add
+                .iter()
+                .map(|n| (n.to_string(), "postgres://u@h/app".to_string()))
+                .collect(),
+            remove: remove.iter().map(|n| n.to_string()).collect(),
+            proxies: vec![],
+            hold_timeout: Duration::from_secs(1),
+            group_rows: 10,
+            attempts: 1,
+            bars: false,
+            pause_at: None,
+        }
+    }
+
+    #[test]
+    fn the_default_shard_and_maps_with_reference_tables_are_refused() {
+        let config = config::parse(BASE, "base").unwrap();
+        let err = new_state(&config, &options(&[], &["s0"])).unwrap_err();
+        assert!(
+            err.to_string().contains("\"s0\" is the default shard"),
+            "{err}"
+        );
+        assert!(new_state(&config, &options(&[], &["s1"])).is_ok());
+        let with_reference = BASE.replacen(
+            "[slot_map]",
+            "[[tables]]\nname = \"kinds\"\nreplicated = true\n\n[slot_map]",
+            1,
+        );
+        let config = config::parse(&with_reference, "ref").unwrap();
+        let err = new_state(&config, &options(&["s9"], &[])).unwrap_err();
+        assert!(
+            err.to_string().contains("reference tables (kinds)"),
+            "{err}"
+        );
+        assert!(new_state(&config, &options(&[], &["s1"])).is_ok());
+    }
 
     #[test]
     fn groups_follow_the_target_and_the_row_budget() {
