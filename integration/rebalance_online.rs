@@ -620,6 +620,17 @@ fn write_map(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// Three servers, the first two loaded with `sizes` and in the map file (returned with
+/// its directory), a proxy serving that file.
+async fn two_of_three(sizes: &Sizes) -> (Cluster, tempfile::TempDir, PathBuf, Proxy) {
+    let cluster = Cluster::start(3).await;
+    load(&cluster, 2, sizes).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_map(dir.path(), &map_text(&cluster, 2));
+    let proxy = Proxy::start_file(&path).await;
+    (cluster, dir, path, proxy)
+}
+
 fn report(what: &str, acked: &Acked, seen: &Seen, log: &str) {
     eprintln!(
         "{what}: {} writes acknowledged, {} reads; longest write {:?}, longest read {:?}\n{log}",
@@ -640,16 +651,12 @@ fn report(what: &str, acked: &Acked, seen: &Seen, log: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_a_shard_under_live_traffic() {
-    let cluster = Cluster::start(3).await;
     let sizes = Sizes {
         accounts: 60_000,
         events: 30_000,
         docs: 15_000,
     };
-    load(&cluster, 2, &sizes).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_map(dir.path(), &map_text(&cluster, 2));
-    let proxy = Proxy::start_file(&path).await;
+    let (cluster, _dir, path, proxy) = two_of_three(&sizes).await;
     let traffic = Traffic::start(&proxy, &sizes, 100_000_000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let add = vec![
@@ -675,16 +682,12 @@ async fn add_a_shard_under_live_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_rebalances_resume_and_a_shard_is_removed() {
-    let cluster = Cluster::start(3).await;
     let sizes = Sizes {
         accounts: 20_000,
         events: 6_000,
         docs: 3_000,
     };
-    load(&cluster, 2, &sizes).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_map(dir.path(), &map_text(&cluster, 2));
-    let proxy = Proxy::start_file(&path).await;
+    let (cluster, _dir, path, proxy) = two_of_three(&sizes).await;
     let traffic = Traffic::start(&proxy, &sizes, 200_000_000).await;
     let add = vec![
         "--add-shard".to_string(),
@@ -740,16 +743,12 @@ async fn killed_rebalances_resume_and_a_shard_is_removed() {
 /// Ctrl-C during the copy also cleans up. A re-run then finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_timeout_and_ctrl_c_leave_the_old_owner_serving() {
-    let cluster = Cluster::start(3).await;
     let sizes = Sizes {
         accounts: 4_000,
         events: 1_000,
         docs: 500,
     };
-    load(&cluster, 2, &sizes).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_map(dir.path(), &map_text(&cluster, 2));
-    let proxy = Proxy::start_file(&path).await;
+    let (cluster, _dir, path, proxy) = two_of_three(&sizes).await;
     let add = vec![
         "--add-shard".to_string(),
         format!("s2={}", cluster.shard_url(2)),

@@ -98,8 +98,9 @@ pub enum Command {
     /// Load generator: run a workload against targets (proxy, shards …) in interleaved
     /// rounds; print TPS and latency percentiles per target.
     Bench(bench::BenchCmd),
-    /// Add or remove shards: `plan` shows what would move, `verify` checks that every
-    /// row is on the shard owning its slot.
+    /// Add or remove shards: `plan` shows what would move, `apply` moves it online,
+    /// `status` shows where a rebalance stands, `verify` checks that every row is on the
+    /// shard owning its slot.
     Rebalance {
         /// what to do
         #[command(subcommand)]

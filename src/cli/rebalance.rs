@@ -47,10 +47,10 @@ pub enum RebalanceAction {
     },
 }
 
-/// Arguments of `pgshard rebalance plan`.
+/// The map and the shards to add or remove, shared by `plan` and `apply`.
 #[derive(Debug, Args)]
-pub struct PlanArgs {
-    /// shard map file
+pub struct ShardChanges {
+    /// shard map file (`apply` rewrites it at each step; every proxy must serve it)
     #[arg(short, long, default_value = "shardmap.toml")]
     pub config: PathBuf,
     /// a shard to add, as NAME=URL (repeatable); its ring weight is 1
@@ -59,6 +59,14 @@ pub struct PlanArgs {
     /// a shard to remove: all its slots move to the others (repeatable)
     #[arg(long = "remove-shard", value_name = "NAME")]
     pub remove: Vec<String>,
+}
+
+/// Arguments of `pgshard rebalance plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// the map and the changes
+    #[command(flatten)]
+    pub shards: ShardChanges,
     /// print the plan as JSON
     #[arg(long)]
     pub json: bool,
@@ -70,15 +78,9 @@ pub struct PlanArgs {
 /// Arguments of `pgshard rebalance apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// shard map file (rewritten at each cutover; every proxy must serve this file)
-    #[arg(short, long, default_value = "shardmap.toml")]
-    pub config: PathBuf,
-    /// a shard to add, as NAME=URL (repeatable); its ring weight is 1
-    #[arg(long = "add-shard", value_name = "NAME=URL")]
-    pub add: Vec<String>,
-    /// a shard to remove: all its slots move to the others (repeatable)
-    #[arg(long = "remove-shard", value_name = "NAME")]
-    pub remove: Vec<String>,
+    /// the map and the changes
+    #[command(flatten)]
+    pub shards: ShardChanges,
     /// admin URL of a proxy serving the map, e.g. postgres://app:app@127.0.0.1:6432/pgshard
     /// (repeatable; default: the map's listen address, database `pgshard`, first user with
     /// a plain password)
@@ -175,9 +177,10 @@ fn run_apply(args: &ApplyArgs) -> ExitCode {
 }
 
 fn apply_inner(args: &ApplyArgs) -> Result<ExitCode, String> {
-    let changes = changes(&args.add, &args.remove)?;
-    let config = config::load(&args.config).map_err(|e| e.to_string())?;
-    let add: Vec<(String, String)> = args
+    let shards = &args.shards;
+    let changes = changes(&shards.add, &shards.remove)?;
+    let config = config::load(&shards.config).map_err(|e| e.to_string())?;
+    let add: Vec<(String, String)> = shards
         .add
         .iter()
         .filter_map(|spec| spec.split_once('='))
@@ -191,10 +194,11 @@ fn apply_inner(args: &ApplyArgs) -> Result<ExitCode, String> {
         args.proxies.clone()
     };
     let resuming =
-        crate::rebalance::state::load(&crate::rebalance::state::path_for(&args.config))?.is_some();
+        crate::rebalance::state::load(&crate::rebalance::state::path_for(&shards.config))?
+            .is_some();
     if !resuming && !changes.is_empty() {
         let plan = plan(&layout(&config), &changes).map_err(|e| e.to_string())?;
-        eprint!("{}", render(&plan, &layout(&config), &args.config, None));
+        eprint!("{}", render(&plan, &layout(&config), &shards.config, None));
         if !args.yes {
             if !std::io::stdin().is_terminal() {
                 return Err("not a terminal: add --yes to run without confirmation".into());
@@ -209,9 +213,9 @@ fn apply_inner(args: &ApplyArgs) -> Result<ExitCode, String> {
         }
     }
     let opts = crate::rebalance::Options {
-        map_path: args.config.clone(),
+        map_path: shards.config.clone(),
         add,
-        remove: args.remove.clone(),
+        remove: shards.remove.clone(),
         proxies,
         hold_timeout: std::time::Duration::from_millis(args.hold_timeout_ms.max(1)),
         group_rows: args.group_rows.max(1),
@@ -446,8 +450,8 @@ fn render_verify(report: &VerifyReport, shards: usize) -> String {
 
 /// The plan for `args`, rendered as text or JSON.
 fn plan_text(args: &PlanArgs) -> Result<String, String> {
-    let changes = changes(&args.add, &args.remove)?;
-    let config = config::load(&args.config).map_err(|e| e.to_string())?;
+    let changes = changes(&args.shards.add, &args.shards.remove)?;
+    let config = config::load(&args.shards.config).map_err(|e| e.to_string())?;
     let layout = layout(&config);
     let plan = plan(&layout, &changes).map_err(|e| e.to_string())?;
     let estimate = if args.no_estimate {
@@ -468,7 +472,12 @@ fn plan_text(args: &PlanArgs) -> Result<String, String> {
             .map(|s| s + "\n")
             .map_err(|e| e.to_string());
     }
-    Ok(render(&plan, &layout, &args.config, estimate.as_ref()))
+    Ok(render(
+        &plan,
+        &layout,
+        &args.shards.config,
+        estimate.as_ref(),
+    ))
 }
 
 /// `--add-shard NAME=URL` and `--remove-shard NAME` as changes; URLs are checked.
@@ -579,12 +588,14 @@ mod tests {
 
     fn args(add: &[&str], remove: &[&str], json: bool) -> PlanArgs {
         PlanArgs {
-            config: PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/src/config/testdata/base.toml"
-            )),
-            add: add.iter().map(|s| s.to_string()).collect(),
-            remove: remove.iter().map(|s| s.to_string()).collect(),
+            shards: ShardChanges {
+                config: PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/src/config/testdata/base.toml"
+                )),
+                add: add.iter().map(|s| s.to_string()).collect(),
+                remove: remove.iter().map(|s| s.to_string()).collect(),
+            },
             json,
             no_estimate: true,
         }

@@ -275,6 +275,28 @@ fn shard_from_url(name: &str, url: &str) -> Result<ShardConfig, ApplyError> {
     })
 }
 
+/// Change the map file with `edit` (given the text, its origin and the next epoch),
+/// write it atomically and have the proxies load it.
+async fn edit_map(
+    path: &Path,
+    proxies: &mut Proxies,
+    edit: impl FnOnce(&str, &str, u64) -> Result<(String, Config), mapfile::MapFileError>,
+) -> Result<Config, ApplyError> {
+    let text = read_map(path)?;
+    let origin = path.display().to_string();
+    let epoch = config::parse(&text, &origin)
+        .map_err(|e| ApplyError::Config(e.to_string()))?
+        .map
+        .epoch;
+    let (new_text, config) =
+        edit(&text, &origin, epoch + 1).map_err(|e| ApplyError::Config(e.to_string()))?;
+    write_map(path, &new_text)?;
+    if !proxies.is_empty() {
+        proxies.reload(config.map.epoch).await?;
+    }
+    Ok(config)
+}
+
 fn write_map(path: &Path, text: &str) -> Result<(), ApplyError> {
     mapfile::write_atomically(path, text)
         .map_err(|e| ApplyError::Config(format!("{}: {e}", path.display())))
@@ -613,19 +635,10 @@ pub async fn apply(opts: &Options, cancel: &CancellationToken) -> Result<Summary
         let model = ShardClient::connect(&config.shards[config.map.default_shard]).await?;
         let dests: Vec<&ShardClient> = new_clients.iter().collect();
         preflight_tables(&rules, &model, &dests, &progress).await?;
-        let origin = opts.map_path.display().to_string();
-        let (text, _) = mapfile::add_shards(
-            &read_map(&opts.map_path)?,
-            &origin,
-            &missing,
-            config.map.epoch + 1,
-        )
-        .map_err(|e| ApplyError::Config(e.to_string()))?;
-        write_map(&opts.map_path, &text)?;
-        config = load_config(&opts.map_path)?;
-        if !proxies.is_empty() {
-            proxies.reload(config.map.epoch).await?;
-        }
+        config = edit_map(&opts.map_path, &mut proxies, |text, origin, epoch| {
+            mapfile::add_shards(text, origin, &missing, epoch)
+        })
+        .await?;
         progress.line(format!(
             "added {} to the map (epoch {})",
             missing
@@ -673,19 +686,10 @@ pub async fn apply(opts: &Options, cancel: &CancellationToken) -> Result<Summary
         .cloned()
         .collect();
     if !drained.is_empty() {
-        let origin = opts.map_path.display().to_string();
-        let (text, _) = mapfile::remove_shards(
-            &read_map(&opts.map_path)?,
-            &origin,
-            &drained,
-            config.map.epoch + 1,
-        )
-        .map_err(|e| ApplyError::Config(e.to_string()))?;
-        write_map(&opts.map_path, &text)?;
-        config = load_config(&opts.map_path)?;
-        if !proxies.is_empty() {
-            proxies.reload(config.map.epoch).await?;
-        }
+        config = edit_map(&opts.map_path, &mut proxies, |text, origin, epoch| {
+            mapfile::remove_shards(text, origin, &drained, epoch)
+        })
+        .await?;
         progress.line(format!(
             "removed {} from the map (epoch {})",
             drained.join(", "),

@@ -147,26 +147,33 @@ impl ShardClient {
         self.strings(sql::SEQUENCES_QUERY, table).await
     }
 
-    async fn strings(&self, query: &str, table: &str) -> Result<Vec<String>, ShardError> {
-        let rows = self
-            .client
+    async fn catalog(
+        &self,
+        query: &str,
+        table: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, ShardError> {
+        self.client
             .query(query, &[&sql::table_ident(table)])
             .await
-            .map_err(|e| {
-                self.error(format!("reading the catalog for {table}: {}", describe(&e)))
-            })?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .map_err(|e| self.error(format!("reading the catalog for {table}: {}", describe(&e))))
+    }
+
+    async fn strings(&self, query: &str, table: &str) -> Result<Vec<String>, ShardError> {
+        Ok(self
+            .catalog(query, table)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     async fn pairs(&self, query: &str, table: &str) -> Result<Vec<(String, String)>, ShardError> {
-        let rows = self
-            .client
-            .query(query, &[&sql::table_ident(table)])
-            .await
-            .map_err(|e| {
-                self.error(format!("reading the catalog for {table}: {}", describe(&e)))
-            })?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(self
+            .catalog(query, table)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
     }
 }
 
