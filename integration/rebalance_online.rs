@@ -780,6 +780,10 @@ async fn hold_timeout_and_ctrl_c_leave_the_old_owner_serving() {
         "{log}"
     );
     assert!(log.contains("s0 keeps serving them"), "{log}");
+    assert!(
+        log.contains("oldest writing transaction on \"s0\"") && log.contains("INSERT INTO rb_side"),
+        "{log}"
+    );
     assert!(log.contains("retrying (1/1)"), "{log}");
     assert_clean(&cluster).await;
     // the map did not change for the groups that gave up, and reads are right

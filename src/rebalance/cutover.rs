@@ -117,8 +117,9 @@ pub async fn run(
             let reason = match failed {
                 Ok(Err(e)) => e.to_string(),
                 _ => format!(
-                    "not ready within the hold timeout ({} ms)",
-                    cx.hold_timeout.as_millis()
+                    "not ready within the hold timeout ({} ms){}",
+                    cx.hold_timeout.as_millis(),
+                    oldest_writer(source).await
                 ),
             };
             // Closing the connections rolls back whatever was not prepared.
@@ -345,6 +346,42 @@ async fn wait_for_writers(shard: &ShardClient) -> Result<(), ShardError> {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// What most likely kept the source from settling, for the abort message: its oldest
+/// open transaction that writes, and prepared transactions (empty when none).
+async fn oldest_writer(shard: &ShardClient) -> String {
+    let oldest = shard
+        .value(
+            "SELECT format('pid %s (database %s, user %s, open %s s, %s): %s', pid, datname, \
+             usename, round(extract(epoch FROM now() - xact_start)::numeric, 1), state, \
+             left(regexp_replace(query, '\\s+', ' ', 'g'), 80)) \
+             FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
+             ORDER BY xact_start LIMIT 1",
+        )
+        .await
+        .ok()
+        .flatten();
+    let prepared = shard
+        .value("SELECT count(*)::text FROM pg_prepared_xacts")
+        .await
+        .ok()
+        .flatten()
+        .filter(|n| n != "0");
+    let mut out = String::new();
+    if let Some(o) = oldest {
+        out.push_str(&format!(
+            "; oldest writing transaction on \"{}\": {o}",
+            shard.name
+        ));
+    }
+    if let Some(n) = prepared {
+        out.push_str(&format!(
+            "; {n} prepared transactions on \"{}\" (pg_prepared_xacts)",
+            shard.name
+        ));
+    }
+    out
 }
 
 /// Whether a prepared transaction exists on the shard.
