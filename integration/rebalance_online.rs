@@ -50,7 +50,7 @@ const READ_ONLY: i64 = 1000;
 
 const SCHEMA: &str = "
 CREATE TABLE rb_accounts (id bigint PRIMARY KEY, balance bigint NOT NULL, note text DEFAULT 'n');
-CREATE TABLE rb_events (tag text NOT NULL, id bigint NOT NULL, payload text, PRIMARY KEY (tag, id));
+CREATE TABLE rb_events (tag text NOT NULL, id bigint NOT NULL, payload text, n bigint GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (tag, id));
 CREATE INDEX rb_events_payload ON rb_events (payload);
 CREATE TABLE rb_docs (id uuid PRIMARY KEY, v int CHECK (v >= 0), len int GENERATED ALWAYS AS (v * 2) STORED);
 ";
@@ -478,6 +478,78 @@ async fn run_apply(
     Some(format!("{log}{stdout}"))
 }
 
+fn dir_of(path: &Path) -> PathBuf {
+    path.parent().unwrap().to_path_buf()
+}
+
+/// A running `pgshard rebalance apply` (resuming, no shard arguments), paused at a
+/// point until `resume` exists, whose log the test follows line by line.
+struct Running {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    log: String,
+}
+
+impl Running {
+    fn start(path: &Path, proxy: &Proxy, point: &str, resume: &Path) -> Running {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshard"))
+            .args([
+                "rebalance",
+                "apply",
+                "--yes",
+                "--hold-timeout-ms",
+                "1000",
+                "--attempts",
+                "2",
+                "-c",
+            ])
+            .arg(path)
+            .args(["--proxy", &admin_url(proxy)])
+            .env("PGSHARD_REBALANCE_PAUSE", point)
+            .env("PGSHARD_REBALANCE_RESUME_FILE", resume)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run pgshard rebalance apply");
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        Running {
+            child,
+            lines,
+            log: String::new(),
+        }
+    }
+
+    /// Read the log until a line contains `needle`.
+    async fn until(&mut self, needle: &str) {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(120), self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no \"{needle}\" within 2 minutes:\n{}", self.log))
+                .unwrap()
+                .unwrap_or_else(|| panic!("apply ended before \"{needle}\":\n{}", self.log));
+            self.log.push_str(&line);
+            self.log.push('\n');
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+
+    /// Wait for the end: exit code and the whole log.
+    async fn finish(mut self) -> (Option<i32>, String) {
+        while let Ok(Some(line)) = self.lines.next_line().await {
+            self.log.push_str(&line);
+            self.log.push('\n');
+        }
+        let status = tokio::time::timeout(Duration::from_secs(120), self.child.wait())
+            .await
+            .expect("apply ends")
+            .unwrap();
+        (status.code(), self.log)
+    }
+}
+
 fn status_text(path: &Path, proxy: &Proxy) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshard"))
         .args(["rebalance", "status", "--proxy", &admin_url(proxy), "-c"])
@@ -763,28 +835,34 @@ async fn hold_timeout_and_ctrl_c_leave_the_old_owner_serving() {
     assert_clean(&cluster).await;
     assert!(pgshard::rebalance::state::path_for(&path).exists());
 
-    // A transaction left open on s0 (the source of the first groups), on a table that
-    // does not move: the source never settles, so each cutover gives up.
+    // A transaction that writes to a moving table on s0 (the source of the first
+    // groups) and stays open, begun once the capture is installed: the source never
+    // settles, so each cutover gives up after the hold timeout.
     let open = proxy.client().await;
-    open.batch_execute("CREATE TABLE rb_side (x int)")
+    let resume = dir_of(&path).join("resume");
+    let mut running = Running::start(&path, &proxy, "copy", &resume);
+    running.until("paused at copy").await;
+    open.batch_execute("BEGIN; UPDATE rb_accounts SET balance = -1 WHERE id = 1")
         .await
         .unwrap();
-    open.batch_execute("BEGIN; INSERT INTO rb_side VALUES (1)")
-        .await
-        .unwrap();
-    let log = run_apply(&path, &proxy, &[], None, Signal::Kill, false)
-        .await
-        .unwrap();
+    std::fs::write(&resume, "").unwrap();
+    running.until("stopping: ").await;
+    // the cleanup waits for the table lock of the open transaction: end it now
+    open.batch_execute("COMMIT").await.unwrap();
+    let (code, log) = running.finish().await;
+    assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("not ready within the hold timeout (1000 ms)"),
         "{log}"
     );
-    assert!(log.contains("s0 keeps serving them"), "{log}");
+    assert!(log.contains("keeps serving them"), "{log}");
+    assert!(log.contains("retrying (1/1)"), "{log}");
     assert!(
-        log.contains("oldest writing transaction on \"s0\"") && log.contains("INSERT INTO rb_side"),
+        log.contains("oldest writing transaction on ")
+            && log.contains("UPDATE rb_accounts SET balance = -1"),
         "{log}"
     );
-    assert!(log.contains("retrying (1/1)"), "{log}");
+    assert!(!log.contains("cleanup incomplete"), "{log}");
     assert_clean(&cluster).await;
     // the map did not change for the groups that gave up, and reads are right
     let reader = proxy.client().await;
@@ -794,7 +872,6 @@ async fn hold_timeout_and_ctrl_c_leave_the_old_owner_serving() {
         .unwrap()
         .get(0);
     assert_eq!(n, sizes.accounts);
-    open.batch_execute("COMMIT").await.unwrap();
 
     // nothing in the way now: the re-run finishes
     let log = apply(&path, &proxy, &[], None).await.unwrap();
@@ -807,6 +884,15 @@ async fn hold_timeout_and_ctrl_c_leave_the_old_owner_serving() {
         .unwrap()
         .get(0);
     assert_eq!(n, sizes.accounts);
+    let balance: i64 = reader
+        .query_one("SELECT balance FROM rb_accounts WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        balance, -1,
+        "the update committed during the rebalance is kept"
+    );
     assert_clean(&cluster).await;
     proxy.stop().await.unwrap();
 }

@@ -381,6 +381,23 @@ async fn preflight_tables(
                 rule.name, source.name, rule.key
             )));
         }
+        // A NULL key has no slot: such a row would never move (the proxy refuses to
+        // write one, so it was written to the shard directly).
+        let nulls = source
+            .value(&format!(
+                "SELECT count(*)::text FROM {} WHERE {} IS NULL",
+                sql::table_ident(&rule.name),
+                sql::quote_ident(&rule.key)
+            ))
+            .await?
+            .unwrap_or_default();
+        if nulls != "0" {
+            return Err(ApplyError::Preflight(format!(
+                "table {} on shard \"{}\" has {nulls} rows with a NULL {}: they belong to no \
+                 slot and would never move; delete them or give them a key first",
+                rule.name, source.name, rule.key
+            )));
+        }
         for dest in dests {
             match dest.columns(&rule.name).await? {
                 Some(theirs) => {
@@ -435,7 +452,16 @@ async fn create_like(
 ) -> Result<(), ApplyError> {
     let mut statements = vec!["BEGIN".to_string()];
     for seq in source.sequences(&rule.name).await? {
+        // continue where the source's sequence is, not at 1
+        let last = source
+            .value(&format!("SELECT last_value::text FROM {seq}"))
+            .await?
+            .unwrap_or_else(|| "1".into());
         statements.push(format!("CREATE SEQUENCE IF NOT EXISTS {seq}"));
+        statements.push(format!(
+            "SELECT setval({}, {last})",
+            sql::quote_literal(&seq)
+        ));
     }
     let constraints = source.constraints(&rule.name).await?;
     statements.push(sql::create_table(&rule.name, columns, &constraints));
@@ -534,15 +560,17 @@ async fn retry_locked(c: &ShardClient, statement: &str) -> Result<(), ShardError
     loop {
         let result = c
             .execute(&format!(
-                "SET lock_timeout = '500ms'; {statement}; RESET lock_timeout"
+                "BEGIN; SET LOCAL lock_timeout = '500ms'; {statement}; COMMIT"
             ))
             .await;
+        if result.is_err() {
+            let _ = c.execute("ROLLBACK").await;
+        }
         match result {
             Err(e)
                 if attempt < 20
                     && (e.message.contains("(55P03)") || e.message.contains("(40P01)")) =>
             {
-                let _ = c.execute("RESET lock_timeout").await;
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
             }
@@ -792,7 +820,8 @@ async fn run_moves(
         for t in &tables {
             // CREATE TRIGGER waits for the table's open transactions, and every writer
             // of the table would queue behind it: short lock timeouts, retried.
-            for statement in sql::capture(&t.rule, map_slots) {
+            let slots: Vec<u32> = list.iter().map(|(s, _)| *s).collect();
+            for statement in sql::capture(&t.rule, map_slots, &slots) {
                 retry_locked(shard, &statement).await?;
             }
         }

@@ -106,28 +106,33 @@ pub async fn run(
     let dst_tx = ShardClient::connect(cx.dest).await?;
 
     let started = Instant::now();
-    let prepared = tokio::time::timeout(cx.hold_timeout, async {
-        cx.proxies.hold(&group.slots).await?;
-        prepare(cx, group, &cut, source, dest, &src_tx, &dst_tx).await
-    })
-    .await;
+    let deadline = tokio::time::Instant::now() + cx.hold_timeout;
+    // Nothing from here to the decision is cancelled half way: a statement cut off on
+    // the client side may still finish on the server (a PREPARE among them). Deadlines
+    // are checked between steps, and the move's statements carry a statement_timeout.
+    let prepared = prepare(cx, group, &cut, source, dest, &src_tx, &dst_tx, deadline).await;
     let rows = match prepared {
-        Ok(Ok(rows)) => rows,
-        failed => {
-            let reason = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!(
+        Ok(rows) => rows,
+        Err(e) => {
+            let mut reason = match e {
+                Abort::Timeout => format!(
                     "not ready within the hold timeout ({} ms){}",
                     cx.hold_timeout.as_millis(),
-                    oldest_writer(source).await
+                    oldest_writer(source, cx.tables).await
                 ),
+                Abort::Failed(e) => e.to_string(),
             };
-            // Closing the connections rolls back whatever was not prepared.
-            drop(src_tx);
-            drop(dst_tx);
-            rollback_prepared(source, &cut.source_gid).await?;
-            rollback_prepared(dest, &cut.destination_gid).await?;
-            cx.proxies.release(&group.slots).await?;
+            if let Err(undo) = undo(cx, group, &cut, &src_tx, &dst_tx).await {
+                reason.push_str(&format!(
+                    "; undoing it failed too ({undo}): `pgshard rebalance apply` settles it"
+                ));
+                return Err(ApplyError::CutoverAborted {
+                    from: group.from.clone(),
+                    to: group.to.clone(),
+                    slots: group.slots.len(),
+                    reason,
+                });
+            }
             state.cutover = None;
             state::save(cx.state_path, state).map_err(ApplyError::State)?;
             return Err(ApplyError::CutoverAborted {
@@ -146,16 +151,23 @@ pub async fn run(
         pause("cutover").await;
     }
 
-    // The decision: the map file names the destination.
-    let text = std::fs::read_to_string(cx.map_path)
-        .map_err(|e| ApplyError::Config(format!("{}: {e}", cx.map_path.display())))?;
-    let origin = cx.map_path.display().to_string();
-    let current = config::parse(&text, &origin).map_err(|e| ApplyError::Config(e.to_string()))?;
-    let epoch = current.map.epoch + 1;
-    let (new_text, _) = mapfile::move_slots(&text, &origin, &group.slots, &group.to, epoch)
-        .map_err(|e| ApplyError::Config(e.to_string()))?;
-    mapfile::write_atomically(cx.map_path, &new_text)
-        .map_err(|e| ApplyError::Config(format!("{}: {e}", cx.map_path.display())))?;
+    // The decision: the map file names the destination. Before it, any failure undoes
+    // the cutover; after it, the cutover is finished (here, or by settle on a re-run).
+    let epoch = match decide(cx, group).await {
+        Ok(epoch) => epoch,
+        Err(e) => {
+            let reason = e.to_string();
+            undo(cx, group, &cut, &src_tx, &dst_tx).await?;
+            state.cutover = None;
+            state::save(cx.state_path, state).map_err(ApplyError::State)?;
+            return Err(ApplyError::CutoverAborted {
+                from: group.from.clone(),
+                to: group.to.clone(),
+                slots: group.slots.len(),
+                reason,
+            });
+        }
+    };
 
     if cx.pause_at == Some("committed") {
         commit_prepared(&dst_tx, &cut.destination_gid).await?;
@@ -165,10 +177,17 @@ pub async fn run(
         commit_prepared(&dst_tx, &cut.destination_gid),
         commit_prepared(&src_tx, &cut.source_gid)
     );
+    // Each step is tried even when an earlier one failed; the state keeps the cutover
+    // for settle until all of them are done.
+    let reloaded = cx.proxies.reload(epoch).await;
+    let released = match &reloaded {
+        Ok(()) => cx.proxies.release(&group.slots).await,
+        Err(_) => Ok(()),
+    };
     d?;
     s?;
-    cx.proxies.reload(epoch).await?;
-    cx.proxies.release(&group.slots).await?;
+    reloaded?;
+    released?;
     let held = started.elapsed();
     state.cutover = None;
     state.cutovers_done += 1;
@@ -176,34 +195,103 @@ pub async fn run(
     Ok(Done { rows, held, epoch })
 }
 
-/// Steps 2 and 3; returns the rows moved.
+/// Why a cutover is given up before its decision.
+enum Abort {
+    /// the hold timeout passed
+    Timeout,
+    /// a step failed
+    Failed(ApplyError),
+}
+
+impl<E: Into<ApplyError>> From<E> for Abort {
+    fn from(e: E) -> Abort {
+        Abort::Failed(e.into())
+    }
+}
+
+/// Check the proxies still hold the group, then rewrite the map file with the
+/// destination owning it: the commit point. Returns the new epoch.
+async fn decide(cx: &mut Context<'_>, group: &Group) -> Result<u64, ApplyError> {
+    cx.proxies.check_held(&group.slots).await?;
+    let text = std::fs::read_to_string(cx.map_path)
+        .map_err(|e| ApplyError::Config(format!("{}: {e}", cx.map_path.display())))?;
+    let origin = cx.map_path.display().to_string();
+    let current = config::parse(&text, &origin).map_err(|e| ApplyError::Config(e.to_string()))?;
+    let epoch = current.map.epoch + 1;
+    let (new_text, _) = mapfile::move_slots(&text, &origin, &group.slots, &group.to, epoch)
+        .map_err(|e| ApplyError::Config(e.to_string()))?;
+    mapfile::write_atomically(cx.map_path, &new_text)
+        .map_err(|e| ApplyError::Config(format!("{}: {e}", cx.map_path.display())))?;
+    Ok(epoch)
+}
+
+/// Undo a cutover before its decision: end both transactions (prepared or not) and
+/// release the slots, whatever fails on the way; the first error is returned.
+async fn undo(
+    cx: &mut Context<'_>,
+    group: &Group,
+    cut: &Cutover,
+    src_tx: &ShardClient,
+    dst_tx: &ShardClient,
+) -> Result<(), ApplyError> {
+    // ROLLBACK ends an open transaction (a warning when there is none); the prepared
+    // ones are looked up by id, so a PREPARE that did finish is found.
+    let _ = src_tx.execute("ROLLBACK").await;
+    let _ = dst_tx.execute("ROLLBACK").await;
+    let s = rollback_prepared(src_tx, &cut.source_gid).await;
+    let d = rollback_prepared(dst_tx, &cut.destination_gid).await;
+    let r = cx.proxies.release(&group.slots).await;
+    s?;
+    d?;
+    r?;
+    Ok(())
+}
+
+/// Steps 1 to 3 (hold, settle, move and prepare) within `deadline`; returns the rows
+/// moved.
+#[allow(clippy::too_many_arguments)]
 async fn prepare(
-    cx: &Context<'_>,
+    cx: &mut Context<'_>,
     group: &Group,
     cut: &Cutover,
     source: &ShardClient,
     dest: &ShardClient,
     src_tx: &ShardClient,
     dst_tx: &ShardClient,
-) -> Result<u64, ApplyError> {
-    wait_for_writers(source).await?;
+    deadline: tokio::time::Instant,
+) -> Result<u64, Abort> {
+    // an admin command, safe to abandon: undo releases whatever was held
+    match tokio::time::timeout_at(deadline, cx.proxies.hold(&group.slots)).await {
+        Ok(held) => held?,
+        Err(_) => return Err(Abort::Timeout),
+    }
+    wait_for_writers(source, cx.tables, deadline).await?;
     loop {
         let mut applied = 0;
         for t in cx.tables {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Abort::Timeout);
+            }
             applied += catch_up(source, dest, t, &group.slots).await?;
         }
         if applied == 0 {
             break;
         }
     }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if left.is_zero() {
+        return Err(Abort::Timeout);
+    }
+    // the server stops the move's statements at the deadline, cleanly
+    let limit = format!("SET LOCAL statement_timeout = {}", left.as_millis().max(1));
     let slots = sql::slot_array(&group.slots);
     src_tx
         .execute(&format!(
-            "BEGIN; SET LOCAL {} = 'internal'",
+            "BEGIN; SET LOCAL {} = 'internal'; {limit}",
             sql::INTERNAL_SETTING
         ))
         .await?;
-    dst_tx.execute("BEGIN").await?;
+    dst_tx.execute(&format!("BEGIN; {limit}")).await?;
     let mut rows = 0;
     for t in cx.tables {
         let name = sql::table_ident(&t.rule.name);
@@ -221,20 +309,20 @@ async fn prepare(
         let came = fingerprint(
             dst_tx,
             &format!(
-                "WITH i AS (INSERT INTO {name} ({stored}) SELECT {stored} FROM {} WHERE {slot} = ANY({slots}) RETURNING {all}) {}",
+                "WITH i AS (INSERT INTO {name} ({stored}) OVERRIDING SYSTEM VALUE SELECT {stored} FROM {} WHERE {slot} = ANY({slots}) RETURNING {all}) {}",
                 sql::staging(&t.rule.name),
                 sql::fingerprint("i", &slot)
             ),
         )
         .await?;
         if gone != came {
-            return Err(ApplyError::Mismatch(format!(
+            return Err(Abort::Failed(ApplyError::Mismatch(format!(
                 "{} on {} → {}: {}",
                 t.rule.name,
                 group.from,
                 group.to,
                 differences(&gone, &came)
-            )));
+            ))));
         }
         rows += gone.iter().map(|f| f.rows).sum::<u64>();
         dst_tx
@@ -251,10 +339,10 @@ async fn prepare(
             ))
             .await?;
         if late.as_deref() != Some("0") {
-            return Err(ApplyError::Mismatch(format!(
+            return Err(Abort::Failed(ApplyError::Mismatch(format!(
                 "{}: writes to moving slots arrived after the hold",
                 t.rule.name
-            )));
+            ))));
         }
     }
     // both at once: each PREPARE waits for its server's WAL flush, inside the hold
@@ -329,20 +417,52 @@ pub fn differences(source: &[SlotPrint], copy: &[SlotPrint]) -> String {
     out.join("; ")
 }
 
-/// Wait until every transaction that had an id when this was called has ended on the
-/// shard (statements for held slots cannot start new ones through the proxy).
-async fn wait_for_writers(shard: &ShardClient) -> Result<(), ShardError> {
-    let xmax = shard
-        .value("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+/// SQL naming the moving tables' OIDs on a shard.
+fn table_oids(tables: &[MovingTable]) -> String {
+    let names: Vec<String> = tables
+        .iter()
+        .map(|t| sql::quote_literal(&sql::table_ident(&t.rule.name)))
+        .collect();
+    format!(
+        "(SELECT to_regclass(n)::oid FROM unnest(ARRAY[{}]::text[]) n)",
+        names.join(",")
+    )
+}
+
+/// Wait until every transaction that has written to one of the moving tables (it holds
+/// a RowExclusiveLock on it and has a transaction id) when this is called has ended —
+/// prepared ones included. With the proxies holding the slots and no statement routed
+/// before the hold still running, nothing else can write to the group on the source.
+async fn wait_for_writers(
+    shard: &ShardClient,
+    tables: &[MovingTable],
+    deadline: tokio::time::Instant,
+) -> Result<(), Abort> {
+    let writers = shard
+        .value(&format!(
+            "SELECT coalesce(array_agg(DISTINCT x.transactionid::text), '{{}}')::text \
+             FROM pg_locks r JOIN pg_locks x ON x.virtualtransaction = r.virtualtransaction \
+             AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' \
+             WHERE r.locktype = 'relation' AND r.mode = 'RowExclusiveLock' \
+             AND r.relation IN {} AND r.pid IS DISTINCT FROM pg_backend_pid()",
+            table_oids(tables)
+        ))
         .await?
-        .ok_or_else(|| shard.error("pg_current_snapshot() returned nothing"))?;
+        .unwrap_or_else(|| "{}".into());
+    if writers == "{}" {
+        return Ok(());
+    }
     let check = format!(
-        "SELECT (pg_snapshot_xmin(pg_current_snapshot()) >= {}::xid8)::text",
-        sql::quote_literal(&xmax)
+        "SELECT count(*)::text FROM pg_locks WHERE locktype = 'transactionid' \
+         AND transactionid::text = ANY({}::text[])",
+        sql::quote_literal(&writers)
     );
     loop {
-        if shard.value(&check).await?.as_deref() == Some("true") {
+        if shard.value(&check).await?.as_deref() == Some("0") {
             return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Abort::Timeout);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -350,15 +470,18 @@ async fn wait_for_writers(shard: &ShardClient) -> Result<(), ShardError> {
 
 /// What most likely kept the source from settling, for the abort message: its oldest
 /// open transaction that writes, and prepared transactions (empty when none).
-async fn oldest_writer(shard: &ShardClient) -> String {
+async fn oldest_writer(shard: &ShardClient, tables: &[MovingTable]) -> String {
     let oldest = shard
-        .value(
-            "SELECT format('pid %s (database %s, user %s, open %s s, %s): %s', pid, datname, \
-             usename, round(extract(epoch FROM now() - xact_start)::numeric, 1), state, \
-             left(regexp_replace(query, '\\s+', ' ', 'g'), 80)) \
-             FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
-             ORDER BY xact_start LIMIT 1",
-        )
+        .value(&format!(
+            "SELECT format('pid %s (database %s, user %s, open %s s, %s): %s', a.pid, a.datname, \
+             a.usename, round(extract(epoch FROM now() - a.xact_start)::numeric, 1), a.state, \
+             left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80)) \
+             FROM pg_stat_activity a JOIN pg_locks r ON r.pid = a.pid \
+             WHERE a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid() \
+             AND r.locktype = 'relation' AND r.mode = 'RowExclusiveLock' AND r.relation IN {} \
+             ORDER BY a.xact_start LIMIT 1",
+            table_oids(tables)
+        ))
         .await
         .ok()
         .flatten();
@@ -415,11 +538,20 @@ pub async fn commit_prepared(shard: &ShardClient, gid: &str) -> Result<(), Shard
     Ok(())
 }
 
-/// Test hook: say where we are and wait to be killed.
+/// Test hook: say where we are and wait to be killed — or, when
+/// `PGSHARD_REBALANCE_RESUME_FILE` names a file, until that file exists.
 pub async fn pause(point: &str) {
+    let resume = std::env::var_os("PGSHARD_REBALANCE_RESUME_FILE").map(std::path::PathBuf::from);
+    if resume.as_ref().is_some_and(|f| f.exists()) {
+        return;
+    }
     eprintln!("pgshard rebalance: paused at {point} (PGSHARD_REBALANCE_PAUSE)");
     loop {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        match &resume {
+            Some(file) if file.exists() => return,
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            None => tokio::time::sleep(Duration::from_secs(3600)).await,
+        }
     }
 }
 

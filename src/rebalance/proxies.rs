@@ -25,6 +25,10 @@ struct Proxy {
 /// Admin connections to every proxy.
 pub struct Proxies {
     proxies: Vec<Proxy>,
+    /// connections reopened so far (a proxy restarted, or the network dropped)
+    reconnects: u64,
+    /// `reconnects` when the last HOLD was sent
+    reconnects_at_hold: u64,
 }
 
 /// `'3-5,9'` for a set of slots.
@@ -70,7 +74,11 @@ impl Proxies {
             p.client = Some(open(&p).await?);
             proxies.push(p);
         }
-        Ok(Proxies { proxies })
+        Ok(Proxies {
+            proxies,
+            reconnects: 0,
+            reconnects_at_hold: 0,
+        })
     }
 
     /// How many proxies are coordinated.
@@ -91,6 +99,7 @@ impl Proxies {
             loop {
                 if p.client.is_none() {
                     p.client = Some(open(p).await?);
+                    self.reconnects += 1;
                 }
                 let client = p.client.as_ref().expect("connected above");
                 match client.simple_query(sql).await {
@@ -118,9 +127,40 @@ impl Proxies {
     /// Hold statements for `slots` on every proxy. Returns once every proxy holds them and
     /// has no statement for them still running.
     pub async fn hold(&mut self, slots: &[u32]) -> Result<(), ProxyError> {
+        self.reconnects_at_hold = self.reconnects;
         self.command(&format!("HOLD SLOTS '{}'", ranges_text(slots)))
             .await
             .map(|_| ())
+    }
+
+    /// Right before a cutover's decision: every proxy still holds `slots`, and none was
+    /// reconnected since the HOLD (a restarted proxy has forgotten its holds and may have
+    /// served the slots from the old owner meanwhile).
+    pub async fn check_held(&mut self, slots: &[u32]) -> Result<(), ProxyError> {
+        if self.reconnects != self.reconnects_at_hold {
+            return Err(ProxyError {
+                proxy: "(one of them)".into(),
+                message: "the admin connection was reopened during the cutover: the proxy may \
+                          have restarted and lost its holds"
+                    .into(),
+            });
+        }
+        for (proxy, held) in self.held().await? {
+            let set = parse_ranges(&held);
+            if let Some(missing) = slots.iter().find(|s| !set.contains(s)) {
+                return Err(ProxyError {
+                    proxy,
+                    message: format!("slot {missing} is no longer held (held: \"{held}\")"),
+                });
+            }
+        }
+        if self.reconnects != self.reconnects_at_hold {
+            return Err(ProxyError {
+                proxy: "(one of them)".into(),
+                message: "the admin connection was reopened during the cutover".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Let held statements for `slots` run (routed by the map each proxy has now).
@@ -188,6 +228,18 @@ impl Proxies {
             })
             .collect())
     }
+}
+
+/// The slots of `"3-5,9"` (what SHOW MAP's `held` column lists); bad parts are skipped.
+fn parse_ranges(text: &str) -> std::collections::BTreeSet<u32> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(lo), Ok(hi)) = (lo.trim().parse::<u32>(), hi.trim().parse::<u32>()) {
+            out.extend(lo..=hi);
+        }
+    }
+    out
 }
 
 async fn open(p: &Proxy) -> Result<Client, ProxyError> {

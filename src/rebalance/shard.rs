@@ -65,8 +65,14 @@ impl ShardClient {
             name: shard.name.clone(),
             client,
         };
-        // Literal arrays of keys are built with doubled quotes only.
-        this.execute("SET standard_conforming_strings = on").await?;
+        // Literal arrays of keys are built with doubled quotes only; the row checksums
+        // compare rows' text forms, which these settings shape, between two servers.
+        this.execute(
+            "SET standard_conforming_strings = on; SET TimeZone = 'UTC'; \
+             SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; \
+             SET extra_float_digits = 3; SET bytea_output = 'hex'",
+        )
+        .await?;
         Ok(this)
     }
 

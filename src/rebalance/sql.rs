@@ -41,32 +41,38 @@ pub fn table_ident(name: &str) -> String {
     }
 }
 
-/// A name for per-table objects in [`SCHEMA`]: the table name with the dot of a
-/// qualified name replaced, so `s.t` and `t` never collide with each other's objects
-/// as long as table names in the map are distinct.
-fn local_name(table: &str) -> String {
-    table.replace('.', "__")
+/// A name for a per-table object in [`SCHEMA`]: a prefix per kind, a readable part of
+/// the table name, and a hash of the whole name. Distinct tables get distinct names
+/// whatever their length (Postgres cuts names at 63 bytes) or spelling (`s.t` vs `s_t`),
+/// and no per-table name can equal a fixed one (`moving`).
+fn object_name(prefix: &str, table: &str) -> String {
+    let mut readable = String::new();
+    for c in table.chars().map(|c| if c == '.' { '_' } else { c }) {
+        if readable.len() + c.len_utf8() > 40 {
+            break;
+        }
+        readable.push(c);
+    }
+    // FNV-1a: stable across runs and builds, unlike std's hasher
+    let hash = table.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{prefix}_{readable}_{hash:08x}")
 }
 
-/// The staging table on a destination: `pgshard_rebalance."t"`.
+/// The staging table on a destination.
 pub fn staging(table: &str) -> String {
-    format!("{SCHEMA}.{}", quote_ident(&local_name(table)))
+    format!("{SCHEMA}.{}", quote_ident(&object_name("stage", table)))
 }
 
 /// The change log of a table on a source.
 pub fn changes(table: &str) -> String {
-    format!(
-        "{SCHEMA}.{}",
-        quote_ident(&format!("changes_{}", local_name(table)))
-    )
+    format!("{SCHEMA}.{}", quote_ident(&object_name("log", table)))
 }
 
 /// The capture function of a table on a source.
 fn capture_function(table: &str) -> String {
-    format!(
-        "{SCHEMA}.{}",
-        quote_ident(&format!("capture_{}", local_name(table)))
-    )
+    format!("{SCHEMA}.{}", quote_ident(&object_name("capture", table)))
 }
 
 /// SQL type of a key column.
@@ -114,7 +120,11 @@ pub fn column_list(columns: &[String]) -> String {
 /// The log holds keys, not row images: catching up replaces all rows of a logged key
 /// on the destination with what the source holds *now*, which is idempotent and does
 /// not depend on the order transactions commit in.
-pub fn capture(table: &TableRule, slots: u32) -> Vec<String> {
+pub fn capture(table: &TableRule, slots: u32, moving: &[u32]) -> Vec<String> {
+    // The moving slots are a constant in the function body, not a table it reads: a
+    // REPEATABLE READ transaction whose snapshot predates the setup would see an empty
+    // table, and its writes would go unlogged.
+    let moving = slot_array(moving);
     let name = table_ident(&table.name);
     let log = changes(&table.name);
     let func = capture_function(&table.name);
@@ -132,13 +142,13 @@ pub fn capture(table: &TableRule, slots: u32) -> Vec<String> {
                IF current_setting('{INTERNAL_SETTING}', true) = 'internal' THEN RETURN NULL; END IF;\n\
                IF TG_OP <> 'INSERT' THEN\n\
                  s := {old};\n\
-                 IF EXISTS (SELECT 1 FROM {SCHEMA}.moving m WHERE m.slot = s) THEN\n\
+                 IF s = ANY({moving}) THEN\n\
                    INSERT INTO {log} VALUES (s, OLD.{key});\n\
                  END IF;\n\
                END IF;\n\
                IF TG_OP <> 'DELETE' THEN\n\
                  s := {new};\n\
-                 IF EXISTS (SELECT 1 FROM {SCHEMA}.moving m WHERE m.slot = s) THEN\n\
+                 IF s = ANY({moving}) THEN\n\
                    INSERT INTO {log} VALUES (s, NEW.{key});\n\
                  END IF;\n\
                END IF;\n\
@@ -318,8 +328,15 @@ mod tests {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(table_ident("s.t"), "\"s\".\"t\"");
-        assert_eq!(staging("s.t"), "pgshard_rebalance.\"s__t\"");
-        assert_eq!(changes("t"), "pgshard_rebalance.\"changes_t\"");
+        assert!(staging("s.t").starts_with("pgshard_rebalance.\"stage_s_t_"));
+        assert!(changes("t").starts_with("pgshard_rebalance.\"log_t_"));
+        // distinct tables, distinct objects, even when readable parts agree or are cut
+        assert_ne!(staging("s.t"), staging("s_t"));
+        let long_a = format!("{}a", "x".repeat(70));
+        let long_b = format!("{}b", "x".repeat(70));
+        assert_ne!(staging(&long_a), staging(&long_b));
+        assert!(object_name("capture", &long_a).len() <= 63);
+        assert_ne!(object_name("stage", "moving"), "moving");
     }
 
     #[test]
@@ -334,10 +351,10 @@ mod tests {
 
     #[test]
     fn capture_logs_old_and_new_keys_of_moving_slots() {
-        let sql = capture(&rule("accounts", "aid", KeyType::BigInt), 1024).join(";\n");
+        let sql = capture(&rule("accounts", "aid", KeyType::BigInt), 1024, &[3, 9]).join(";\n");
         assert!(sql.contains("OLD.\"aid\""), "{sql}");
         assert!(sql.contains("NEW.\"aid\""), "{sql}");
-        assert!(sql.contains("pgshard_rebalance.moving"), "{sql}");
+        assert!(sql.contains("s = ANY(ARRAY[3,9]::int8[])"), "{sql}");
         assert!(
             sql.contains("AFTER INSERT OR UPDATE OR DELETE ON \"accounts\""),
             "{sql}"
@@ -399,7 +416,10 @@ mod tests {
         );
         assert_eq!(
             create_staging("t", &cols),
-            "CREATE TABLE pgshard_rebalance.\"t\" (\"id\" bigint, \"note\" text)"
+            format!(
+                "CREATE TABLE {} (\"id\" bigint, \"note\" text)",
+                staging("t")
+            )
         );
     }
 }

@@ -218,6 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Some(kind) = kind {
                     self.batch.bound.push((kind, stmt.sql.clone()));
                 }
+                self.portal_epoch = self.route_epoch;
                 let name = bind.statement.to_owned();
                 let rest_offset = bind.rest_offset;
                 self.batch.items.push(Item::Bind {
@@ -245,6 +246,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             b'E' => {
                 let (_, max_rows) = decode_execute(frame.body()).map_err(bad)?;
+                if !self
+                    .batch
+                    .items
+                    .iter()
+                    .any(|i| matches!(i, Item::Bind { .. }))
+                {
+                    // A portal bound in an earlier batch runs where it was routed then,
+                    // unrouted now: counted for HOLD, and refused while slots are held or
+                    // once the map changed, since its shard may have given the rows away.
+                    self.in_flight.enter();
+                    if self.shared.holds.any() || self.shared.map.load().epoch != self.portal_epoch
+                    {
+                        self.fail_batch(ProxyError::error(
+                            SqlState::LOCK_NOT_AVAILABLE,
+                            "pgshard: this portal was bound before slots moved to another shard; roll back and retry",
+                        ));
+                        return Ok(());
+                    }
+                }
                 if max_rows != 0 && self.batch.scatter.is_some() {
                     self.fail_batch(ProxyError::cross_shard_unsupported(
                         "pgshard: fetching a statement on several shards in portions (Execute with a row limit) is not supported yet",

@@ -96,6 +96,8 @@ pub struct SlotHolds {
     waiting: AtomicUsize,
     /// statements routed and not yet finished, for [`SlotHolds::quiesce`]
     in_flight: Arc<InFlightCounters>,
+    /// one `quiesce` at a time
+    quiescing: tokio::sync::Mutex<()>,
 }
 
 /// Statements between routing and completion, counted in two phases: `quiesce` moves
@@ -158,6 +160,7 @@ impl Default for SlotHolds {
             changed: watch::Sender::new(0),
             waiting: AtomicUsize::new(0),
             in_flight: Arc::default(),
+            quiescing: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -244,20 +247,19 @@ impl SlotHolds {
 
     /// After [`hold`](Self::hold): wait until every statement routed before it has
     /// finished, at most `limit`. Err: how many are still running.
+    ///
+    /// New statements count in the current phase. First the other phase must be empty
+    /// (it may still count stragglers of an earlier HOLD that gave up); then new
+    /// statements are switched to it and the current phase is waited for. One HOLD at a
+    /// time does this.
     pub async fn quiesce(&self, limit: Duration) -> Result<(), usize> {
+        let _one_at_a_time = self.quiescing.lock().await;
         let c = &self.in_flight;
-        let old = c.phase.fetch_add(1, Ordering::SeqCst) & 1;
         let deadline = Instant::now() + limit;
-        loop {
-            let running = c.count[old].load(Ordering::SeqCst);
-            if running == 0 {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(running);
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let current = c.phase.load(Ordering::SeqCst) & 1;
+        drained(&c.count[current ^ 1], deadline).await?;
+        c.phase.fetch_add(1, Ordering::SeqCst);
+        drained(&c.count[current], deadline).await
     }
 
     /// Release the slots of `ranges` (`None`: every slot), whichever HOLD set them, and
@@ -362,6 +364,20 @@ impl SlotHolds {
                 held_for: now.saturating_duration_since(e.since),
             })
             .collect()
+    }
+}
+
+/// Wait until `count` is zero, at most until `deadline`. Err: the count then.
+async fn drained(count: &AtomicUsize, deadline: Instant) -> Result<(), usize> {
+    loop {
+        let running = count.load(Ordering::SeqCst);
+        if running == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(running);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

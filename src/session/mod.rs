@@ -109,6 +109,9 @@ pub struct Session<S> {
     shard_generation: u64,
     /// counted by `HOLD` while a statement this session routed is running
     in_flight: holds::InFlight,
+    /// map epoch of the last route; of the last Bind, for portals executed later
+    route_epoch: u64,
+    portal_epoch: u64,
 }
 
 /// Serve one client connection to the end.
@@ -138,6 +141,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         admin: false,
         shard_generation: 0,
         in_flight: shared_in_flight,
+        route_epoch: 0,
+        portal_epoch: 0,
     };
     session.shard_generation = session.shared.holds.state() >> 1;
     // Boxed: the login exchange runs once, and its state need not stay in the task of
@@ -345,6 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     ));
                 }
                 Ok(route) => {
+                    self.route_epoch = map.epoch;
                     // counted before looking at the holds: see holds::InFlight
                     let entered = self.in_flight.enter();
                     let state = self.shared.holds.state();
@@ -644,6 +650,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn on_function_call(&mut self, frame: Frame) -> Result<(), SessionEnd> {
         if matches!(self.txn, Txn::Aborted { .. }) {
             self.refuse(ProxyError::in_failed_transaction());
+            self.ready();
+            return Ok(());
+        }
+        // A function call is not routed, so pgshard cannot tell which slots it writes:
+        // counted like any statement, and refused while slots are being moved.
+        self.in_flight.enter();
+        if self.shared.holds.any() {
+            self.refuse(ProxyError::error(
+                SqlState::LOCK_NOT_AVAILABLE,
+                "pgshard: function calls are refused while slots are being moved to another shard; retry",
+            ));
             self.ready();
             return Ok(());
         }
