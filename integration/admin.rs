@@ -625,3 +625,104 @@ async fn reload_removing_a_drained_middle_shard_renumbers_safely() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+/// A portal bound before a HOLD is not executed on the shard it was routed to while the
+/// slot is held, nor after the map changed: its shard may have given the rows away.
+/// Outside a hold, a portal bound in an earlier batch runs as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portals_bound_before_a_move_are_refused() {
+    let cluster = Cluster::start(2).await;
+    let (_dir, path) = map_file(&cluster.shardmap_toml(ACCOUNTS, 2));
+    let proxy = Proxy::start_file(&path).await;
+    let mut client = proxy.client().await;
+    accounts(&client, 1..=4).await;
+    let (slot, _) = locate(&path, 1);
+    let admin = proxy.admin("app", "app").await.unwrap();
+
+    // control: bind in one exchange, execute in the next
+    let txn = client.transaction().await.unwrap();
+    let stmt = txn
+        .prepare("SELECT v FROM accounts WHERE aid = $1")
+        .await
+        .unwrap();
+    let portal = txn.bind(&stmt, &[&1i64]).await.unwrap();
+    let got = txn.query_portal(&portal, 0).await.unwrap();
+    assert_eq!(got[0].get::<_, String>(0), "v1");
+    txn.rollback().await.unwrap();
+
+    // bound, then the slot is held: the later Execute is refused, not run on the old owner
+    let txn = client.transaction().await.unwrap();
+    let stmt = txn
+        .prepare("UPDATE accounts SET v = 'moved?' WHERE aid = $1")
+        .await
+        .unwrap();
+    let portal = txn.bind(&stmt, &[&1i64]).await.unwrap();
+    admin
+        .simple_query(&format!("HOLD SLOTS '{slot}'"))
+        .await
+        .unwrap();
+    let e = txn.query_portal(&portal, 0).await.unwrap_err();
+    let (code, message) = code_of(&e);
+    assert_eq!(code, SqlState::LOCK_NOT_AVAILABLE);
+    assert!(message.contains("portal was bound before"), "{message}");
+    txn.rollback().await.unwrap();
+    admin.simple_query("RELEASE ALL").await.unwrap();
+
+    // bound, then the map changes (a reload with a higher epoch): refused as well
+    let txn = client.transaction().await.unwrap();
+    let stmt = txn
+        .prepare("SELECT v FROM accounts WHERE aid = $1")
+        .await
+        .unwrap();
+    let portal = txn.bind(&stmt, &[&1i64]).await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("[sharding]\n", "[sharding]\nepoch = 2\n", 1),
+    )
+    .unwrap();
+    admin.simple_query("RELOAD").await.unwrap();
+    let e = txn.query_portal(&portal, 0).await.unwrap_err();
+    assert_eq!(code_of(&e).0, SqlState::LOCK_NOT_AVAILABLE);
+    txn.rollback().await.unwrap();
+    assert_eq!(
+        rows(&client, "SELECT v FROM accounts WHERE aid = 1").await,
+        vec![vec!["v1".to_string()]],
+        "nothing was written"
+    );
+}
+
+/// HOLD returns only once the statements routed before it have finished: a slow
+/// statement on the held slot keeps HOLD waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_waits_for_statements_already_running() {
+    let cluster = Cluster::start(2).await;
+    let (_dir, path) = map_file(&cluster.shardmap_toml(ACCOUNTS, 2));
+    let proxy = Proxy::start_file(&path).await;
+    let client = proxy.client().await;
+    accounts(&client, 1..=4).await;
+    let (slot, _) = locate(&path, 1);
+    let admin = proxy.admin("app", "app").await.unwrap();
+    let slow = tokio::spawn(async move {
+        client
+            .simple_query("SELECT pg_sleep(1), v FROM accounts WHERE aid = 1")
+            .await
+            .map(|_| Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    admin
+        .simple_query(&format!("HOLD SLOTS '{slot}'"))
+        .await
+        .unwrap();
+    let held_at = Instant::now();
+    let finished_at = slow
+        .await
+        .unwrap()
+        .expect("the running statement completes");
+    assert!(
+        held_at >= finished_at,
+        "HOLD returned {:?} before the statement routed earlier finished",
+        finished_at - held_at
+    );
+    admin.simple_query("RELEASE ALL").await.unwrap();
+}
