@@ -126,21 +126,11 @@ pub async fn run(
                 reason.push_str(&format!(
                     "; undoing it failed too ({undo}): `pgshard rebalance apply` settles it"
                 ));
-                return Err(ApplyError::CutoverAborted {
-                    from: group.from.clone(),
-                    to: group.to.clone(),
-                    slots: group.slots.len(),
-                    reason,
-                });
+                return Err(aborted(group, reason));
             }
             state.cutover = None;
             state::save(cx.state_path, state).map_err(ApplyError::State)?;
-            return Err(ApplyError::CutoverAborted {
-                from: group.from.clone(),
-                to: group.to.clone(),
-                slots: group.slots.len(),
-                reason,
-            });
+            return Err(aborted(group, reason));
         }
     };
     if let Some(c) = state.cutover.as_mut() {
@@ -160,12 +150,7 @@ pub async fn run(
             undo(cx, group, &cut, &src_tx, &dst_tx).await?;
             state.cutover = None;
             state::save(cx.state_path, state).map_err(ApplyError::State)?;
-            return Err(ApplyError::CutoverAborted {
-                from: group.from.clone(),
-                to: group.to.clone(),
-                slots: group.slots.len(),
-                reason,
-            });
+            return Err(aborted(group, reason));
         }
     };
 
@@ -193,6 +178,16 @@ pub async fn run(
     state.cutovers_done += 1;
     state::save(cx.state_path, state).map_err(ApplyError::State)?;
     Ok(Done { rows, held, epoch })
+}
+
+/// The error of a cutover given up before its decision.
+fn aborted(group: &Group, reason: String) -> ApplyError {
+    ApplyError::CutoverAborted {
+        from: group.from.clone(),
+        to: group.to.clone(),
+        slots: group.slots.len(),
+        reason,
+    }
 }
 
 /// Why a cutover is given up before its decision.
