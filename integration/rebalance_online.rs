@@ -842,6 +842,19 @@ async fn hold_timeout_and_ctrl_c_leave_the_old_owner_serving() {
     let resume = dir_of(&path).join("resume");
     let mut running = Running::start(&path, &proxy, "copy", &resume);
     running.until("paused at copy").await;
+    // a second apply on the same map is refused while this one runs
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_pgshard"))
+        .args(["rebalance", "apply", "--yes", "--offline", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another `pgshard rebalance apply` is running"),
+        "{err}"
+    );
+    assert!(status_text(&path, &proxy).contains("is running now"));
     open.batch_execute("BEGIN; UPDATE rb_accounts SET balance = -1 WHERE id = 1")
         .await
         .unwrap();

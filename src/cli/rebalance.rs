@@ -299,6 +299,9 @@ fn status_text(path: &Path, proxies: &[String]) -> Result<String, String> {
         map.shard_count()
     );
     let state_path = state::path_for(path);
+    if state::is_running(path) {
+        out.push_str("a `pgshard rebalance apply` is running now\n");
+    }
     match state::load(&state_path)? {
         None => out.push_str("no rebalance in progress\n"),
         Some(st) => {

@@ -590,6 +590,9 @@ pub async fn apply(opts: &Options, cancel: &CancellationToken) -> Result<Summary
     let started = Instant::now();
     let progress = Progress::new(opts.bars);
     let state_path = state::path_for(&opts.map_path);
+    // One rebalance per map at a time; the OS drops the lock when the process ends,
+    // however it ends.
+    let _lock = state::lock(&opts.map_path).map_err(ApplyError::State)?;
     let mut config = load_config(&opts.map_path)?;
     let loaded = state::load(&state_path).map_err(ApplyError::State)?;
     let resuming = loaded.is_some();

@@ -87,6 +87,35 @@ pub fn path_for(map: &Path) -> PathBuf {
     map.with_file_name(format!("{name}.rebalance.json"))
 }
 
+/// Take the map's rebalance lock (`<map>.rebalance.lock`), held until the returned
+/// file is dropped or the process ends.
+pub fn lock(map: &Path) -> Result<std::fs::File, String> {
+    let name = map
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "shardmap.toml".into());
+    let path = map.with_file_name(format!("{name}.rebalance.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another `pgshard rebalance apply` is running on this map (it holds {})",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Whether a rebalance holds the map's lock right now.
+pub fn is_running(map: &Path) -> bool {
+    matches!(lock(map), Err(e) if e.contains("is running"))
+}
+
 /// Read the state, if a rebalance is in progress.
 pub fn load(path: &Path) -> Result<Option<State>, String> {
     match std::fs::read_to_string(path) {
