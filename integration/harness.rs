@@ -159,7 +159,7 @@ impl Cluster {
         shardmap::render(&ShardMapSpec {
             listen: "127.0.0.1:0",
             pool_size,
-            users: &[(APP_USER, APP_USER)],
+            users: &[(APP_USER, APP_USER, true)],
             shards: &shards,
             slots: SLOTS,
             vnodes: VNODES,
@@ -187,7 +187,7 @@ impl Cluster {
         let text = shardmap::render(&ShardMapSpec {
             listen: "127.0.0.1:0",
             pool_size,
-            users: &[(APP_USER, APP_USER)],
+            users: &[(APP_USER, APP_USER, true)],
             shards: &names,
             slots: SLOTS,
             vnodes: VNODES,

@@ -64,7 +64,7 @@ fn map_text(cluster: &Cluster, shards: usize) -> String {
     let text = shardmap::render(&ShardMapSpec {
         listen: "127.0.0.1:0",
         pool_size: 8,
-        users: &[(APP_USER, APP_USER)],
+        users: &[(APP_USER, APP_USER, true)],
         shards: &list,
         slots: SLOTS,
         vnodes: VNODES,

@@ -30,6 +30,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod devcluster;
+pub mod metrics;
 pub mod protocol;
 pub mod rebalance;
 pub mod router;

@@ -14,13 +14,11 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::session::{self, SessionEnd, Shared};
 
-/// How long shutdown waits for sessions in a transaction to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A bound, not yet running proxy. Binding first lets tests listen on port 0 and learn
 /// the address before clients connect.
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: Arc<Config>,
     config_path: Option<PathBuf>,
     reload_on_sighup: bool,
@@ -28,10 +26,18 @@ pub struct Server {
 
 impl Server {
     /// Bind the listen address of `config` (`[server] listen`; port 0 picks a free port).
+    /// Also binds `[server] metrics_listen` when set.
     pub async fn bind(config: Arc<Config>) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.server.listen).await?;
+        let metrics_listener = match config.server.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("metrics_listen {addr}: {e}"))
+            })?),
+            None => None,
+        };
         Ok(Server {
             listener,
+            metrics_listener,
             config,
             config_path: None,
             reload_on_sighup: false,
@@ -59,13 +65,56 @@ impl Server {
             .unwrap_or(self.config.server.listen)
     }
 
-    /// Serve clients until `shutdown` is cancelled, then drain: idle sessions are told
-    /// the server is shutting down, sessions inside a transaction get up to 30 s.
-    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+    /// The address of the metrics endpoint, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serve clients until `stop` is cancelled (or the admin console's SHUTDOWN), then
+    /// shut down gracefully: `/health` answers 503 at once; after `drain_delay` the
+    /// listener closes and idle sessions are told the server is shutting down; sessions
+    /// inside a transaction get up to `shutdown_timeout` to finish it.
+    pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
+        let listen_addr = self.local_addr();
+        // cancelled after the drain delay: sessions and the accept loop watch this one
+        let shutdown = CancellationToken::new();
         let shared = Arc::new(
             Shared::new(self.config.clone(), shutdown.clone())
-                .with_config_path(self.config_path.clone()),
+                .with_config_path(self.config_path.clone())
+                .with_stop(stop.clone()),
         );
+        let metrics_stop = CancellationToken::new();
+        if let Some(listener) = self.metrics_listener {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "serving /metrics and /health");
+            tokio::spawn(crate::metrics::http::serve(
+                listener,
+                shared.clone(),
+                metrics_stop.clone(),
+            ));
+        }
+        {
+            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                shared
+                    .metrics
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let delay = shared.config.server.drain_delay;
+                tracing::info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "shutdown requested: /health answers 503; closing the listener after the drain delay"
+                );
+                tokio::time::sleep(delay).await;
+                shutdown.cancel();
+            });
+        }
         let limit = Arc::new(Semaphore::new(self.config.server.max_clients));
         let tracker = TaskTracker::new();
         if self.config.transactions.two_phase {
@@ -98,7 +147,7 @@ impl Server {
             tracker.spawn(reload_on_sighup(shared.clone(), shutdown.clone()));
         }
         tracing::info!(
-            listen = %self.local_addr(),
+            listen = %listen_addr,
             shards = self.config.shards.len(),
             epoch = shared.map.load().epoch,
             "pgshard serving"
@@ -122,10 +171,14 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
-            let span = tracing::info_span!("client", %peer);
+            shared
+                .metrics
+                .accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let span = tracing::info_span!("client", %peer, user = tracing::field::Empty);
             tracker.spawn(
                 async move {
-                    let end = session::run(stream, shared).await;
+                    let end = session::run(stream, shared, Some(peer)).await;
                     match end {
                         SessionEnd::ClientGone => tracing::debug!("client disconnected"),
                         SessionEnd::Fatal(e) => {
@@ -137,14 +190,21 @@ impl Server {
                 .instrument(span),
             );
         }
+        drop(self.listener);
         tracker.close();
-        tracing::info!(sessions = tracker.len(), "shutting down: draining sessions");
-        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("drain timeout: closing remaining sessions");
+        let limit = self.config.server.shutdown_timeout;
+        tracing::info!(
+            sessions = tracker.len(),
+            timeout_ms = limit.as_millis() as u64,
+            "shutting down: listener closed, waiting for open transactions"
+        );
+        if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                sessions = tracker.len(),
+                "shutdown timeout: closing the remaining sessions"
+            );
         }
+        metrics_stop.cancel();
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use crate::session::holds::{HoldInfo, format_ranges};
 pub const ADMIN_DATABASE: &str = "pgshard";
 
 /// The commands, as listed in the error for anything else.
-pub const COMMANDS: &str = "SHOW SLOTS, SHOW MAP, SHOW HOLDS, RELOAD, HOLD SLOTS '<ranges>', RELEASE SLOTS '<ranges>', RELEASE ALL";
+pub const COMMANDS: &str = "SHOW SHARDS, SHOW POOLS, SHOW CLIENTS, SHOW STATS, SHOW SLOTS, SHOW MAP, SHOW HOLDS, SHOW CONFIG, SHOW VERSION, RELOAD, PAUSE [shard], RESUME [shard], SHUTDOWN, HOLD SLOTS '<ranges>', RELEASE SLOTS '<ranges>', RELEASE ALL";
 
 /// One admin command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,24 @@ pub enum Command {
     Hold(String),
     /// `RELEASE SLOTS '3-5,9'`, or `RELEASE ALL` (`None`)
     Release(Option<String>),
+    /// `SHOW SHARDS`: each shard's address, state, breaker and slots
+    ShowShards,
+    /// `SHOW POOLS`: each shard's backend connections
+    ShowPools,
+    /// `SHOW CLIENTS`: the connected clients
+    ShowClients,
+    /// `SHOW STATS`: statement counts, errors, bytes and latency per shard
+    ShowStats,
+    /// `SHOW CONFIG`: the settings in effect
+    ShowConfig,
+    /// `SHOW VERSION`
+    ShowVersion,
+    /// `PAUSE [shard]`: new statements for the shard (all shards: `None`) wait
+    Pause(Option<String>),
+    /// `RESUME [shard]`: undo PAUSE
+    Resume(Option<String>),
+    /// `SHUTDOWN`: shut down gracefully, as on SIGTERM
+    Shutdown,
 }
 
 /// Why a query string is not an admin command (42601).
@@ -49,6 +67,25 @@ pub fn parse(sql: &str) -> Result<Command, UnknownCommand> {
     let is = |i: usize, kw: &str| words.get(i).is_some_and(|w| w.eq_ignore_ascii_case(kw));
     match words.len() {
         1 if is(0, "RELOAD") => return Ok(Command::Reload),
+        1 if is(0, "SHUTDOWN") => return Ok(Command::Shutdown),
+        1 if is(0, "PAUSE") => return Ok(Command::Pause(None)),
+        1 if is(0, "RESUME") => return Ok(Command::Resume(None)),
+        2 if is(0, "PAUSE") => {
+            return shard_name(words[1])
+                .map(|n| Command::Pause(Some(n)))
+                .ok_or_else(unknown);
+        }
+        2 if is(0, "RESUME") => {
+            return shard_name(words[1])
+                .map(|n| Command::Resume(Some(n)))
+                .ok_or_else(unknown);
+        }
+        2 if is(0, "SHOW") && is(1, "SHARDS") => return Ok(Command::ShowShards),
+        2 if is(0, "SHOW") && is(1, "POOLS") => return Ok(Command::ShowPools),
+        2 if is(0, "SHOW") && is(1, "CLIENTS") => return Ok(Command::ShowClients),
+        2 if is(0, "SHOW") && is(1, "STATS") => return Ok(Command::ShowStats),
+        2 if is(0, "SHOW") && is(1, "CONFIG") => return Ok(Command::ShowConfig),
+        2 if is(0, "SHOW") && is(1, "VERSION") => return Ok(Command::ShowVersion),
         2 if is(0, "SHOW") && is(1, "SLOTS") => return Ok(Command::ShowSlots),
         2 if is(0, "SHOW") && is(1, "MAP") => return Ok(Command::ShowMap),
         2 if is(0, "SHOW") && is(1, "HOLDS") => return Ok(Command::ShowHolds),
@@ -74,6 +111,15 @@ pub fn parse(sql: &str) -> Result<Command, UnknownCommand> {
     })
 }
 
+/// A shard name argument: a bare word, or one in single or double quotes.
+fn shard_name(word: &str) -> Option<String> {
+    let inner = ['\'', '"']
+        .iter()
+        .find_map(|&q| word.strip_prefix(q).and_then(|w| w.strip_suffix(q)))
+        .unwrap_or(word);
+    (!inner.is_empty() && !inner.contains(['\'', '"'])).then(|| inner.to_owned())
+}
+
 /// At most 80 characters of a query, for an error message.
 fn shorten(text: &str) -> String {
     match text.char_indices().nth(80) {
@@ -89,6 +135,10 @@ pub enum ColumnType {
     Text,
     /// `int8` (OID 20)
     Int8,
+    /// `float8` (OID 701)
+    Float8,
+    /// `bool` (OID 16)
+    Bool,
 }
 
 impl ColumnType {
@@ -97,6 +147,8 @@ impl ColumnType {
         match self {
             ColumnType::Text => (25, -1),
             ColumnType::Int8 => (20, 8),
+            ColumnType::Float8 => (701, 8),
+            ColumnType::Bool => (16, 1),
         }
     }
 }
@@ -192,6 +244,11 @@ pub fn holds_table(holds: &[HoldInfo], waiting: usize) -> Table {
     }
 }
 
+mod status;
+pub use status::{
+    ShardStatus, clients_table, config_table, pools_table, shards_table, stats_table, version_table,
+};
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -215,6 +272,24 @@ mod tests {
             parse("Release Slots  ' 3 '"),
             Ok(Command::Release(Some(" 3 ".to_owned())))
         );
+        assert_eq!(parse("show shards"), Ok(Command::ShowShards));
+        assert_eq!(parse("SHOW POOLS;"), Ok(Command::ShowPools));
+        assert_eq!(parse("show clients"), Ok(Command::ShowClients));
+        assert_eq!(parse("show stats"), Ok(Command::ShowStats));
+        assert_eq!(parse("show config"), Ok(Command::ShowConfig));
+        assert_eq!(parse("show version"), Ok(Command::ShowVersion));
+        assert_eq!(parse("pause"), Ok(Command::Pause(None)));
+        assert_eq!(parse("PAUSE s1;"), Ok(Command::Pause(Some("s1".into()))));
+        assert_eq!(
+            parse("pause 's 1'"),
+            Err(UnknownCommand("pause 's 1'".into()))
+        );
+        assert_eq!(
+            parse("resume \"s1\""),
+            Ok(Command::Resume(Some("s1".into())))
+        );
+        assert_eq!(parse("resume"), Ok(Command::Resume(None)));
+        assert_eq!(parse("shutdown"), Ok(Command::Shutdown));
     }
 
     #[test]
@@ -228,6 +303,10 @@ mod tests {
             "hold '3'",
             "release",
             "reload now",
+            "pause a b",
+            "pause ''",
+            "shutdown now",
+            "show everything",
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.to_string().contains("SHOW SLOTS"), "{bad}: {e}");

@@ -4,6 +4,8 @@
 //! idle and nothing is left unread.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -15,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::BackendError;
 use crate::config::ShardConfig;
+use crate::metrics::ShardStats;
 use crate::protocol::reply::TxnStatus;
 use crate::protocol::{Frame, split_frame};
 use crate::sharding::ShardId;
@@ -87,6 +90,9 @@ pub struct BackendConn {
     /// and no user column has another collation, as seen when the connection opened.
     /// Merges compare text across shards only when every shard's connection says so.
     pub bytewise_text: bool,
+    /// the shard's traffic counters, attached by the session at first checkout (the
+    /// pool manager knows the shard only by index, which a reload may renumber)
+    pub stats: Option<Arc<ShardStats>>,
 }
 
 impl BackendConn {
@@ -118,6 +124,7 @@ impl BackendConn {
             prepared: HashSet::new(),
             settings_sig: 0,
             bytewise_text: false,
+            stats: None,
         };
         let params = [
             ("user", cfg.user.as_str()),
@@ -299,6 +306,11 @@ impl BackendConn {
             return Ok(());
         }
         let result = self.stream.write_all(&self.wbuf).await;
+        if let Some(stats) = &self.stats {
+            stats
+                .bytes_to_server
+                .fetch_add(self.wbuf.len() as u64, Ordering::Relaxed);
+        }
         self.wbuf.clear();
         if let Err(e) = result {
             self.broken = true;
@@ -326,7 +338,11 @@ impl BackendConn {
                     self.broken = true;
                     return Err(BackendError::Closed);
                 }
-                Ok(_) => {}
+                Ok(n) => {
+                    if let Some(stats) = &self.stats {
+                        stats.bytes_to_client.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
                 Err(e) => {
                     self.broken = true;
                     return Err(e.into());

@@ -20,6 +20,8 @@ use crate::sharding::ring::{RingMember, assign_slots};
 const DB: &str = "app";
 /// Proxy user (password = name).
 const USER: &str = "app";
+/// The demo's admin console user (password the same).
+const ADMIN_USER: &str = "admin";
 /// Slot count of the generated map.
 const SLOTS: u32 = 1024;
 /// Ring points per shard.
@@ -246,7 +248,7 @@ fn write_shard_map(dir: &Path, listen: &str, clusters: &[PgCluster]) -> Result<P
     let text = shardmap::render(&ShardMapSpec {
         listen,
         pool_size: POOL_SIZE,
-        users: &[(USER, USER)],
+        users: &[(USER, USER, false), (ADMIN_USER, ADMIN_USER, true)],
         shards: &shards,
         slots: SLOTS,
         vnodes: VNODES,
@@ -395,6 +397,9 @@ fn print_banner(
     say!("shard map: {}", map_path.display());
     say!("connect:   psql \"postgres://{USER}:{USER}@{proxy}/{DB}\"");
     say!("try:       SELECT * FROM accounts WHERE aid = 42;");
+    say!(
+        "console:   psql \"postgres://{ADMIN_USER}:{ADMIN_USER}@{proxy}/pgshard\" -c 'SHOW SHARDS'"
+    );
     say!("Ctrl-C stops the proxy and the shards.");
 }
 

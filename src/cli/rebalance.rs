@@ -30,7 +30,7 @@ pub enum RebalanceAction {
         #[arg(short, long, default_value = "shardmap.toml")]
         config: PathBuf,
         /// admin URL of a proxy to ask which slots it holds (repeatable; default: the
-        /// map's listen address, database `pgshard`, first user with a plain password)
+        /// map's listen address, database `pgshard`, first admin user with a plain password)
         #[arg(long = "proxy", value_name = "URL")]
         proxies: Vec<String>,
     },
@@ -81,9 +81,9 @@ pub struct ApplyArgs {
     /// the map and the changes
     #[command(flatten)]
     pub shards: ShardChanges,
-    /// admin URL of a proxy serving the map, e.g. postgres://app:app@127.0.0.1:6432/pgshard
+    /// admin URL of a proxy serving the map, e.g. postgres://admin:admin@127.0.0.1:6432/pgshard
     /// (repeatable; default: the map's listen address, database `pgshard`, first user with
-    /// a plain password)
+    /// admin = true and a plain password)
     #[arg(long = "proxy", value_name = "URL")]
     pub proxies: Vec<String>,
     /// no proxy serves the map: move without holding or reloading (only safe when
@@ -136,19 +136,21 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// The admin URL of the proxy serving `config`: its listen address (loopback when it
-/// listens on every address), database `pgshard`, the first user with a plain password.
+/// listens on every address), database `pgshard`, the first admin user with a plain
+/// password.
 fn default_proxy(config: &config::Config) -> Result<String, String> {
     use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
     let user = config
         .users
         .iter()
+        .filter(|u| u.admin)
         .find_map(|u| match &u.secret {
             config::UserSecret::Plain(p) => Some((u.name.clone(), p.clone())),
             _ => None,
         })
         .ok_or(
-            "no [[users]] entry has a plain password to reach the proxy's admin database: \
-                give --proxy URL (or --offline)",
+            "no [[users]] entry with admin = true has a plain password to reach the proxy's \
+                admin database: give --proxy URL (or --offline)",
         )?;
     let listen = config.server.listen;
     let host = if listen.ip().is_unspecified() {

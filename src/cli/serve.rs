@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config;
+use crate::config::{self, LogConfig, LogFormat};
 
 /// Run the subcommand.
 pub fn run(config_path: &Path) -> ExitCode {
-    init_logging();
     let config = match config::load(config_path) {
         Ok(config) => Arc::new(config),
         Err(e) => {
@@ -17,6 +16,7 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,12 +75,32 @@ pub(crate) async fn wait_for_signal() {
     }
 }
 
-/// Logs to stderr; level from `PGSHARD_LOG` (e.g. `debug`, `pgshard=trace`), default info.
-pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PGSHARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+/// Logs to stderr, as text or one JSON object per line (`[log] format`). The level is
+/// `[log] level`, overridden by the environment variable `PGSHARD_LOG` (e.g. `debug`,
+/// `pgshard=trace,info`) so an operator can raise it without editing the map.
+///
+/// Statement texts and parameters are never logged at info; passwords never.
+pub(crate) fn init_logging(log: &LogConfig) {
+    let filter = match std::env::var("PGSHARD_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&v).unwrap_or_else(|e| {
+                eprintln!(
+                    "pgshard: PGSHARD_LOG={v:?} is not a log filter ({e}); using [log] level"
+                );
+                tracing_subscriber::EnvFilter::new(&log.level)
+            })
+        }
+        _ => tracing_subscriber::EnvFilter::new(&log.level),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

@@ -29,6 +29,36 @@ pub struct Config {
     pub map: ShardMap,
     /// `[transactions]`
     pub transactions: TransactionsConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[log]`: what `pgshard serve` logs, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// a tracing filter directive (`info`, `pgshard=debug,info`…); the environment
+    /// variable `PGSHARD_LOG` overrides it
+    pub level: String,
+    /// one line of text per event, or one JSON object per line (for log shippers)
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// human-readable text
+    Text,
+    /// one JSON object per line
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
 }
 
 /// `[transactions]`: transactions that touch several shards.
@@ -68,6 +98,13 @@ pub struct ServerConfig {
     /// longest a statement waits for a slot held by a rebalance cutover before it fails
     /// with 55P03 (the client retries; a stuck cutover must not hang clients forever)
     pub hold_timeout: Duration,
+    /// where `/metrics` and `/health` are served over HTTP (None: not served)
+    pub metrics_listen: Option<SocketAddr>,
+    /// how long shutdown lets open transactions finish before closing their clients
+    pub shutdown_timeout: Duration,
+    /// how long shutdown answers 503 on `/health` while still accepting clients, so
+    /// load balancers stop sending new ones before the listener closes
+    pub drain_delay: Duration,
 }
 
 /// What to do with a statement sqlparser cannot parse.
@@ -86,6 +123,8 @@ pub struct UserConfig {
     pub name: String,
     /// the password, plaintext or a SCRAM verifier
     pub secret: UserSecret,
+    /// may log in to the admin console (database `pgshard`)
+    pub admin: bool,
 }
 
 /// How a user's password is stored in the map.

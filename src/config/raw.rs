@@ -32,6 +32,18 @@ pub struct RawFile {
     pub slot_map: Option<Spanned<RawSlotMap>>,
     /// `[transactions]`
     pub transactions: Option<Spanned<RawTransactions>>,
+    /// `[log]`
+    pub log: Option<Spanned<RawLog>>,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// a tracing filter: `info`, `debug`, `pgshard=trace,info`…
+    pub level: Option<Spanned<String>>,
+    /// `"text"` or `"json"`
+    pub format: Option<Spanned<String>>,
 }
 
 /// `[transactions]`
@@ -71,6 +83,12 @@ pub struct RawServer {
     pub merge_memory_mb: Option<Spanned<i64>>,
     /// longest wait of a statement for a held slot (ms)
     pub hold_timeout_ms: Option<Spanned<i64>>,
+    /// address of the HTTP endpoint serving /metrics and /health
+    pub metrics_listen: Option<Spanned<String>>,
+    /// longest shutdown waits for transactions to finish (ms)
+    pub shutdown_timeout_ms: Option<Spanned<i64>>,
+    /// how long /health answers 503 before shutdown stops accepting clients (ms)
+    pub drain_delay_ms: Option<Spanned<i64>>,
 }
 
 /// `[[users]]`
@@ -81,6 +99,8 @@ pub struct RawUser {
     pub name: Spanned<String>,
     /// plaintext password or SCRAM-SHA-256 verifier
     pub password: Spanned<String>,
+    /// may use the admin console (database `pgshard`)
+    pub admin: Option<bool>,
 }
 
 /// `[[shards]]`

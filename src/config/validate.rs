@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use super::raw::{self, RawFile, RawServer, RawShard, RawSharding, RawSlotMap, RawTable, RawUser};
 use super::{
-    Config, ServerConfig, ShardConfig, ShardMap, TableRule, TransactionsConfig, UnparsedPolicy,
-    UserConfig, UserSecret,
+    Config, LogConfig, LogFormat, ServerConfig, ShardConfig, ShardMap, TableRule,
+    TransactionsConfig, UnparsedPolicy, UserConfig, UserSecret,
 };
 use crate::sharding::ring::{RingMember, assign_slots};
 use crate::sharding::{KeyType, ShardId};
@@ -155,11 +155,13 @@ impl Cx<'_> {
             }
         };
         let transactions = self.transactions(raw.transactions.as_ref())?;
+        let log = self.log(raw.log.as_ref())?;
         Ok(Config {
             server,
             users,
             shards,
             transactions,
+            log,
             map: ShardMap {
                 epoch,
                 slots,
@@ -195,6 +197,24 @@ impl Cx<'_> {
         let pool_timeout = ms(&r.pool_timeout_ms, "pool_timeout_ms", 5000)?;
         let connect_timeout = ms(&r.connect_timeout_ms, "connect_timeout_ms", 5000)?;
         let hold_timeout = ms(&r.hold_timeout_ms, "hold_timeout_ms", 10_000)?;
+        let shutdown_timeout = ms(&r.shutdown_timeout_ms, "shutdown_timeout_ms", 30_000)?;
+        let drain_delay = match &r.drain_delay_ms {
+            // zero is a sensible delay here (no load balancer in front)
+            Some(v) if *v.get_ref() == 0 => Duration::ZERO,
+            v => ms(v, "drain_delay_ms", 0)?,
+        };
+        let metrics_listen = match &r.metrics_listen {
+            None => None,
+            Some(v) => Some(v.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
+                self.at(
+                    &v.span(),
+                    format!(
+                        "metrics_listen = \"{}\" is not a socket address (expected e.g. \"127.0.0.1:9930\")",
+                        v.get_ref()
+                    ),
+                )
+            })?),
+        };
         let max_clients = match &r.max_clients {
             Some(v) => self.positive(v, "max_clients")?,
             None => 10_000,
@@ -243,7 +263,39 @@ impl Cx<'_> {
             unparsed,
             merge_memory,
             hold_timeout,
+            metrics_listen,
+            shutdown_timeout,
+            drain_delay,
         })
+    }
+
+    fn log(&self, l: Option<&Spanned<raw::RawLog>>) -> Result<LogConfig, ConfigError> {
+        let mut out = LogConfig::default();
+        let Some(l) = l.map(Spanned::get_ref) else {
+            return Ok(out);
+        };
+        if let Some(level) = &l.level {
+            if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level.get_ref()) {
+                return Err(self.at(
+                    &level.span(),
+                    format!("level = \"{}\" is not a log filter: {e}", level.get_ref()),
+                ));
+            }
+            out.level = level.get_ref().clone();
+        }
+        if let Some(format) = &l.format {
+            out.format = match format.get_ref().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(self.at(
+                        &format.span(),
+                        format!("format = \"{other}\" is not a log format (expected \"text\" or \"json\")"),
+                    ));
+                }
+            };
+        }
+        Ok(out)
     }
 
     fn transactions(
@@ -319,6 +371,7 @@ impl Cx<'_> {
             out.push(UserConfig {
                 name: name.to_string(),
                 secret,
+                admin: u.admin.unwrap_or(false),
             });
         }
         Ok(out)

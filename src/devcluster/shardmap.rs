@@ -15,8 +15,8 @@ pub struct ShardMapSpec<'a> {
     pub listen: &'a str,
     /// backend connections per shard
     pub pool_size: usize,
-    /// proxy users as (name, plaintext password)
-    pub users: &'a [(&'a str, &'a str)],
+    /// proxy users as (name, plaintext password, may use the admin console)
+    pub users: &'a [(&'a str, &'a str, bool)],
     /// shards as (name, connection URL), in order (index = ShardId)
     pub shards: &'a [(String, String)],
     /// slot count (a power of two)
@@ -45,10 +45,13 @@ pub fn render(spec: &ShardMapSpec<'_>) -> String {
     let _ = writeln!(out, "[server]");
     let _ = writeln!(out, "listen = {}", toml_string(spec.listen));
     let _ = writeln!(out, "pool_size = {}", spec.pool_size);
-    for (name, password) in spec.users {
+    for (name, password, admin) in spec.users {
         let _ = writeln!(out, "\n[[users]]");
         let _ = writeln!(out, "name = {}", toml_string(name));
         let _ = writeln!(out, "password = {}", toml_string(password));
+        if *admin {
+            let _ = writeln!(out, "admin = true");
+        }
     }
     for (name, url) in spec.shards {
         let _ = writeln!(out, "\n[[shards]]");
@@ -161,7 +164,7 @@ mod tests {
         let text = render(&ShardMapSpec {
             listen: "127.0.0.1:0",
             pool_size: 4,
-            users: &[("app", "app")],
+            users: &[("app", "app", false), ("admin", "admin", true)],
             shards: &shards,
             slots: 8,
             vnodes: 256,
@@ -171,6 +174,8 @@ mod tests {
         let doc: toml::Table = text.parse().expect("valid TOML");
         assert_eq!(doc["server"]["listen"].as_str(), Some("127.0.0.1:0"));
         assert_eq!(doc["shards"][1]["name"].as_str(), Some("s1"));
+        assert_eq!(doc["users"][0].get("admin"), None);
+        assert_eq!(doc["users"][1]["admin"].as_bool(), Some(true));
         assert_eq!(doc["tables"][0]["key"].as_str(), Some("aid"));
         assert_eq!(doc["slot_map"]["s0"][0].as_str(), Some("0-3"));
         assert_eq!(doc["slot_map"]["s1"][0].as_str(), Some("4-7"));

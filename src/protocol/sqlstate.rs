@@ -59,6 +59,8 @@ impl SqlState {
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
     /// 42601 syntax_error
     pub const SYNTAX_ERROR: SqlState = SqlState("42601");
+    /// 42501 insufficient_privilege (a non-admin user asking for the admin console)
+    pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
     /// XX000 internal_error
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
 

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::reload::ReloadError;
 use super::{ClientError, Session, SessionEnd};
 use crate::admin::{self, Command, Table};
+use crate::metrics::ClientState;
 use crate::protocol::SqlState;
 use crate::protocol::frontend::decode_query;
 use crate::protocol::reply::{self, ProxyError, TxnStatus};
@@ -22,6 +23,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let shutdown = self.shared.shutdown.clone();
         // after an extended-protocol message, everything up to Sync is skipped
         let mut skipping = false;
+        self.registration.info.set_state(ClientState::Idle);
         loop {
             let frame = tokio::select! {
                 biased;
@@ -148,6 +150,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Err(e) => invalid_ranges(&e).encode(out),
             },
+            Command::ShowShards => {
+                let map = shared.map.load();
+                write_table(&admin::shards_table(&map, &shared.shard_statuses()), out);
+            }
+            Command::ShowPools => write_table(&admin::pools_table(&shared.shard_statuses()), out),
+            Command::ShowClients => {
+                let clients = shared.metrics.clients.list();
+                write_table(
+                    &admin::clients_table(&clients, std::time::Instant::now()),
+                    out,
+                );
+            }
+            Command::ShowStats => write_table(&admin::stats_table(&shared.metrics.shards()), out),
+            Command::ShowConfig => {
+                let map = shared.map.load();
+                let urls: Vec<(String, String)> = shared
+                    .pools
+                    .current()
+                    .shards
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.name.clone(),
+                            format!("postgres://{}@{}:{}/{}", s.user, s.host, s.port, s.dbname),
+                        )
+                    })
+                    .collect();
+                write_table(&admin::config_table(&shared.config, &map, &urls), out);
+            }
+            Command::ShowVersion => write_table(&admin::version_table(), out),
+            Command::Pause(shard) => match self.named_shards(shard) {
+                Ok(names) => {
+                    self.shared.pauses.pause(&names);
+                    tracing::warn!(shards = ?names, "shards paused: new statements for them wait until RESUME");
+                    let limit = self.shared.config.server.hold_timeout;
+                    match self.shared.wait_idle(&names, limit).await {
+                        Ok(()) => reply::command_complete("PAUSE", &mut self.out),
+                        Err(busy) => ProxyError::error(
+                            SqlState::LOCK_NOT_AVAILABLE,
+                            format!(
+                                "paused, but {busy} connections were still in use after {} ms (open transactions finish on them); RESUME to undo",
+                                limit.as_millis()
+                            ),
+                        )
+                        .encode(&mut self.out),
+                    }
+                }
+                Err(e) => e.encode(&mut self.out),
+            },
+            Command::Resume(shard) => {
+                let names = match shard {
+                    Some(name) => vec![name],
+                    None => self.shared.pauses.list(),
+                };
+                self.shared.pauses.resume(Some(&names));
+                tracing::info!(shards = ?names, "shards resumed");
+                reply::command_complete("RESUME", &mut self.out);
+            }
+            Command::Shutdown => {
+                tracing::warn!(user = %self.user, "SHUTDOWN from the admin console");
+                self.shared.stop.cancel();
+                reply::command_complete("SHUTDOWN", &mut self.out);
+            }
             Command::Release(None) => {
                 shared.holds.release(None);
                 tracing::info!("all slots released");
@@ -161,6 +226,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Err(e) => invalid_ranges(&e).encode(out),
             },
+        }
+    }
+}
+
+impl<S> Session<S> {
+    /// The shards a PAUSE names: one that must exist, or every installed shard.
+    fn named_shards(&self, shard: Option<String>) -> Result<Vec<String>, ProxyError> {
+        let installed: Vec<String> = self
+            .shared
+            .pools
+            .current()
+            .shards
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        match shard {
+            None => Ok(installed),
+            Some(name) if installed.contains(&name) => Ok(vec![name]),
+            Some(name) => Err(ProxyError::error(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!(
+                    "no shard named \"{name}\"; shards: {}",
+                    installed.join(", ")
+                ),
+            )),
         }
     }
 }

@@ -12,6 +12,7 @@ mod distributed;
 mod extended;
 pub mod holds;
 mod local_txn;
+pub mod pause;
 pub mod relay;
 pub mod reload;
 mod scatter;
@@ -30,6 +31,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::backend::{BackendError, PooledConn, Pools};
+use crate::metrics::{ClientGuard, ClientState, RouteKind};
 use crate::protocol::reply::{self, ProxyError, TxnStatus};
 use crate::protocol::{Frame, SqlState};
 use crate::router::{self, ParamSource, Route, RouteError, RouteInput};
@@ -112,11 +114,20 @@ pub struct Session<S> {
     /// map epoch of the last route; of the last Bind, for portals executed later
     route_epoch: u64,
     portal_epoch: u64,
+    /// this client in SHOW CLIENTS (unlisted when the session ends)
+    registration: ClientGuard,
+    /// when the statement on several shards being run was sent (for its latency)
+    scatter_started: Option<std::time::Instant>,
 }
 
-/// Serve one client connection to the end.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Shared>) -> SessionEnd {
+/// Serve one client connection to the end; `peer` is its address, for SHOW CLIENTS.
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    shared: Arc<Shared>,
+    peer: Option<std::net::SocketAddr>,
+) -> SessionEnd {
     let max = shared.config.server.max_message_size;
+    let registration = shared.metrics.clients.register(peer);
     let (cancel_key, running) = shared.cancels.register();
     let shared_in_flight = shared.holds.in_flight();
     let mut session = Session {
@@ -143,6 +154,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         in_flight: shared_in_flight,
         route_epoch: 0,
         portal_epoch: 0,
+        registration,
+        scatter_started: None,
     };
     session.shard_generation = session.shared.holds.state() >> 1;
     // Boxed: the login exchange runs once, and its state need not stay in the task of
@@ -189,6 +202,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Err(ClientError::Io(_)) => return SessionEnd::ClientGone,
             };
+            self.registration.info.set_state(ClientState::Active);
+            if matches!(frame.tag(), b'Q' | b'S') {
+                (self.registration.info.statements)
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.scatter_started = None;
             let result = match frame.tag() {
                 // After an error in the extended protocol everything up to Sync is
                 // dropped, simple queries included, as Postgres does.
@@ -221,6 +240,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return SessionEnd::ClientGone;
                 }
                 self.release_idle_buffers();
+                self.registration.info.set_state(match self.txn {
+                    Txn::Idle if !self.batch.is_open() => ClientState::Idle,
+                    Txn::Aborted { .. } => ClientState::FailedTransaction,
+                    _ => ClientState::InTransaction,
+                });
             }
         }
     }
@@ -451,10 +475,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// Check out a connection to `shard`, mapping failures to client errors.
+    /// Check out a connection to `shard`, mapping failures to client errors. A shard
+    /// PAUSEd from the admin console is waited for (up to `hold_timeout`).
     async fn checkout(&self, shard: ShardId) -> Result<PooledConn, ProxyError> {
-        self.shared.pools.get(shard).await.map_err(|e| {
+        if self.shared.pauses.any() {
             let name = self.shared.pools.shard_name(shard);
+            let deadline = tokio::time::Instant::now() + self.shared.config.server.hold_timeout;
+            // boxed: rare, and the wait's state need not live in every session
+            if let Err(e) = Box::pin(self.shared.pauses.wait(&name, deadline)).await {
+                self.shared
+                    .metrics
+                    .shard(&name)
+                    .record_unreached(self.route_kind());
+                return Err(ProxyError::error(
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    format!("pgshard: {e}"),
+                ));
+            }
+        }
+        match self.shared.pools.get(shard).await {
+            Ok(mut conn) => {
+                if conn.stats.is_none() {
+                    // once per backend connection
+                    conn.stats = Some(
+                        self.shared
+                            .metrics
+                            .shard(&self.shared.pools.shard_name(shard)),
+                    );
+                }
+                Ok(conn)
+            }
+            Err(e) => Err(self.checkout_error(shard, e)),
+        }
+    }
+
+    /// Single-shard or scatter, for the statement being run.
+    fn route_kind(&self) -> RouteKind {
+        if self.scatter_started.is_some() {
+            RouteKind::Scatter
+        } else {
+            RouteKind::Single
+        }
+    }
+
+    /// The client's error for a failed checkout (counted as an error of the shard).
+    fn checkout_error(&self, shard: ShardId, e: BackendError) -> ProxyError {
+        let name = self.shared.pools.shard_name(shard);
+        self.shared
+            .metrics
+            .shard(&name)
+            .record_unreached(self.route_kind());
+        {
             match e {
                 BackendError::PoolTimeout(d) => ProxyError::error(
                     SqlState::TOO_MANY_CONNECTIONS,
@@ -466,7 +537,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .with_hint("raise [server] pool_size or pool_timeout_ms, or shorten transactions"),
                 other => ProxyError::shard_unavailable(&name, other),
             }
-        })
+        }
     }
 
     /// Queue what a connection needs before serving this client: its settings.
@@ -563,10 +634,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         mut queue: VecDeque<Expect>,
     ) -> Result<RelayOutcome, SessionEnd> {
         *self.running.lock().await = vec![(conn.shard, conn.key.0, conn.key.1)];
+        let started = std::time::Instant::now();
         let result = match conn.flush().await {
             Ok(()) => relay(&mut conn, &mut queue, &mut self.out, Some(&mut self.client)).await,
             Err(e) => Err(RelayError::Backend(e)),
         };
+        if let Some(stats) = &conn.stats {
+            let failed = !matches!(&result, Ok(outcome) if !outcome.saw_error);
+            stats.record(RouteKind::Single, started.elapsed(), failed);
+        }
         // Waits for a cancel being delivered right now, so it cannot reach the
         // connection's next user.
         self.running.lock().await.clear();
@@ -725,7 +801,7 @@ mod size_tests {
                 .expect("test map parses");
         let shared = Arc::new(Shared::new(Arc::new(config), CancellationToken::new()));
         let (stream, _other) = tokio::io::duplex(64);
-        let future = run(stream, shared);
+        let future = run(stream, shared, None);
         let size = std::mem::size_of_val(&future);
         println!("session future: {size} bytes");
         assert!(size < 4 * 1024, "session future is {size} bytes");

@@ -17,6 +17,7 @@ use super::relay::{Expect, RelayError, RelayOutcome, relay_capped, relay_until};
 use super::txn::Txn;
 use super::{Session, SessionEnd};
 use crate::backend::{PooledConn, Pools};
+use crate::metrics::RouteKind;
 use crate::protocol::reply::ProxyError;
 use crate::protocol::{Frame, SqlState};
 use crate::router::{Merge, MergeRequest, ShardSet};
@@ -237,6 +238,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// closed, not pooled; the others go back to their pools.
     pub(super) async fn release_all(&mut self, mut conns: Vec<PooledConn>, finished: &[bool]) {
         let timeout = self.shared.config.server.connect_timeout;
+        if let Some(started) = self.scatter_started.take() {
+            let elapsed = started.elapsed();
+            for (conn, done) in conns.iter().zip(finished) {
+                if let Some(stats) = &conn.stats {
+                    stats.record(RouteKind::Scatter, elapsed, !done);
+                }
+            }
+        }
         for (conn, done) in conns.iter_mut().zip(finished) {
             if !done {
                 conn.broken = true;
@@ -263,10 +272,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         request: &mut impl FnMut(&mut PooledConn, &mut VecDeque<Expect>),
     ) -> Result<(Vec<PooledConn>, Vec<VecDeque<Expect>>, Vec<String>), ProxyError> {
         let mut conns = Vec::with_capacity(shards.len());
+        self.scatter_started = Some(std::time::Instant::now());
         for &shard in shards {
             match self.checkout(shard).await {
                 Ok(conn) => conns.push(conn),
                 Err(e) => {
+                    self.scatter_started = None;
                     conns.into_iter().for_each(Pools::release);
                     return Err(e);
                 }

@@ -114,6 +114,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ),
             )));
         }
+        if admin
+            && !self
+                .shared
+                .config
+                .users
+                .iter()
+                .any(|u| u.name == user && u.admin)
+        {
+            return Err(SessionEnd::Fatal(ProxyError::fatal(
+                SqlState::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "user \"{user}\" may not use the pgshard admin console: it is for users with admin = true in [[users]]"
+                ),
+            )));
+        }
+        tracing::Span::current().record("user", user.as_str());
+        self.registration.info.set_login(&user, &database);
         self.user = user;
         self.settings = Settings::from_startup(&params).map_err(|e| {
             SessionEnd::Fatal(ProxyError::fatal(
