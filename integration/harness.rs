@@ -201,6 +201,7 @@ impl Cluster {
 /// The pgshard proxy running in-process; stopped on drop.
 pub struct Proxy {
     addr: SocketAddr,
+    metrics: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -214,10 +215,12 @@ impl Proxy {
             .await
             .unwrap_or_else(|e| panic!("proxy cannot bind: {e}"));
         let addr = server.local_addr();
+        let metrics = server.metrics_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         Proxy {
             addr,
+            metrics,
             shutdown,
             task: Some(task),
         }
@@ -233,10 +236,12 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("proxy cannot bind: {e}"))
             .with_config_path(path);
         let addr = server.local_addr();
+        let metrics = server.metrics_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         Proxy {
             addr,
+            metrics,
             shutdown,
             task: Some(task),
         }
@@ -260,6 +265,25 @@ impl Proxy {
     /// The address the proxy listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of `/metrics` and `/health` (the map must set `metrics_listen`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+            .expect("the shard map sets [server] metrics_listen")
+    }
+
+    /// Start a graceful shutdown (what SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Wait until the server has shut down; returns how `run` ended.
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        match self.task.take() {
+            Some(task) => join(task).await,
+            None => Ok(()),
+        }
     }
 
     /// Connection URL for database `app` through the proxy.

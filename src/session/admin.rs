@@ -47,7 +47,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     match decode_query(frame.body()) {
                         Ok(sql) => {
                             let sql = sql.to_owned();
+                            let info = self.registration.info.clone();
+                            info.set_state(ClientState::Active);
+                            info.statements
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             self.admin_command(&sql).await;
+                            info.set_state(ClientState::Idle);
                         }
                         Err(e) => return SessionEnd::Fatal(ProxyError::protocol_violation(e)),
                     }
