@@ -22,6 +22,9 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test --tests (unit + integration, without the driver matrix)"
 cargo test --tests -- --skip drivers::
 
+step "deployment files (compose, Kubernetes, Dockerfile, Grafana dashboard): static checks"
+bash scripts/lint-deploy.sh "${CARGO_TARGET_DIR:-target}/debug/pgshard"
+
 step "cargo test --benches (each benchmark once, as a test)"
 cargo test --benches
 
