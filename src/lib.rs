@@ -10,7 +10,7 @@
 //! - [`cli`]: one file per subcommand (`serve`, `check`, `map`, `locate`, `route`, `dev`, `bench`).
 //! - [`server`]: the listener, connection limit and shutdown drain.
 //! - [`admin`]: the admin console (database `pgshard`): command parsing and result
-//!   tables for slot holds, RELOAD and the running map.
+//!   tables (SHOW SHARDS/POOLS/CLIENTS/STATS/CONFIG, slot holds, RELOAD, PAUSE…).
 //! - [`session`]: one client connection: startup/auth, simple and extended protocol,
 //!   transaction state.
 //! - [`bench`]: the load generator behind `pgshard bench`.
@@ -22,6 +22,8 @@
 //!   splitting COPY data into rows by key.
 //! - [`protocol`]: sans-I/O frame splitting and message helpers, SQLSTATE codes.
 //! - [`devcluster`]: start and stop local Postgres clusters (used by `pgshard dev` and tests).
+//! - [`metrics`]: what the proxy counts (per shard and route kind), the connected
+//!   clients, the Prometheus text and the `/metrics` + `/health` HTTP endpoint.
 #![warn(missing_docs)]
 
 pub mod admin;
