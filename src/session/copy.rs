@@ -431,7 +431,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        self.release_all(conns, &done).await;
+        self.release_all(conns, &done, None).await;
         if client_gone {
             return Err(SessionEnd::ClientGone);
         }

@@ -210,7 +210,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     || failed_reply.as_ref().is_some_and(|(f, _)| *f == i)
             })
             .collect();
-        self.release_all(conns, &finished).await;
+        let failed = failed_reply.as_ref().map(|(i, _)| *i);
+        self.release_all(conns, &finished, failed).await;
         // statements whose Parse failed do not exist, as in Postgres
         for name in &failed_parses {
             self.stmts.remove(name);
@@ -235,14 +236,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Give back the connections of a statement on several shards: one whose reply was
     /// not read to the end (`finished[i]` false) has its statement cancelled and is
-    /// closed, not pooled; the others go back to their pools.
-    pub(super) async fn release_all(&mut self, mut conns: Vec<PooledConn>, finished: &[bool]) {
+    /// closed, not pooled; the others go back to their pools. `failed`: the index of the
+    /// shard whose error ended the statement, counted as an error like the unfinished.
+    pub(super) async fn release_all(
+        &mut self,
+        mut conns: Vec<PooledConn>,
+        finished: &[bool],
+        failed: Option<usize>,
+    ) {
         let timeout = self.shared.config.server.connect_timeout;
         if let Some(started) = self.scatter_started.take() {
             let elapsed = started.elapsed();
-            for (conn, done) in conns.iter().zip(finished) {
+            for (i, (conn, done)) in conns.iter().zip(finished).enumerate() {
                 if let Some(stats) = &conn.stats {
-                    stats.record(RouteKind::Scatter, elapsed, !done);
+                    stats.record(RouteKind::Scatter, elapsed, !done || failed == Some(i));
                 }
             }
         }
@@ -420,7 +427,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        self.release_all(conns, &done).await;
+        self.release_all(conns, &done, None).await;
         for name in &outcome.failed_parses {
             self.stmts.remove(name);
         }
