@@ -11,6 +11,7 @@ mod corpus;
 mod differential;
 mod drivers;
 mod hash_compat;
+mod health;
 mod proxy;
 mod rebalance;
 mod rebalance_online;
