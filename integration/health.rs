@@ -75,7 +75,12 @@ async fn wait_for_open_breaker(client: &Client, on1: i64) {
             .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
             .await;
         match result {
-            Err(e) if e.to_string().contains("circuit breaker open") => return,
+            Err(e)
+                if e.as_db_error()
+                    .is_some_and(|d| d.message().contains("circuit breaker open")) =>
+            {
+                return;
+            }
             other => {
                 assert!(
                     Instant::now() < deadline,

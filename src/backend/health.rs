@@ -363,7 +363,7 @@ fn log_transition(shard: &str, state: BreakerState, h: &ShardHealth) {
 /// fails too, and a full pool cannot delay the check), `SELECT 1`, Terminate.
 async fn probe(shard: ShardId, cfg: &ShardConfig, timeout: Duration) -> Result<(), BackendError> {
     let check = async {
-        let mut conn = BackendConn::connect(shard, cfg, timeout).await?;
+        let mut conn = BackendConn::connect_as(shard, cfg, timeout, "pgshard health check").await?;
         let answer = conn.simple_query("SELECT 1").await?;
         if let Some(e) = answer.error {
             return Err(BackendError::Protocol(format!("SELECT 1 failed: {e}")));
@@ -484,7 +484,11 @@ mod tests {
         let h = b.snapshot("s", t0 + ms(700));
         assert_eq!(h.consecutive_failures, 0);
         assert_eq!(h.opened_total, 1);
-        assert_eq!(h.last_error.as_deref(), Some("refused"), "kept after recovery");
+        assert_eq!(
+            h.last_error.as_deref(),
+            Some("refused"),
+            "kept after recovery"
+        );
         // a later outage needs the full threshold again
         b.probe_failed(t0 + ms(800), "x".into(), &c);
         assert_eq!(b.state(), BreakerState::Closed);
@@ -510,7 +514,10 @@ mod tests {
         b.probe_succeeded(t0 + ms(1200), &c);
         assert_eq!(b.state(), BreakerState::HalfOpen);
         let h = b.snapshot("s", t0 + ms(1200));
-        assert_eq!(h.opened_total, 1, "re-opening from half-open is the same outage");
+        assert_eq!(
+            h.opened_total, 1,
+            "re-opening from half-open is the same outage"
+        );
         assert_eq!(h.last_error.as_deref(), Some("still down"));
     }
 

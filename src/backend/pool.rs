@@ -225,18 +225,18 @@ impl Pools {
     /// dead server process, and a recovered shard should be served by fresh ones.
     pub async fn check_health(&self) {
         let set = self.set.load_full();
-        let checks = set
-            .pools
-            .iter()
-            .zip(&set.shards)
-            .enumerate()
-            .map(|(shard, (pool, cfg))| async move {
-                let breaker = &pool.manager().breaker;
-                breaker.check(shard, cfg).await;
-                if !breaker.admits() {
-                    pool.retain(|_, _| false);
-                }
-            });
+        let checks =
+            set.pools
+                .iter()
+                .zip(&set.shards)
+                .enumerate()
+                .map(|(shard, (pool, cfg))| async move {
+                    let breaker = &pool.manager().breaker;
+                    breaker.check(shard, cfg).await;
+                    if !breaker.admits() {
+                        pool.retain(|_, _| false);
+                    }
+                });
         futures_util::future::join_all(checks).await;
     }
 
