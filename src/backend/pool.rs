@@ -311,4 +311,74 @@ mod tests {
         assert_eq!(pools.shard_name(2), "?");
         assert!(matches!(pools.get(2).await, Err(BackendError::Protocol(_))));
     }
+
+    #[tokio::test]
+    async fn open_breaker_refuses_checkouts_and_stays_with_its_pool() {
+        use crate::backend::BreakerState;
+        let config = config();
+        let pools = Pools::new(&config);
+        let set = pools.current();
+        for _ in 0..config.health.failure_threshold {
+            set.pools[1]
+                .manager()
+                .breaker
+                .record_connect("s1", Err(&BackendError::Closed));
+        }
+        let health = pools.health();
+        assert_eq!(health.len(), 2);
+        assert_eq!(
+            (health[0].shard.as_str(), health[0].state),
+            ("s0", BreakerState::Closed)
+        );
+        assert_eq!(
+            (health[1].shard.as_str(), health[1].state),
+            ("s1", BreakerState::Open)
+        );
+        assert_eq!(health[1].opened_total, 1);
+        assert_eq!(
+            health[1].last_check, None,
+            "data-path failures are not checks"
+        );
+        match pools.get(1).await.err() {
+            Some(BackendError::BreakerOpen {
+                shard, failures, ..
+            }) => assert_eq!((shard.as_str(), failures), ("s1", 3)),
+            other => panic!("{other:?}"),
+        }
+        // kept across a reload that keeps the pool, fresh with a rebuilt one
+        pools.install(&config.shards);
+        assert_eq!(pools.health()[1].state, BreakerState::Open);
+        let mut moved = config.shards.clone();
+        moved[1].url = "postgres://postgres@127.0.0.1:5603/app".into();
+        pools.install(&moved);
+        assert_eq!(pools.health()[1].state, BreakerState::Closed);
+        let status = pools.status();
+        assert_eq!(status.len(), 2);
+        assert_eq!(status[1].shard, "s1");
+        assert_eq!(status[1].max_size, 10);
+        assert_eq!(
+            (
+                status[1].size,
+                status[1].idle,
+                status[1].active,
+                status[1].waiting
+            ),
+            (0, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn disabled_health_never_opens() {
+        let mut config = config();
+        config.health.enabled = false;
+        let pools = Pools::new(&config);
+        let set = pools.current();
+        for _ in 0..10 {
+            set.pools[0]
+                .manager()
+                .breaker
+                .record_connect("s0", Err(&BackendError::Closed));
+        }
+        assert!(set.pools[0].manager().breaker.admits());
+    }
 }
