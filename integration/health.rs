@@ -26,8 +26,8 @@ open_ms = 200
 const FAST: Duration = Duration::from_millis(200);
 
 /// A 2-shard cluster with `accounts` holding one row on each shard, its proxy with
-/// [`HEALTH`], and a key on each shard.
-async fn setup(pool_size: usize) -> (Cluster, Proxy, i64, i64) {
+/// [`HEALTH`], a key on each shard, and the shard map text.
+async fn setup(pool_size: usize) -> (Cluster, Proxy, i64, i64, String) {
     let cluster = Cluster::start(2).await;
     let toml = cluster.shardmap_toml(ACCOUNTS, pool_size).replacen(
         &format!("pool_size = {pool_size}\n"),
@@ -50,7 +50,7 @@ async fn setup(pool_size: usize) -> (Cluster, Proxy, i64, i64) {
             .await
             .unwrap();
     }
-    (cluster, proxy, on0, on1)
+    (cluster, proxy, on0, on1, toml)
 }
 
 /// Assert `err` is the breaker's 08006 naming shard s1.
@@ -94,7 +94,7 @@ async fn wait_for_open_breaker(client: &Client, on1: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_breaker_fails_fast_and_closes_when_the_shard_is_back() {
-    let (mut cluster, proxy, on0, on1) = setup(4).await;
+    let (mut cluster, proxy, on0, on1, _) = setup(4).await;
     let client = proxy.client().await;
     let by_key = "SELECT aid FROM accounts WHERE aid = $1";
     cluster.shard_mut(1).stop().await;
@@ -159,7 +159,7 @@ async fn open_breaker_fails_fast_and_closes_when_the_shard_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_on_a_down_shard_all_fail_fast() {
     // a pool of 2 for 50 clients: had they to queue for connections, it would show
-    let (mut cluster, proxy, on0, on1) = setup(2).await;
+    let (mut cluster, proxy, on0, on1, _) = setup(2).await;
     let mut clients = Vec::new();
     for _ in 0..50 {
         clients.push(proxy.client().await);
@@ -190,4 +190,89 @@ async fn many_clients_on_a_down_shard_all_fail_fast() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
+}
+
+/// Sends SIGCONT to a stopped process when dropped, so a failing test still lets the
+/// server shut down.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(&self.0, "-CONT");
+    }
+}
+
+fn signal(pid: &str, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_waiting_on_a_hanging_shard_fail_when_the_breaker_opens() {
+    // A stopped (SIGSTOP) postmaster accepts TCP connections but never answers a login:
+    // without the breaker, every checkout needing a new connection to s1 would wait the
+    // 5 s connect timeout. The checks time out (500 ms) twice, the breaker opens, and
+    // the waiting checkouts fail at that moment.
+    let (cluster, proxy, on0, on1, toml) = setup(2).await;
+    // a fresh proxy without the two-phase recovery pass (which checks out a connection
+    // to every shard at startup): no pooled connection to s1 that could still serve
+    drop(proxy);
+    let proxy = Proxy::start(&(toml + "\n[transactions]\ntwo_phase = false\n")).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(proxy.client().await);
+    }
+    let pid_file = cluster.shard(1).cluster().data_dir().join("postmaster.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    signal(&pid, "-STOP");
+    let resume = Resume(pid);
+
+    let started = Instant::now();
+    let queries = clients.iter().map(|c| async move {
+        c.query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
+            .await
+    });
+    let results = futures_util::future::join_all(queries).await;
+    let total = started.elapsed();
+    assert_eq!(results.len(), 20);
+    for result in &results {
+        assert_breaker_error(result.as_ref().unwrap_err(), "waiting client");
+    }
+    assert!(
+        total < Duration::from_secs(4),
+        "clients waited {total:?} (connect timeout is 5 s)"
+    );
+    // s0 is unaffected
+    let rows = clients[0]
+        .query("SELECT aid FROM accounts WHERE aid = $1", &[&on0])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+
+    drop(resume);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match clients[1]
+            .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
+            .await
+        {
+            Ok(rows) => {
+                assert_eq!(rows.len(), 1);
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "s1 never came back: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
