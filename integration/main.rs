@@ -11,6 +11,7 @@ mod corpus;
 mod differential;
 mod drivers;
 mod hash_compat;
+mod health;
 mod ops;
 mod proxy;
 mod rebalance;

@@ -14,7 +14,8 @@
 //! - [`session`]: one client connection: startup/auth, simple and extended protocol,
 //!   transaction state.
 //! - [`bench`]: the load generator behind `pgshard bench`.
-//! - [`backend`]: one raw server connection and the per-shard pool.
+//! - [`backend`]: one raw server connection, the per-shard pool and its health checks
+//!   and circuit breaker.
 //! - [`router`]: pure routing of an analysed statement to a target shard set.
 //! - [`sql`]: the only user of sqlparser: SQL text → [`sql::Statement`] summary, plan cache.
 //! - [`config`]: the shard map file → validated [`config::Config`] / [`config::ShardMap`].

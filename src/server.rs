@@ -143,6 +143,23 @@ impl Server {
                 }
             });
         }
+        if self.config.health.enabled {
+            // per-shard health checks feeding the circuit breakers (see backend::health)
+            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                let interval = shared.config.health.interval;
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = shared.pools.check_health() => {}
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                }
+            });
+        }
         if self.reload_on_sighup {
             tracker.spawn(reload_on_sighup(shared.clone(), shutdown.clone()));
         }

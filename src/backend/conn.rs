@@ -102,13 +102,29 @@ impl BackendConn {
         cfg: &ShardConfig,
         timeout: Duration,
     ) -> Result<BackendConn, BackendError> {
-        match tokio::time::timeout(timeout, Self::connect_inner(shard, cfg)).await {
+        Self::connect_as(shard, cfg, timeout, "pgshard").await
+    }
+
+    /// [`connect`](Self::connect) with another `application_name`, so connections that
+    /// are not data-path ones (health checks) can be told apart in `pg_stat_activity`.
+    pub async fn connect_as(
+        shard: ShardId,
+        cfg: &ShardConfig,
+        timeout: Duration,
+        application_name: &str,
+    ) -> Result<BackendConn, BackendError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(shard, cfg, application_name)).await
+        {
             Ok(result) => result,
             Err(_) => Err(BackendError::ConnectTimeout(timeout)),
         }
     }
 
-    async fn connect_inner(shard: ShardId, cfg: &ShardConfig) -> Result<BackendConn, BackendError> {
+    async fn connect_inner(
+        shard: ShardId,
+        cfg: &ShardConfig,
+        application_name: &str,
+    ) -> Result<BackendConn, BackendError> {
         let stream = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
         stream.set_nodelay(true)?;
         let mut conn = BackendConn {
@@ -129,7 +145,7 @@ impl BackendConn {
         let params = [
             ("user", cfg.user.as_str()),
             ("database", cfg.dbname.as_str()),
-            ("application_name", "pgshard"),
+            ("application_name", application_name),
             ("client_encoding", "UTF8"),
             // pgshard parses string literals with this on; a role or database default
             // of off must not apply to its connections

@@ -3,10 +3,12 @@
 //! be relayed to clients untouched.
 
 pub mod conn;
+pub mod health;
 pub mod pool;
 
 pub use conn::{BackendConn, SimpleAnswer};
-pub use pool::{PooledConn, Pools};
+pub use health::{BreakerState, ShardHealth};
+pub use pool::{PoolStatus, PooledConn, Pools};
 
 /// Why a backend connection could not be made or used.
 #[derive(Debug, thiserror::Error)]
@@ -32,4 +34,20 @@ pub enum BackendError {
     /// no connection became free within the pool timeout
     #[error("timed out after {0:?} waiting for a free connection")]
     PoolTimeout(std::time::Duration),
+    /// a health check (connect, login, `SELECT 1`) did not finish in time
+    #[error("health check timed out after {0:?}")]
+    CheckTimeout(std::time::Duration),
+    /// the shard's circuit breaker is open (or half-open): the checkout fails at once
+    /// instead of waiting for a shard that is known to be down
+    #[error(
+        "circuit breaker open after {failures} consecutive failed checks; last error: {last_error}"
+    )]
+    BreakerOpen {
+        /// shard name
+        shard: String,
+        /// failed checks and connects in a row
+        failures: u32,
+        /// the most recent failure
+        last_error: String,
+    },
 }

@@ -3,17 +3,23 @@
 //! deadpool only runs `recycle` on checkout, so the session decides at release time:
 //! a connection goes back only when [`BackendConn::is_clean`]; otherwise it is taken
 //! out of the pool and dropped (closing the socket), freeing its slot for a fresh one.
+//!
+//! Each pool's manager carries the shard's circuit breaker ([`super::health`]), so the
+//! breaker lives and dies with the pool: kept across a reload that keeps the pool,
+//! fresh for a shard whose pool is rebuilt.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 
+use super::health::{ShardBreaker, ShardHealth};
 use super::{BackendConn, BackendError};
-use crate::config::{Config, ServerConfig, ShardConfig};
+use crate::config::{Config, HealthConfig, ServerConfig, ShardConfig};
 use crate::sharding::ShardId;
 
 /// Creates and checks connections for one shard.
@@ -21,6 +27,10 @@ pub struct Manager {
     shard: ShardId,
     cfg: ShardConfig,
     connect_timeout: Duration,
+    /// the shard's circuit breaker; data-path connect results feed it
+    breaker: ShardBreaker,
+    /// longest a checkout has waited (µs), for [`PoolStatus::max_wait`]
+    max_wait_us: AtomicU64,
 }
 
 impl managed::Manager for Manager {
@@ -28,7 +38,10 @@ impl managed::Manager for Manager {
     type Error = BackendError;
 
     async fn create(&self) -> Result<BackendConn, BackendError> {
-        let conn = BackendConn::connect(self.shard, &self.cfg, self.connect_timeout).await?;
+        let result = BackendConn::connect(self.shard, &self.cfg, self.connect_timeout).await;
+        self.breaker
+            .record_connect(&self.cfg.name, result.as_ref().map(|_| ()));
+        let conn = result?;
         tracing::debug!(shard = %self.cfg.name, pid = conn.key.0, "backend connection opened");
         Ok(conn)
     }
@@ -45,6 +58,26 @@ impl managed::Manager for Manager {
 /// A checked-out connection; returns to its pool on drop.
 pub type PooledConn = Object<Manager>;
 
+/// Gauges of one shard's pool, for the admin console and metrics.
+#[derive(Debug, Clone)]
+pub struct PoolStatus {
+    /// shard name
+    pub shard: String,
+    /// most connections the pool opens (`[server] pool_size`)
+    pub max_size: usize,
+    /// connections open now
+    pub size: usize,
+    /// open connections not checked out
+    pub idle: usize,
+    /// connections checked out
+    pub active: usize,
+    /// checkouts waiting for a connection
+    pub waiting: usize,
+    /// longest a checkout has waited for a connection (including a connect) since the
+    /// pool was built
+    pub max_wait: Duration,
+}
+
 /// One pool per shard, indexed by [`ShardId`]: the shard set of the installed map.
 ///
 /// The set is swapped whole when a reload changes the `[[shards]]` list. A pool is kept
@@ -54,6 +87,7 @@ pub type PooledConn = Object<Manager>;
 pub struct Pools {
     set: ArcSwap<PoolSet>,
     server: ServerConfig,
+    health: HealthConfig,
 }
 
 /// The pools of one shard list.
@@ -64,11 +98,18 @@ pub struct PoolSet {
 }
 
 /// Build the pool of one shard (connections are made lazily).
-fn build_pool(shard: ShardId, cfg: &ShardConfig, server: &ServerConfig) -> managed::Pool<Manager> {
+fn build_pool(
+    shard: ShardId,
+    cfg: &ShardConfig,
+    server: &ServerConfig,
+    health: &HealthConfig,
+) -> managed::Pool<Manager> {
     let manager = Manager {
         shard,
         cfg: cfg.clone(),
         connect_timeout: server.connect_timeout,
+        breaker: ShardBreaker::new(*health),
+        max_wait_us: AtomicU64::new(0),
     };
     managed::Pool::builder(manager)
         .max_size(server.pool_size)
@@ -84,11 +125,12 @@ impl Pools {
     /// Build (lazily connecting) pools for every shard in `config`.
     pub fn new(config: &Config) -> Pools {
         let server = config.server.clone();
+        let health = config.health;
         let pools = config
             .shards
             .iter()
             .enumerate()
-            .map(|(shard, cfg)| build_pool(shard, cfg, &server))
+            .map(|(shard, cfg)| build_pool(shard, cfg, &server, &health))
             .collect();
         Pools {
             set: ArcSwap::from_pointee(PoolSet {
@@ -96,6 +138,7 @@ impl Pools {
                 shards: config.shards.clone(),
             }),
             server,
+            health,
         }
     }
 
@@ -112,7 +155,7 @@ impl Pools {
                 (Some(prev), Some(pool)) if prev.name == cfg.name && prev.url == cfg.url => {
                     pool.clone()
                 }
-                _ => build_pool(i, cfg, &self.server),
+                _ => build_pool(i, cfg, &self.server, &self.health),
             })
             .collect();
         self.set.store(Arc::new(PoolSet {
@@ -126,14 +169,34 @@ impl Pools {
         self.set.load_full()
     }
 
-    /// Check out a connection to `shard`.
+    /// Check out a connection to `shard`. Fails at once with
+    /// [`BackendError::BreakerOpen`] while the shard's breaker is not closed, and
+    /// checkouts already waiting fail the moment it opens: clients of a dead shard get
+    /// an answer instead of queueing for the pool timeout.
     pub async fn get(&self, shard: ShardId) -> Result<PooledConn, BackendError> {
         let Some(pool) = self.set.load().pools.get(shard).cloned() else {
             return Err(BackendError::Protocol(format!(
                 "shard {shard} is no longer in the shard map"
             )));
         };
-        match pool.get().await {
+        let manager = pool.manager();
+        let breaker = &manager.breaker;
+        // registered before the check, so an opening in between still wakes us
+        let opened = breaker.opened();
+        tokio::pin!(opened);
+        opened.as_mut().enable();
+        if !breaker.admits() {
+            return Err(breaker.open_error(&manager.cfg.name));
+        }
+        let start = Instant::now();
+        let got = tokio::select! {
+            biased;
+            got = pool.get() => got,
+            () = &mut opened => return Err(breaker.open_error(&manager.cfg.name)),
+        };
+        let waited = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        manager.max_wait_us.fetch_max(waited, Ordering::Relaxed);
+        match got {
             Ok(conn) => Ok(conn),
             Err(PoolError::Backend(e)) => Err(e),
             Err(PoolError::Timeout(managed::TimeoutType::Wait)) => {
@@ -154,6 +217,60 @@ impl Pools {
                 "discarding backend connection that is not clean");
             drop(conn);
         }
+    }
+
+    /// Run one round of health checks, every shard of the installed set in parallel
+    /// (an open breaker inside its cool-down is skipped). While a breaker refuses
+    /// clients its pool's idle connections are dropped: they most likely point at a
+    /// dead server process, and a recovered shard should be served by fresh ones.
+    pub async fn check_health(&self) {
+        let set = self.set.load_full();
+        let checks =
+            set.pools
+                .iter()
+                .zip(&set.shards)
+                .enumerate()
+                .map(|(shard, (pool, cfg))| async move {
+                    let breaker = &pool.manager().breaker;
+                    breaker.check(shard, cfg).await;
+                    if !breaker.admits() {
+                        pool.retain(|_, _| false);
+                    }
+                });
+        futures_util::future::join_all(checks).await;
+    }
+
+    /// Health of each shard, in the order of the installed shard set.
+    pub fn health(&self) -> Vec<ShardHealth> {
+        let set = self.set.load();
+        set.pools
+            .iter()
+            .zip(&set.shards)
+            .map(|(pool, cfg)| pool.manager().breaker.snapshot(&cfg.name))
+            .collect()
+    }
+
+    /// Pool gauges of each shard, in the order of the installed shard set.
+    pub fn status(&self) -> Vec<PoolStatus> {
+        let set = self.set.load();
+        set.pools
+            .iter()
+            .zip(&set.shards)
+            .map(|(pool, cfg)| {
+                let s = pool.status();
+                PoolStatus {
+                    shard: cfg.name.clone(),
+                    max_size: s.max_size,
+                    size: s.size,
+                    idle: s.available,
+                    active: s.size.saturating_sub(s.available),
+                    waiting: s.waiting,
+                    max_wait: Duration::from_micros(
+                        pool.manager().max_wait_us.load(Ordering::Relaxed),
+                    ),
+                }
+            })
+            .collect()
     }
 
     /// Shard name for messages (`"?"` for an index no longer in the shard set).
@@ -193,5 +310,75 @@ mod tests {
         assert_eq!(pools.shard_name(1), "s2");
         assert_eq!(pools.shard_name(2), "?");
         assert!(matches!(pools.get(2).await, Err(BackendError::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn open_breaker_refuses_checkouts_and_stays_with_its_pool() {
+        use crate::backend::BreakerState;
+        let config = config();
+        let pools = Pools::new(&config);
+        let set = pools.current();
+        for _ in 0..config.health.failure_threshold {
+            set.pools[1]
+                .manager()
+                .breaker
+                .record_connect("s1", Err(&BackendError::Closed));
+        }
+        let health = pools.health();
+        assert_eq!(health.len(), 2);
+        assert_eq!(
+            (health[0].shard.as_str(), health[0].state),
+            ("s0", BreakerState::Closed)
+        );
+        assert_eq!(
+            (health[1].shard.as_str(), health[1].state),
+            ("s1", BreakerState::Open)
+        );
+        assert_eq!(health[1].opened_total, 1);
+        assert_eq!(
+            health[1].last_check, None,
+            "data-path failures are not checks"
+        );
+        match pools.get(1).await.err() {
+            Some(BackendError::BreakerOpen {
+                shard, failures, ..
+            }) => assert_eq!((shard.as_str(), failures), ("s1", 3)),
+            other => panic!("{other:?}"),
+        }
+        // kept across a reload that keeps the pool, fresh with a rebuilt one
+        pools.install(&config.shards);
+        assert_eq!(pools.health()[1].state, BreakerState::Open);
+        let mut moved = config.shards.clone();
+        moved[1].url = "postgres://postgres@127.0.0.1:5603/app".into();
+        pools.install(&moved);
+        assert_eq!(pools.health()[1].state, BreakerState::Closed);
+        let status = pools.status();
+        assert_eq!(status.len(), 2);
+        assert_eq!(status[1].shard, "s1");
+        assert_eq!(status[1].max_size, 10);
+        assert_eq!(
+            (
+                status[1].size,
+                status[1].idle,
+                status[1].active,
+                status[1].waiting
+            ),
+            (0, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn disabled_health_never_opens() {
+        let mut config = config();
+        config.health.enabled = false;
+        let pools = Pools::new(&config);
+        let set = pools.current();
+        for _ in 0..10 {
+            set.pools[0]
+                .manager()
+                .breaker
+                .record_connect("s0", Err(&BackendError::Closed));
+        }
+        assert!(set.pools[0].manager().breaker.admits());
     }
 }

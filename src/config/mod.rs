@@ -31,6 +31,8 @@ pub struct Config {
     pub transactions: TransactionsConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[health]`
+    pub health: HealthConfig,
 }
 
 /// `[log]`: what `pgshard serve` logs, and how.
@@ -57,6 +59,41 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".to_owned(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[health]`: per-shard health checks and circuit breaker.
+///
+/// A shard that stops answering should cost clients one quick error, not a wait for
+/// the pool or connect timeout each: after `failure_threshold` consecutive failed
+/// checks the shard's breaker opens and checkouts for it fail at once with 08006.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// run the checks; false: no checks and the breaker never opens
+    pub enabled: bool,
+    /// time between two checks of each shard
+    pub interval: Duration,
+    /// longest a check (connect, login, `SELECT 1`) may take before it counts as failed
+    pub timeout: Duration,
+    /// consecutive failures (checks or refused data-path connects) that open the breaker
+    pub failure_threshold: u32,
+    /// consecutive successful half-open probes that close it again
+    pub success_threshold: u32,
+    /// how long an open breaker waits before its first half-open probe, so a shard
+    /// that is restarting is not probed while it comes up
+    pub open: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> HealthConfig {
+        HealthConfig {
+            enabled: true,
+            interval: Duration::from_millis(1000),
+            timeout: Duration::from_millis(1000),
+            failure_threshold: 3,
+            success_threshold: 1,
+            open: Duration::from_millis(5000),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct RawFile {
     pub transactions: Option<Spanned<RawTransactions>>,
     /// `[log]`
     pub log: Option<Spanned<RawLog>>,
+    /// `[health]`
+    pub health: Option<Spanned<RawHealth>>,
 }
 
 /// `[log]`
@@ -44,6 +46,24 @@ pub struct RawLog {
     pub level: Option<Spanned<String>>,
     /// `"text"` or `"json"`
     pub format: Option<Spanned<String>>,
+}
+
+/// `[health]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// run health checks and the circuit breaker (default true)
+    pub enabled: Option<bool>,
+    /// time between two checks of a shard (ms)
+    pub interval_ms: Option<Spanned<i64>>,
+    /// longest a check (connect + login + `SELECT 1`) may take (ms)
+    pub timeout_ms: Option<Spanned<i64>>,
+    /// consecutive failures that open the breaker
+    pub failure_threshold: Option<Spanned<i64>>,
+    /// consecutive successful half-open probes that close it
+    pub success_threshold: Option<Spanned<i64>>,
+    /// cool-down of an open breaker before a half-open probe (ms)
+    pub open_ms: Option<Spanned<i64>>,
 }
 
 /// `[transactions]`

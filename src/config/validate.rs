@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::raw::{self, RawFile, RawServer, RawShard, RawSharding, RawSlotMap, RawTable, RawUser};
 use super::{
-    Config, LogConfig, LogFormat, ServerConfig, ShardConfig, ShardMap, TableRule,
+    Config, HealthConfig, LogConfig, LogFormat, ServerConfig, ShardConfig, ShardMap, TableRule,
     TransactionsConfig, UnparsedPolicy, UserConfig, UserSecret,
 };
 use crate::sharding::ring::{RingMember, assign_slots};
@@ -156,12 +156,14 @@ impl Cx<'_> {
         };
         let transactions = self.transactions(raw.transactions.as_ref())?;
         let log = self.log(raw.log.as_ref())?;
+        let health = self.health(raw.health.as_ref())?;
         Ok(Config {
             server,
             users,
             shards,
             transactions,
             log,
+            health,
             map: ShardMap {
                 epoch,
                 slots,
@@ -334,6 +336,43 @@ impl Cx<'_> {
             two_phase: t.two_phase.unwrap_or(true),
             node,
             recover_interval,
+        })
+    }
+
+    fn health(&self, h: Option<&Spanned<raw::RawHealth>>) -> Result<HealthConfig, ConfigError> {
+        let default = HealthConfig::default();
+        let Some(h) = h.map(Spanned::get_ref) else {
+            return Ok(default);
+        };
+        let ms = |v: &Option<Spanned<i64>>, name: &str, default: Duration| match v {
+            Some(v) => self
+                .positive(v, name)
+                .map(|n| Duration::from_millis(n as u64)),
+            None => Ok(default),
+        };
+        let count = |v: &Option<Spanned<i64>>, name: &str, default: u32| match v {
+            Some(v) => {
+                let n = self.positive(v, name)?;
+                u32::try_from(n)
+                    .map_err(|_| self.at(&v.span(), format!("{name} is too large (got {n})")))
+            }
+            None => Ok(default),
+        };
+        Ok(HealthConfig {
+            enabled: h.enabled.unwrap_or(default.enabled),
+            interval: ms(&h.interval_ms, "interval_ms", default.interval)?,
+            timeout: ms(&h.timeout_ms, "timeout_ms", default.timeout)?,
+            failure_threshold: count(
+                &h.failure_threshold,
+                "failure_threshold",
+                default.failure_threshold,
+            )?,
+            success_threshold: count(
+                &h.success_threshold,
+                "success_threshold",
+                default.success_threshold,
+            )?,
+            open: ms(&h.open_ms, "open_ms", default.open)?,
         })
     }
 

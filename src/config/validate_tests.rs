@@ -611,3 +611,45 @@ fn hold_timeout_defaults_and_is_read() {
     .unwrap();
     assert_eq!(c.server.hold_timeout, Duration::from_millis(500));
 }
+
+#[test]
+fn health_defaults() {
+    let c = parse(BASE, "t").unwrap();
+    assert_eq!(c.health, HealthConfig::default());
+    assert!(c.health.enabled);
+    assert_eq!(c.health.failure_threshold, 3);
+    assert_eq!(c.health.interval, Duration::from_millis(1000));
+}
+
+#[test]
+fn health_settings() {
+    let text = format!(
+        "{BASE}\n[health]\nenabled = false\ninterval_ms = 100\ntimeout_ms = 50\n\
+         failure_threshold = 2\nsuccess_threshold = 3\nopen_ms = 250\n"
+    );
+    let h = parse(&text, "t").unwrap().health;
+    assert_eq!(
+        h,
+        HealthConfig {
+            enabled: false,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(50),
+            failure_threshold: 2,
+            success_threshold: 3,
+            open: Duration::from_millis(250),
+        }
+    );
+}
+
+#[test]
+fn health_errors_name_the_line() {
+    let base_lines = BASE.lines().count();
+    let (line, msg) = err(&format!(
+        "{BASE}\n[health]\ninterval_ms = 100\nfailure_threshold = 0\n"
+    ));
+    assert_eq!(line, base_lines + 4);
+    assert_eq!(msg, "failure_threshold must be at least 1 (got 0)");
+    let (line, msg) = err(&format!("{BASE}\n[health]\nintervall_ms = 100\n"));
+    assert_eq!(line, base_lines + 3);
+    assert!(msg.contains("unknown field `intervall_ms`"), "{msg}");
+}

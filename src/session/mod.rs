@@ -535,6 +535,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     ),
                 )
                 .with_hint("raise [server] pool_size or pool_timeout_ms, or shorten transactions"),
+                e @ BackendError::BreakerOpen { .. } => ProxyError::shard_unavailable(&name, e)
+                    .with_hint(
+                        "pgshard keeps checking the shard and serves it again once checks pass ([health])",
+                    ),
                 other => ProxyError::shard_unavailable(&name, other),
             }
         }

@@ -182,19 +182,29 @@ impl Shared {
 impl Shared {
     /// The installed shards as the admin console shows them.
     pub fn shard_statuses(&self) -> Vec<ShardStatus> {
-        self.pools
-            .current()
-            .shards
+        let set = self.pools.current();
+        let health = self.pools.health();
+        let pools = self.pools.status();
+        set.shards
             .iter()
-            .map(|s| ShardStatus {
-                name: s.name.clone(),
-                host: s.host.clone(),
-                port: s.port,
-                database: s.dbname.clone(),
-                paused: self.pauses.is_paused(&s.name),
-                breaker: "closed".to_owned(),
-                pool_max: self.config.server.pool_size,
-                ..Default::default()
+            .map(|s| {
+                let h = health.iter().find(|h| h.shard == s.name);
+                let p = pools.iter().find(|p| p.shard == s.name);
+                ShardStatus {
+                    name: s.name.clone(),
+                    host: s.host.clone(),
+                    port: s.port,
+                    database: s.dbname.clone(),
+                    paused: self.pauses.is_paused(&s.name),
+                    breaker: h.map_or("closed", |h| h.state.as_str()).to_owned(),
+                    failures: h.map_or(0, |h| h.consecutive_failures),
+                    last_error: h.and_then(|h| h.last_error.clone()),
+                    pool_max: p.map_or(self.config.server.pool_size, |p| p.max_size),
+                    active: p.map_or(0, |p| p.active),
+                    idle: p.map_or(0, |p| p.idle),
+                    waiting: p.map_or(0, |p| p.waiting),
+                    max_wait: p.map_or(std::time::Duration::ZERO, |p| p.max_wait),
+                }
             })
             .collect()
     }
@@ -206,23 +216,46 @@ impl Shared {
         shards: &[String],
         limit: std::time::Duration,
     ) -> Result<(), usize> {
-        let _ = (shards, limit);
-        Ok(())
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let busy: usize = self
+                .pools
+                .status()
+                .iter()
+                .filter(|p| shards.contains(&p.shard))
+                .map(|p| p.active)
+                .sum();
+            if busy == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(busy);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// The gauges read at scrape time: pools, breakers, pauses, epoch.
     pub fn gauges(&self) -> Gauges {
-        let set = self.pools.current();
+        let health = self.pools.health();
         Gauges {
             epoch: self.map.load().epoch,
-            shards: set
-                .shards
-                .iter()
-                .map(|s| ShardGauges {
-                    shard: s.name.clone(),
-                    max: self.config.server.pool_size,
-                    paused: self.pauses.is_paused(&s.name),
-                    ..Default::default()
+            shards: self
+                .shard_statuses()
+                .into_iter()
+                .map(|s| {
+                    let h = health.iter().find(|h| h.shard == s.name);
+                    ShardGauges {
+                        breaker: h.map_or(0, |h| h.state.gauge()),
+                        breaker_opened: h.map_or(0, |h| h.opened_total),
+                        active: s.active,
+                        idle: s.idle,
+                        max: s.pool_max,
+                        waiting: s.waiting,
+                        max_wait: s.max_wait,
+                        paused: s.paused,
+                        shard: s.name,
+                    }
                 })
                 .collect(),
         }

@@ -1,0 +1,278 @@
+//! Per-shard health checks and circuit breaker: once a stopped shard has failed its
+//! checks, queries that need it fail at once with 08006 naming it (single-shard, in a
+//! transaction, scatter), the other shard carries on, and the shard is served again
+//! after it comes back.
+
+use std::time::{Duration, Instant};
+
+use pgshard::sharding::KeyValue;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use crate::harness::{ACCOUNTS, Cluster, Proxy};
+
+/// Checks every 100 ms, open after 2 failures, half-open probe after 200 ms. The pool
+/// and connect timeouts are long, so a checkout that waits instead of failing fast shows.
+const HEALTH: &str = "
+[health]
+interval_ms = 100
+timeout_ms = 500
+failure_threshold = 2
+success_threshold = 1
+open_ms = 200
+";
+
+/// Longest a fail-fast error may take (a debug build on a busy machine included).
+const FAST: Duration = Duration::from_millis(200);
+
+/// A 2-shard cluster with `accounts` holding one row on each shard, its proxy with
+/// [`HEALTH`], a key on each shard, and the shard map text.
+async fn setup(pool_size: usize) -> (Cluster, Proxy, i64, i64, String) {
+    let cluster = Cluster::start(2).await;
+    let toml = cluster.shardmap_toml(ACCOUNTS, pool_size).replacen(
+        &format!("pool_size = {pool_size}\n"),
+        &format!("pool_size = {pool_size}\npool_timeout_ms = 5000\nconnect_timeout_ms = 5000\n"),
+        1,
+    ) + HEALTH;
+    let map = pgshard::config::parse(&toml, "test").unwrap().map;
+    let shard_of = |aid: i64| map.locate(&KeyValue::Int(aid)).1;
+    let on0: i64 = (1..).find(|k| shard_of(*k) == 0).unwrap();
+    let on1: i64 = (1..).find(|k| shard_of(*k) == 1).unwrap();
+    let proxy = Proxy::start(&toml).await;
+    let client = proxy.client().await;
+    client
+        .batch_execute("CREATE TABLE accounts (aid bigint PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+    for aid in [on0, on1] {
+        client
+            .execute("INSERT INTO accounts (aid) VALUES ($1)", &[&aid])
+            .await
+            .unwrap();
+    }
+    (cluster, proxy, on0, on1, toml)
+}
+
+/// Assert `err` is the breaker's 08006 naming shard s1.
+fn assert_breaker_error(err: &tokio_postgres::Error, what: &str) {
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::CONNECTION_FAILURE),
+        "{what}: {err:?}"
+    );
+    let msg = err.as_db_error().unwrap().message();
+    assert!(
+        msg.contains("shard \"s1\" is unavailable") && msg.contains("circuit breaker open"),
+        "{what}: {msg}"
+    );
+}
+
+/// Query the key on shard 1 until the error says the breaker is open.
+async fn wait_for_open_breaker(client: &Client, on1: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let result = client
+            .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
+            .await;
+        match result {
+            Err(e)
+                if e.as_db_error()
+                    .is_some_and(|d| d.message().contains("circuit breaker open")) =>
+            {
+                return;
+            }
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "breaker did not open within 10 s: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_breaker_fails_fast_and_closes_when_the_shard_is_back() {
+    let (mut cluster, proxy, on0, on1, _) = setup(4).await;
+    let client = proxy.client().await;
+    let by_key = "SELECT aid FROM accounts WHERE aid = $1";
+    cluster.shard_mut(1).stop().await;
+    wait_for_open_breaker(&client, on1).await;
+
+    // single-shard query for s1: fails at once, naming s1
+    let started = Instant::now();
+    let err = client.query(by_key, &[&on1]).await.unwrap_err();
+    let took = started.elapsed();
+    assert_breaker_error(&err, "query on s1");
+    assert!(took < FAST, "query on s1 took {took:?}");
+
+    // s0 carries on, on the same client connection
+    let rows = client.query(by_key, &[&on0]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), on0);
+
+    // a scatter query needs s1 too: fails at once
+    let started = Instant::now();
+    let err = client
+        .query("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_breaker_error(&err, "scatter");
+    assert!(took < FAST, "scatter took {took:?}");
+
+    // inside a transaction that already uses s0: the same code
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(client.query(by_key, &[&on0]).await.unwrap().len(), 1);
+    let started = Instant::now();
+    let err = client.query(by_key, &[&on1]).await.unwrap_err();
+    let took = started.elapsed();
+    assert_breaker_error(&err, "in a transaction");
+    assert!(took < FAST, "in a transaction took {took:?}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    // shard back: a half-open probe closes the breaker and s1 is served again
+    cluster.shard_mut(1).restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.query(by_key, &[&on1]).await {
+            Ok(rows) => {
+                assert_eq!(rows.len(), 1);
+                assert_eq!(rows[0].get::<_, i64>(0), on1);
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "s1 never came back: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_on_a_down_shard_all_fail_fast() {
+    // a pool of 2 for 50 clients: had they to queue for connections, it would show
+    let (mut cluster, proxy, on0, on1, _) = setup(2).await;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        clients.push(proxy.client().await);
+    }
+    cluster.shard_mut(1).stop().await;
+    wait_for_open_breaker(&clients[0], on1).await;
+
+    let started = Instant::now();
+    let queries = clients.iter().map(|c| async move {
+        let started = Instant::now();
+        let result = c
+            .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
+            .await;
+        (result, started.elapsed())
+    });
+    let results = futures_util::future::join_all(queries).await;
+    let total = started.elapsed();
+    assert_eq!(results.len(), 50);
+    for (result, took) in &results {
+        assert_breaker_error(result.as_ref().unwrap_err(), "concurrent client");
+        assert!(*took < Duration::from_secs(1), "a client waited {took:?}");
+    }
+    assert!(total < Duration::from_secs(2), "50 clients took {total:?}");
+
+    // the clients are fine for the other shard
+    let rows = clients[49]
+        .query("SELECT aid FROM accounts WHERE aid = $1", &[&on0])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+/// Sends SIGCONT to a stopped process when dropped, so a failing test still lets the
+/// server shut down.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(&self.0, "-CONT");
+    }
+}
+
+fn signal(pid: &str, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_waiting_on_a_hanging_shard_fail_when_the_breaker_opens() {
+    // A stopped (SIGSTOP) postmaster accepts TCP connections but never answers a login:
+    // without the breaker, every checkout needing a new connection to s1 would wait the
+    // 5 s connect timeout. The checks time out (500 ms) twice, the breaker opens, and
+    // the waiting checkouts fail at that moment.
+    let (cluster, proxy, on0, on1, toml) = setup(2).await;
+    // a fresh proxy without the two-phase recovery pass (which checks out a connection
+    // to every shard at startup): no pooled connection to s1 that could still serve
+    drop(proxy);
+    let proxy = Proxy::start(&(toml + "\n[transactions]\ntwo_phase = false\n")).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(proxy.client().await);
+    }
+    let pid_file = cluster.shard(1).cluster().data_dir().join("postmaster.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    signal(&pid, "-STOP");
+    let resume = Resume(pid);
+
+    let started = Instant::now();
+    let queries = clients.iter().map(|c| async move {
+        c.query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
+            .await
+    });
+    let results = futures_util::future::join_all(queries).await;
+    let total = started.elapsed();
+    assert_eq!(results.len(), 20);
+    for result in &results {
+        assert_breaker_error(result.as_ref().unwrap_err(), "waiting client");
+    }
+    assert!(
+        total < Duration::from_secs(4),
+        "clients waited {total:?} (connect timeout is 5 s)"
+    );
+    // s0 is unaffected
+    let rows = clients[0]
+        .query("SELECT aid FROM accounts WHERE aid = $1", &[&on0])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+
+    drop(resume);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match clients[1]
+            .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
+            .await
+        {
+            Ok(rows) => {
+                assert_eq!(rows.len(), 1);
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "s1 never came back: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

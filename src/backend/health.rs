@@ -1,0 +1,579 @@
+//! Per-shard health checks and circuit breaker.
+//!
+//! A shard that is down should cost each client one quick, clear error, not a wait for
+//! the connect or pool timeout while more clients queue up behind it. So each shard's
+//! pool carries a breaker ([`ShardBreaker`]): a checker task probes every shard each
+//! `[health] interval_ms` with its own short connection (connect, login, `SELECT 1`);
+//! refused data-path connects count too. After `failure_threshold` consecutive failures
+//! the breaker opens and every checkout for that shard fails at once
+//! ([`BackendError::BreakerOpen`], 08006 to the client). After the `open_ms` cool-down
+//! the next probe runs half-open; `success_threshold` consecutive good probes close it.
+//!
+//! The state machine itself ([`Breaker`]) is pure: callers pass the clock, so it is
+//! tested without sleeping.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::{BackendConn, BackendError};
+use crate::config::{HealthConfig, ShardConfig};
+use crate::sharding::ShardId;
+
+/// Where a shard's circuit breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// the shard serves clients
+    Closed,
+    /// the shard failed `failure_threshold` checks in a row: checkouts fail at once
+    Open,
+    /// the cool-down is over and probes are testing the shard; clients still fail fast
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// Name for listings: `"closed"`, `"open"` or `"half-open"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+        }
+    }
+
+    /// Value for a metrics gauge: 0 closed, 1 half-open, 2 open (higher is worse).
+    pub fn gauge(self) -> i64 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        self.gauge() as u8
+    }
+
+    fn from_u8(v: u8) -> BreakerState {
+        match v {
+            0 => BreakerState::Closed,
+            1 => BreakerState::HalfOpen,
+            _ => BreakerState::Open,
+        }
+    }
+}
+
+/// One shard's health, for the admin console and metrics.
+#[derive(Debug, Clone)]
+pub struct ShardHealth {
+    /// shard name
+    pub shard: String,
+    /// breaker state
+    pub state: BreakerState,
+    /// failed checks (and refused connects) since the last success
+    pub consecutive_failures: u32,
+    /// how often the breaker opened from closed (one per outage; failed half-open
+    /// probes that re-open it do not count again)
+    pub opened_total: u64,
+    /// the most recent failure, kept after recovery so an operator can see what happened
+    pub last_error: Option<String>,
+    /// age of the last health check (None: not checked yet)
+    pub last_check: Option<Duration>,
+}
+
+/// The breaker of one shard as a pure state machine; every call gets the time.
+///
+/// Half-open does not admit client traffic: the checker's probes are the trial
+/// requests. Letting clients in while the shard has not yet proved itself would send
+/// every queued client at it at once, the pile-up the breaker exists to prevent; the
+/// price is that recovery takes the cool-down plus `success_threshold` probe intervals.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    state: BreakerState,
+    consecutive_failures: u32,
+    consecutive_successes: u32,
+    opened_at: Option<Instant>,
+    opened_total: u64,
+    last_error: Option<String>,
+    last_check: Option<Instant>,
+}
+
+impl Default for Breaker {
+    fn default() -> Breaker {
+        Breaker::new()
+    }
+}
+
+impl Breaker {
+    /// A closed breaker with no history.
+    pub fn new() -> Breaker {
+        Breaker {
+            state: BreakerState::Closed,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            opened_at: None,
+            opened_total: 0,
+            last_error: None,
+            last_check: None,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// Whether clients may use the shard (only when closed, see the type's docs).
+    pub fn admits(&self) -> bool {
+        self.state == BreakerState::Closed
+    }
+
+    /// Whether the checker should probe now. An open breaker skips probes until its
+    /// cool-down has passed (a restarting server gets room to come up); then it turns
+    /// half-open and the probe decides.
+    pub fn begin_probe(&mut self, now: Instant, cfg: &HealthConfig) -> bool {
+        match self.state {
+            BreakerState::Closed | BreakerState::HalfOpen => true,
+            BreakerState::Open => {
+                let since = self
+                    .opened_at
+                    .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+                if since >= cfg.open {
+                    self.state = BreakerState::HalfOpen;
+                    self.consecutive_successes = 0;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// A health check succeeded. Returns the new state if it changed.
+    pub fn probe_succeeded(&mut self, now: Instant, cfg: &HealthConfig) -> Option<BreakerState> {
+        self.last_check = Some(now);
+        self.succeeded(cfg)
+    }
+
+    /// A health check failed with `error`. Returns the new state if it changed.
+    pub fn probe_failed(
+        &mut self,
+        now: Instant,
+        error: String,
+        cfg: &HealthConfig,
+    ) -> Option<BreakerState> {
+        self.last_check = Some(now);
+        self.failed(now, error, cfg)
+    }
+
+    /// A data-path connection was made: like a successful check, except that it cannot
+    /// end the cool-down of an open breaker (it was started before the breaker opened).
+    pub fn connect_succeeded(&mut self, cfg: &HealthConfig) -> Option<BreakerState> {
+        self.succeeded(cfg)
+    }
+
+    /// A data-path connect failed: counts like a failed check (a refused connect is a
+    /// failure whoever sees it), so a dead shard is noticed between two checks.
+    pub fn connect_failed(
+        &mut self,
+        now: Instant,
+        error: String,
+        cfg: &HealthConfig,
+    ) -> Option<BreakerState> {
+        self.failed(now, error, cfg)
+    }
+
+    fn succeeded(&mut self, cfg: &HealthConfig) -> Option<BreakerState> {
+        match self.state {
+            BreakerState::Closed => {
+                self.consecutive_failures = 0;
+                None
+            }
+            BreakerState::HalfOpen => {
+                self.consecutive_failures = 0;
+                self.consecutive_successes += 1;
+                if self.consecutive_successes >= cfg.success_threshold {
+                    self.state = BreakerState::Closed;
+                    self.opened_at = None;
+                    Some(BreakerState::Closed)
+                } else {
+                    None
+                }
+            }
+            // only a half-open probe may close an open breaker
+            BreakerState::Open => None,
+        }
+    }
+
+    fn failed(&mut self, now: Instant, error: String, cfg: &HealthConfig) -> Option<BreakerState> {
+        self.last_error = Some(error);
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.consecutive_successes = 0;
+        match self.state {
+            BreakerState::Closed if self.consecutive_failures >= cfg.failure_threshold => {
+                self.opened_total += 1;
+                self.open(now)
+            }
+            BreakerState::HalfOpen => self.open(now),
+            BreakerState::Closed | BreakerState::Open => None,
+        }
+    }
+
+    fn open(&mut self, now: Instant) -> Option<BreakerState> {
+        self.state = BreakerState::Open;
+        self.opened_at = Some(now);
+        Some(BreakerState::Open)
+    }
+
+    /// This breaker as seen at `now`, for listings.
+    pub fn snapshot(&self, shard: &str, now: Instant) -> ShardHealth {
+        ShardHealth {
+            shard: shard.to_owned(),
+            state: self.state,
+            consecutive_failures: self.consecutive_failures,
+            opened_total: self.opened_total,
+            last_error: self.last_error.clone(),
+            last_check: self.last_check.map(|t| now.saturating_duration_since(t)),
+        }
+    }
+}
+
+/// The breaker of one shard as shared by its pool manager, the checker and
+/// `Pools::get`. Kept with the pool across a reload that keeps the pool.
+pub struct ShardBreaker {
+    cfg: HealthConfig,
+    /// mirror of the state for the data path: one atomic load per checkout
+    state: AtomicU8,
+    inner: Mutex<Breaker>,
+    /// woken when the breaker leaves closed, so checkouts already waiting fail too
+    opened: Notify,
+}
+
+impl ShardBreaker {
+    /// A closed breaker under `cfg`.
+    pub fn new(cfg: HealthConfig) -> ShardBreaker {
+        ShardBreaker {
+            cfg,
+            state: AtomicU8::new(BreakerState::Closed.to_u8()),
+            inner: Mutex::new(Breaker::new()),
+            opened: Notify::new(),
+        }
+    }
+
+    /// Whether clients may use the shard now.
+    #[inline]
+    pub fn admits(&self) -> bool {
+        self.state.load(Ordering::Acquire) == BreakerState::Closed.to_u8()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        BreakerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Resolves when the breaker leaves closed. Create it (and `enable` it) before
+    /// checking [`admits`](Self::admits) so a transition in between is not missed.
+    pub fn opened(&self) -> tokio::sync::futures::Notified<'_> {
+        self.opened.notified()
+    }
+
+    /// The error a checkout gets while the breaker refuses clients.
+    pub fn open_error(&self, shard: &str) -> BackendError {
+        let b = self.lock();
+        BackendError::BreakerOpen {
+            shard: shard.to_owned(),
+            failures: b.consecutive_failures,
+            last_error: b.last_error.clone().unwrap_or_else(|| "none".to_owned()),
+        }
+    }
+
+    /// Apply `f` to the state machine, publish the new state, wake waiting checkouts
+    /// if it left closed, and return what `f` returned.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Breaker, &HealthConfig) -> R) -> R {
+        let mut b = self.lock();
+        let r = f(&mut b, &self.cfg);
+        let state = b.state();
+        drop(b);
+        self.state.store(state.to_u8(), Ordering::Release);
+        if state != BreakerState::Closed {
+            self.opened.notify_waiters();
+        }
+        r
+    }
+
+    /// Record the outcome of a data-path connect (nothing when checks are disabled:
+    /// then the breaker never opens).
+    pub fn record_connect(&self, shard: &str, result: Result<(), &BackendError>) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let changed = match result {
+            Ok(()) => self.update(|b, cfg| b.connect_succeeded(cfg)),
+            Err(e) => self.update(|b, cfg| b.connect_failed(Instant::now(), e.to_string(), cfg)),
+        };
+        if let Some(state) = changed {
+            log_transition(shard, state, &self.snapshot(shard));
+        }
+    }
+
+    /// Run one health check if one is due: probe the shard, record the result, and
+    /// return the new state if it changed.
+    pub async fn check(&self, shard: ShardId, cfg: &ShardConfig) -> Option<BreakerState> {
+        if !self.update(|b, c| b.begin_probe(Instant::now(), c)) {
+            return None;
+        }
+        let result = probe(shard, cfg, self.cfg.timeout).await;
+        let now = Instant::now();
+        let changed = match result {
+            Ok(()) => self.update(|b, c| b.probe_succeeded(now, c)),
+            Err(e) => self.update(|b, c| b.probe_failed(now, e.to_string(), c)),
+        };
+        if let Some(state) = changed {
+            log_transition(&cfg.name, state, &self.snapshot(&cfg.name));
+        }
+        changed
+    }
+
+    /// The current health, for listings.
+    pub fn snapshot(&self, shard: &str) -> ShardHealth {
+        self.lock().snapshot(shard, Instant::now())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn log_transition(shard: &str, state: BreakerState, h: &ShardHealth) {
+    match state {
+        BreakerState::Open => tracing::warn!(
+            shard,
+            failures = h.consecutive_failures,
+            last_error = h.last_error.as_deref().unwrap_or(""),
+            "circuit breaker open: queries for this shard fail fast"
+        ),
+        BreakerState::HalfOpen => tracing::info!(shard, "circuit breaker half-open"),
+        BreakerState::Closed => tracing::info!(shard, "circuit breaker closed: shard is back"),
+    }
+}
+
+/// One health check: a fresh connection (so a server that is up but refuses logins
+/// fails too, and a full pool cannot delay the check), `SELECT 1`, Terminate.
+async fn probe(shard: ShardId, cfg: &ShardConfig, timeout: Duration) -> Result<(), BackendError> {
+    let check = async {
+        let mut conn = BackendConn::connect_as(shard, cfg, timeout, "pgshard health check").await?;
+        let answer = conn.simple_query("SELECT 1").await?;
+        if let Some(e) = answer.error {
+            return Err(BackendError::Protocol(format!("SELECT 1 failed: {e}")));
+        }
+        // Terminate (F), so the server does not log a lost connection every interval
+        conn.queue(&[b'X', 0, 0, 0, 4]);
+        let _ = conn.flush().await;
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, check).await {
+        Ok(result) => result,
+        Err(_) => Err(BackendError::CheckTimeout(timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> HealthConfig {
+        HealthConfig {
+            enabled: true,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(50),
+            failure_threshold: 3,
+            success_threshold: 2,
+            open: Duration::from_millis(500),
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A breaker opened by three failed probes at `t0`.
+    fn opened(t0: Instant) -> Breaker {
+        let mut b = Breaker::new();
+        for _ in 0..3 {
+            assert!(b.begin_probe(t0, &cfg()));
+            b.probe_failed(t0, "refused".into(), &cfg());
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        b
+    }
+
+    #[test]
+    fn opens_after_threshold_consecutive_failures() {
+        let t0 = Instant::now();
+        let c = cfg();
+        let mut b = Breaker::new();
+        assert!(b.admits());
+        assert_eq!(b.probe_failed(t0, "e1".into(), &c), None);
+        assert_eq!(b.probe_failed(t0, "e2".into(), &c), None);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(
+            b.probe_failed(t0, "e3".into(), &c),
+            Some(BreakerState::Open)
+        );
+        assert!(!b.admits());
+        let h = b.snapshot("s1", t0 + ms(10));
+        assert_eq!(h.shard, "s1");
+        assert_eq!(h.state, BreakerState::Open);
+        assert_eq!(h.consecutive_failures, 3);
+        assert_eq!(h.opened_total, 1);
+        assert_eq!(h.last_error.as_deref(), Some("e3"));
+        assert_eq!(h.last_check, Some(ms(10)));
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_count() {
+        let t0 = Instant::now();
+        let c = cfg();
+        let mut b = Breaker::new();
+        b.probe_failed(t0, "e".into(), &c);
+        b.probe_failed(t0, "e".into(), &c);
+        b.probe_succeeded(t0, &c);
+        assert_eq!(b.snapshot("s", t0).consecutive_failures, 0);
+        b.probe_failed(t0, "e".into(), &c);
+        b.probe_failed(t0, "e".into(), &c);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // a data-path connect failure counts like a failed check
+        assert_eq!(
+            b.connect_failed(t0, "refused".into(), &c),
+            Some(BreakerState::Open)
+        );
+    }
+
+    #[test]
+    fn open_waits_out_the_cool_down() {
+        let t0 = Instant::now();
+        let c = cfg();
+        let mut b = opened(t0);
+        assert!(!b.begin_probe(t0 + ms(100), &c));
+        assert!(!b.begin_probe(t0 + ms(499), &c));
+        assert_eq!(b.state(), BreakerState::Open);
+        // successes seen while open (a late data-path connect) do not close it
+        assert_eq!(b.connect_succeeded(&c), None);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.begin_probe(t0 + ms(500), &c));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(!b.admits(), "half-open does not admit clients");
+    }
+
+    #[test]
+    fn half_open_closes_after_success_threshold() {
+        let t0 = Instant::now();
+        let c = cfg();
+        let mut b = opened(t0);
+        assert!(b.begin_probe(t0 + ms(600), &c));
+        assert_eq!(b.probe_succeeded(t0 + ms(600), &c), None);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.begin_probe(t0 + ms(700), &c));
+        assert_eq!(
+            b.probe_succeeded(t0 + ms(700), &c),
+            Some(BreakerState::Closed)
+        );
+        assert!(b.admits());
+        let h = b.snapshot("s", t0 + ms(700));
+        assert_eq!(h.consecutive_failures, 0);
+        assert_eq!(h.opened_total, 1);
+        assert_eq!(
+            h.last_error.as_deref(),
+            Some("refused"),
+            "kept after recovery"
+        );
+        // a later outage needs the full threshold again
+        b.probe_failed(t0 + ms(800), "x".into(), &c);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn half_open_failure_reopens_with_a_new_cool_down() {
+        let t0 = Instant::now();
+        let c = cfg();
+        let mut b = opened(t0);
+        assert!(b.begin_probe(t0 + ms(600), &c));
+        b.probe_succeeded(t0 + ms(600), &c);
+        assert!(b.begin_probe(t0 + ms(700), &c));
+        assert_eq!(
+            b.probe_failed(t0 + ms(700), "still down".into(), &c),
+            Some(BreakerState::Open)
+        );
+        // the cool-down restarts from the failed probe
+        assert!(!b.begin_probe(t0 + ms(1100), &c));
+        assert!(b.begin_probe(t0 + ms(1200), &c));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        // one success is not enough after a failure reset the count
+        b.probe_succeeded(t0 + ms(1200), &c);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        let h = b.snapshot("s", t0 + ms(1200));
+        assert_eq!(
+            h.opened_total, 1,
+            "re-opening from half-open is the same outage"
+        );
+        assert_eq!(h.last_error.as_deref(), Some("still down"));
+    }
+
+    #[test]
+    fn state_names_and_gauges() {
+        assert_eq!(BreakerState::Closed.as_str(), "closed");
+        assert_eq!(BreakerState::Open.as_str(), "open");
+        assert_eq!(BreakerState::HalfOpen.as_str(), "half-open");
+        assert_eq!(BreakerState::Closed.gauge(), 0);
+        assert_eq!(BreakerState::HalfOpen.gauge(), 1);
+        assert_eq!(BreakerState::Open.gauge(), 2);
+        for s in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            assert_eq!(BreakerState::from_u8(s.to_u8()), s);
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_breaker_wakes_waiting_checkouts() {
+        let mut c = cfg();
+        c.failure_threshold = 1;
+        let b = std::sync::Arc::new(ShardBreaker::new(c));
+        let (ready, waiting) = tokio::sync::oneshot::channel();
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let opened = b.opened();
+                tokio::pin!(opened);
+                opened.as_mut().enable();
+                assert!(b.admits());
+                ready.send(()).unwrap();
+                opened.await;
+            })
+        };
+        waiting.await.unwrap();
+        b.record_connect("s1", Err(&BackendError::Closed));
+        assert!(!b.admits());
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("waiter woken")
+            .unwrap();
+        match b.open_error("s1") {
+            BackendError::BreakerOpen {
+                shard,
+                failures,
+                last_error,
+            } => {
+                assert_eq!(shard, "s1");
+                assert_eq!(failures, 1);
+                assert_eq!(last_error, "server closed the connection");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
