@@ -125,7 +125,21 @@ impl Server {
             let span = tracing::info_span!("client", %peer);
             tracker.spawn(
                 async move {
-                    let end = session::run(stream, shared).await;
+                    let acceptor = shared.config.tls.acceptor.as_ref();
+                    let incoming = match session::negotiate(stream, acceptor).await {
+                        Ok(incoming) => incoming,
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            tracing::debug!("client gone before its startup packet");
+                            drop(permit);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, "client connection failed in TLS negotiation");
+                            drop(permit);
+                            return;
+                        }
+                    };
+                    let end = session::run(incoming, shared).await;
                     match end {
                         SessionEnd::ClientGone => tracing::debug!("client disconnected"),
                         SessionEnd::Fatal(e) => {

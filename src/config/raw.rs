@@ -32,6 +32,24 @@ pub struct RawFile {
     pub slot_map: Option<Spanned<RawSlotMap>>,
     /// `[transactions]`
     pub transactions: Option<Spanned<RawTransactions>>,
+    /// `[tls]`
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// `[tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// certificate chain (PEM) presented to clients
+    pub cert: Option<Spanned<String>>,
+    /// private key (PEM) of `cert`
+    pub key: Option<Spanned<String>>,
+    /// refuse clients that do not use TLS
+    pub require_tls: Option<Spanned<bool>>,
+    /// TLS to the shards: `"disable"`, `"require"` or `"verify-full"`
+    pub backend: Option<Spanned<String>>,
+    /// CA certificates (PEM) shard certificates must chain to (`verify-full`)
+    pub backend_ca: Option<Spanned<String>>,
 }
 
 /// `[transactions]`

@@ -12,6 +12,7 @@ mod distributed;
 mod extended;
 pub mod holds;
 mod local_txn;
+pub mod negotiate;
 pub mod relay;
 pub mod reload;
 mod scatter;
@@ -40,6 +41,7 @@ use holds::Touch;
 use relay::{Expect, RelayError, RelayOutcome, relay};
 use settings::Settings;
 use shared::OrdinalSnapshot;
+pub use negotiate::{Incoming, negotiate};
 pub use shared::Shared;
 use txn::Txn;
 
@@ -112,15 +114,20 @@ pub struct Session<S> {
     /// map epoch of the last route; of the last Bind, for portals executed later
     route_epoch: u64,
     portal_epoch: u64,
+    /// the client connection is encrypted
+    tls: bool,
 }
 
-/// Serve one client connection to the end.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Shared>) -> SessionEnd {
+/// Serve one client connection to the end (after [`negotiate`]).
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    incoming: Incoming<S>,
+    shared: Arc<Shared>,
+) -> SessionEnd {
     let max = shared.config.server.max_message_size;
     let (cancel_key, running) = shared.cancels.register();
     let shared_in_flight = shared.holds.in_flight();
     let mut session = Session {
-        client: ClientIo::new(stream, max),
+        client: ClientIo::with_buffered(incoming.stream, incoming.buffered, max),
         shared,
         out: BytesMut::new(),
         txn: Txn::Idle,
@@ -143,6 +150,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Share
         in_flight: shared_in_flight,
         route_epoch: 0,
         portal_epoch: 0,
+        tls: incoming.tls,
     };
     session.shard_generation = session.shared.holds.state() >> 1;
     // Boxed: the login exchange runs once, and its state need not stay in the task of
@@ -725,7 +733,7 @@ mod size_tests {
                 .expect("test map parses");
         let shared = Arc::new(Shared::new(Arc::new(config), CancellationToken::new()));
         let (stream, _other) = tokio::io::duplex(64);
-        let future = run(stream, shared);
+        let future = run(super::Incoming::plain(stream), shared);
         let size = std::mem::size_of_val(&future);
         println!("session future: {size} bytes");
         assert!(size < 4 * 1024, "session future is {size} bytes");

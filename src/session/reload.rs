@@ -98,6 +98,9 @@ pub fn ignored_sections(running: &Config, new: &Config) -> Vec<&'static str> {
     if format!("{:?}", running.transactions) != format!("{:?}", new.transactions) {
         out.push("[transactions]");
     }
+    if format!("{:?}", running.tls) != format!("{:?}", new.tls) {
+        out.push("[tls]");
+    }
     out
 }
 
