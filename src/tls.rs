@@ -256,11 +256,7 @@ impl ServerCertVerifier for AnyCertificate {
 
 /// TLS handshake with a shard over `tcp`, after it answered an SSLRequest with `S`.
 /// `host` (from the shard URL) is the name the certificate must carry.
-pub async fn connect(
-    tcp: TcpStream,
-    config: &Arc<ClientConfig>,
-    host: &str,
-) -> io::Result<Stream> {
+pub async fn connect(tcp: TcpStream, config: &Arc<ClientConfig>, host: &str) -> io::Result<Stream> {
     let name = ServerName::try_from(host.to_owned()).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -18,9 +18,9 @@ use super::{
     Config, ServerConfig, ShardConfig, ShardMap, TableRule, TlsConfig, TransactionsConfig,
     UnparsedPolicy, UserConfig, UserSecret,
 };
-use crate::tls::BackendTls;
 use crate::sharding::ring::{RingMember, assign_slots};
 use crate::sharding::{KeyType, ShardId};
+use crate::tls::BackendTls;
 
 /// A shard map problem, with the file position it was found at.
 #[derive(Debug, thiserror::Error)]

@@ -38,10 +38,10 @@ use crate::sharding::ShardId;
 use crate::sql::{Analysis, SharedAnalysis};
 use client::{ClientError, ClientIo};
 use holds::Touch;
+pub use negotiate::{Incoming, negotiate};
 use relay::{Expect, RelayError, RelayOutcome, relay};
 use settings::Settings;
 use shared::OrdinalSnapshot;
-pub use negotiate::{Incoming, negotiate};
 pub use shared::Shared;
 use txn::Txn;
 
