@@ -408,6 +408,26 @@ async fn backend_tls_verify_full() {
     expect_cancelled(&client, NoTls).await;
     drop(proxy);
 
+    // the rebalancer's own connections (tokio-postgres) use TLS too, and a wrong CA
+    // fails them with the reason
+    let text = map.clone() + &backend_section(&pki, "verify-full", "ca.crt");
+    let config = pgshard::config::parse(&text, "test").expect("map");
+    let shard = pgshard::rebalance::shard::ShardClient::connect(&config.shards[1])
+        .await
+        .expect("rebalance connection over TLS");
+    let ssl = shard
+        .value("SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .await
+        .expect("pg_stat_ssl");
+    assert_eq!(ssl.as_deref(), Some("true"));
+    let text = map.clone() + &backend_section(&pki, "verify-full", "other-ca.crt");
+    let config = pgshard::config::parse(&text, "test").expect("map");
+    let e = match pgshard::rebalance::shard::ShardClient::connect(&config.shards[1]).await {
+        Ok(_) => panic!("rebalance connection trusted the wrong CA"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("certificate"), "{e}");
+
     // a CA the shards' certificate does not chain to: the query fails, quickly
     let proxy = Proxy::start(&(map + &backend_section(&pki, "verify-full", "other-ca.crt"))).await;
     let client = proxy.client().await;
