@@ -470,3 +470,41 @@ async fn backend_tls_refused_by_plain_shard() {
         db.message()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_requests_are_answered_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL: &[u8] = b"\0\0\0\x08\x04\xd2\x16\x2f";
+    const GSSENC: &[u8] = b"\0\0\0\x08\x04\xd2\x16\x30";
+    let pki = Pki::new();
+    let cluster = Cluster::start(1).await;
+    let proxy = Proxy::start(&(cluster.shardmap_toml(ACCOUNTS, 2) + &pki.section(""))).await;
+
+    // GSSENCRequest → N, then SSLRequest on the same connection → S
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut answer = [0u8; 1];
+    s.write_all(GSSENC).await.unwrap();
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"N");
+    s.write_all(SSL).await.unwrap();
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+
+    // bytes pipelined behind the SSLRequest are refused: no S, the connection closes
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(&[SSL, b"\0\0\0\x08\0\x03\0\0"].concat())
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply))
+        .await
+        .expect("the proxy closes the connection");
+    assert!(read.is_err() || reply.is_empty(), "answered {reply:?}");
+
+    // and the proxy still serves TLS clients
+    let client = connect_tls(&proxy, "localhost", pki.client_config("ca.crt"))
+        .await
+        .unwrap_or_else(|e| panic!("TLS client: {}", error_text(&e)));
+    let row = client.query_one("SELECT 7", &[]).await.expect("query");
+    assert_eq!(row.get::<_, i32>(0), 7);
+}

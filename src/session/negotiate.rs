@@ -39,26 +39,37 @@ impl<S> Incoming<S> {
     }
 }
 
-/// Answer encryption requests until the client sends something else. Reads exactly the
-/// 8-byte head of each packet: after `S` the next bytes on the socket belong to the TLS
-/// handshake, never to a buffer read in plain text. A failed handshake is an error (the
-/// client has been told why by the TLS alert).
+/// Answer encryption requests until the client sends something else, which is handed
+/// over with the bytes read of it. After `S` the next bytes on the socket belong to the
+/// TLS handshake: bytes a client sent before the answer are refused, never read as if
+/// they had been encrypted. A failed handshake is an error (the client has been told why
+/// by the TLS alert).
 pub async fn negotiate(
     mut tcp: TcpStream,
     acceptor: Option<&Arc<rustls::ServerConfig>>,
 ) -> io::Result<Incoming<Stream>> {
+    let mut read = BytesMut::with_capacity(1024);
     loop {
-        let mut head = [0u8; 8];
-        tcp.read_exact(&mut head).await?;
-        let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-        let code = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-        if len != 8 || (code != SSL_REQUEST && code != GSSENC_REQUEST) {
-            return Ok(Incoming {
-                stream: Stream::Plain(tcp),
-                buffered: BytesMut::from(&head[..]),
-                tls: false,
-            });
+        // The length first: anything but 8 is not an encryption request, and the
+        // session's own checks answer a bad length without waiting for more bytes.
+        fill(&mut tcp, &mut read, 4).await?;
+        if i32::from_be_bytes([read[0], read[1], read[2], read[3]]) != 8 {
+            return Ok(plain(tcp, read));
         }
+        fill(&mut tcp, &mut read, 8).await?;
+        let code = i32::from_be_bytes([read[4], read[5], read[6], read[7]]);
+        if code != SSL_REQUEST && code != GSSENC_REQUEST {
+            return Ok(plain(tcp, read));
+        }
+        if read.len() > 8 {
+            // Postgres refuses this too (CVE-2021-23214): bytes sent before the answer
+            // would otherwise be taken as if they had come over the encrypted channel
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "data sent after an encryption request, before its answer",
+            ));
+        }
+        read.clear();
         match acceptor {
             Some(config) if code == SSL_REQUEST => {
                 tcp.write_all(b"S").await?;
@@ -72,5 +83,24 @@ pub async fn negotiate(
             // the client may go on in plain text or ask for the other kind
             _ => tcp.write_all(b"N").await?,
         }
+    }
+}
+
+/// Read until `buf` holds at least `n` bytes (EOF first is an error).
+async fn fill(tcp: &mut TcpStream, buf: &mut BytesMut, n: usize) -> io::Result<()> {
+    while buf.len() < n {
+        if tcp.read_buf(buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
+/// A plain connection of which `read` was read already.
+fn plain(tcp: TcpStream, read: BytesMut) -> Incoming<Stream> {
+    Incoming {
+        stream: Stream::Plain(tcp),
+        buffered: read,
+        tls: false,
     }
 }
