@@ -204,5 +204,7 @@ mod tests {
         );
         assert_eq!(ignored_sections(&a, &b), ["[server]", "[[users]]"]);
         assert!(ignored_sections(&a, &a).is_empty());
+        let tls = config(&format!("{BASE}\n[tls]\nbackend = \"require\"\n"));
+        assert_eq!(ignored_sections(&a, &tls), ["[tls]"]);
     }
 }
