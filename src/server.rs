@@ -126,7 +126,9 @@ impl Server {
             tracker.spawn(
                 async move {
                     let acceptor = shared.config.tls.acceptor.as_ref();
-                    let incoming = match session::negotiate(stream, acceptor).await {
+                    // Boxed: a TLS handshake's state is large and needed once; the task of
+                    // an idle client stays small.
+                    let incoming = match Box::pin(session::negotiate(stream, acceptor)).await {
                         Ok(incoming) => incoming,
                         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                             tracing::debug!("client gone before its startup packet");

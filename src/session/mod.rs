@@ -738,4 +738,30 @@ mod size_tests {
         println!("session future: {size} bytes");
         assert!(size < 4 * 1024, "session future is {size} bytes");
     }
+
+    /// The same with the stream type the server uses (plain or TLS).
+    #[test]
+    fn session_future_over_a_socket_stays_small() {
+        let config =
+            crate::config::parse(include_str!("../config/testdata/base.toml"), "base.toml")
+                .expect("test map parses");
+        let shared = Arc::new(Shared::new(Arc::new(config), CancellationToken::new()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let stream = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                .await
+                .expect("connect");
+            let incoming = super::Incoming::plain(crate::tls::Stream::Plain(stream));
+            let future = run(incoming, shared);
+            let size = std::mem::size_of_val(&future);
+            println!("session future over a socket: {size} bytes");
+            assert!(size < 4 * 1024, "session future is {size} bytes");
+        });
+    }
 }
