@@ -350,6 +350,12 @@ async fn enable_ssl(server: &PgServer, pki: &Pki) {
     for name in ["server.crt", "server.key"] {
         server.install_data_file(&pki.path(name), name);
     }
+    // database app takes TLS connections only: whatever pgshard opens there must be
+    // encrypted (the harness's own connections go to database postgres)
+    let hba = server.cluster().data_dir().join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    std::fs::write(&hba, format!("hostnossl {APP_DB} all all reject\n{rules}"))
+        .expect("write pg_hba.conf");
     let admin = server.client("postgres").await;
     admin
         .batch_execute("ALTER SYSTEM SET ssl = on")
@@ -389,6 +395,11 @@ async fn backend_tls_verify_full() {
         enable_ssl(cluster.shard(i), &pki).await;
     }
     let map = cluster.shardmap_toml(ACCOUNTS, 4);
+    // (the shards really refuse plain connections to app)
+    let plain =
+        tokio_postgres::connect(&format!("{}?sslmode=disable", cluster.shard_url(0)), NoTls).await;
+    let e = plain.err().expect("a plain connection to app was accepted");
+    assert!(error_text(&e).contains("pg_hba.conf"), "{}", error_text(&e));
 
     let proxy =
         Proxy::start(&(map.clone() + &backend_section(&pki, "verify-full", "ca.crt"))).await;
