@@ -439,6 +439,21 @@ async fn backend_tls_verify_full() {
     };
     assert!(e.contains("certificate"), "{e}");
 
+    // backend = "require" encrypts without looking at the CA
+    let proxy =
+        Proxy::start(&(map.clone() + &backend_section(&pki, "require", "other-ca.crt"))).await;
+    let client = proxy.client().await;
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("query with backend = require")
+        .get(0);
+    assert!(ssl, "backend = require left the connection unencrypted");
+    drop(proxy);
+
     // a CA the shards' certificate does not chain to: the query fails, quickly
     let proxy = Proxy::start(&(map + &backend_section(&pki, "verify-full", "other-ca.crt"))).await;
     let client = proxy.client().await;
