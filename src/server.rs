@@ -101,6 +101,14 @@ impl Server {
             listen = %self.local_addr(),
             shards = self.config.shards.len(),
             epoch = shared.map.load().epoch,
+            client_tls = if self.config.tls.require_tls {
+                "required"
+            } else if self.config.tls.acceptor.is_some() {
+                "offered"
+            } else {
+                "off"
+            },
+            backend_tls = self.config.tls.backend.mode(),
             "pgshard serving"
         );
         loop {
