@@ -77,6 +77,19 @@ impl PgServer {
             .unwrap_or_else(|e| panic!("restart server on port {port}: {e}"));
     }
 
+    /// Copy `from` into the data directory as `name` (mode 0600), owned by the server
+    /// user: e.g. `server.crt` / `server.key` before turning `ssl` on.
+    pub fn install_data_file(&self, from: &Path, name: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let to = self.cluster.data_dir().join(name);
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", to.display()));
+        install()
+            .hand_over_file(&to)
+            .unwrap_or_else(|e| panic!("hand {} to the server user: {e}", to.display()));
+    }
+
     /// The cluster (data directory, log file).
     pub fn cluster(&self) -> &PgCluster {
         &self.cluster

@@ -19,4 +19,5 @@ mod rebalance_online;
 mod reference;
 mod robustness;
 mod scatter;
+mod tls;
 mod twophase;

@@ -42,6 +42,7 @@ pub mod server;
 pub mod session;
 pub mod sharding;
 pub mod sql;
+pub mod tls;
 pub mod twophase;
 
 pub use server::serve;

@@ -167,6 +167,14 @@ impl Server {
             listen = %listen_addr,
             shards = self.config.shards.len(),
             epoch = shared.map.load().epoch,
+            client_tls = if self.config.tls.require_tls {
+                "required"
+            } else if self.config.tls.acceptor.is_some() {
+                "offered"
+            } else {
+                "off"
+            },
+            backend_tls = self.config.tls.backend.mode(),
             "pgshard serving"
         );
         loop {
@@ -195,7 +203,23 @@ impl Server {
             let span = tracing::info_span!("client", %peer, user = tracing::field::Empty);
             tracker.spawn(
                 async move {
-                    let end = session::run(stream, shared, Some(peer)).await;
+                    let acceptor = shared.config.tls.acceptor.as_ref();
+                    // Boxed: a TLS handshake's state is large and needed once; the task of
+                    // an idle client stays small.
+                    let incoming = match Box::pin(session::negotiate(stream, acceptor)).await {
+                        Ok(incoming) => incoming,
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            tracing::debug!("client gone before its startup packet");
+                            drop(permit);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, "client connection failed in TLS negotiation");
+                            drop(permit);
+                            return;
+                        }
+                    };
+                    let end = session::run(incoming, shared, Some(peer)).await;
                     match end {
                         SessionEnd::ClientGone => tracing::debug!("client disconnected"),
                         SessionEnd::Fatal(e) => {

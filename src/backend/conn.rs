@@ -21,6 +21,7 @@ use crate::metrics::ShardStats;
 use crate::protocol::reply::TxnStatus;
 use crate::protocol::{Frame, split_frame};
 use crate::sharding::ShardId;
+use crate::tls::Stream;
 
 /// Largest message accepted from a backend (Postgres' own limit for a DataRow is 1 GB).
 const MAX_BACKEND_MESSAGE: usize = 1 << 30;
@@ -66,7 +67,7 @@ fn error_field(body: &[u8], field: u8) -> Option<String> {
 
 /// A logged-in connection to one shard.
 pub struct BackendConn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// which shard this is
@@ -125,8 +126,7 @@ impl BackendConn {
         cfg: &ShardConfig,
         application_name: &str,
     ) -> Result<BackendConn, BackendError> {
-        let stream = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
-        stream.set_nodelay(true)?;
+        let stream = open(cfg).await?;
         let mut conn = BackendConn {
             stream,
             rbuf: BytesMut::with_capacity(16 * 1024),
@@ -392,7 +392,46 @@ impl BackendConn {
         // An idle server only speaks up to say goodbye (admin shutdown, idle timeout):
         // anything readable, or EOF, means the connection is gone.
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        // (under TLS the socket is probed directly: any record from an idle server is
+        // a goodbye too, so consuming it costs nothing)
+        matches!(self.stream.tcp().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Open a connection to a shard: TCP, then TLS when `[tls] backend` asks for it
+/// (SSLRequest first, as libpq does; a server answering `N` is an error, never a silent
+/// fall back to plain text).
+pub async fn open(cfg: &ShardConfig) -> Result<Stream, BackendError> {
+    let mut tcp = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+    tcp.set_nodelay(true)?;
+    let Some(tls) = cfg.tls.client_config() else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request).await?;
+    let mut answer = [0u8; 1];
+    if tcp.read(&mut answer).await? == 0 {
+        return Err(BackendError::Closed);
+    }
+    match answer[0] {
+        b'S' => crate::tls::connect(tcp, tls, &cfg.host).await.map_err(|e| {
+            BackendError::Tls(format!(
+                "TLS handshake with {}:{} ({} mode) failed: {e}",
+                cfg.host,
+                cfg.port,
+                cfg.tls.mode()
+            ))
+        }),
+        b'N' => Err(BackendError::Tls(format!(
+            "server {}:{} does not accept TLS (ssl = off) but [tls] backend = \"{}\"",
+            cfg.host,
+            cfg.port,
+            cfg.tls.mode()
+        ))),
+        other => Err(BackendError::Protocol(format!(
+            "unexpected answer {other:#04x} to SSLRequest"
+        ))),
     }
 }
 

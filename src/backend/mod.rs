@@ -19,6 +19,10 @@ pub enum BackendError {
     /// connect + login took longer than the connect timeout
     #[error("timed out connecting after {0:?}")]
     ConnectTimeout(std::time::Duration),
+    /// TLS to the server could not be set up (refused, or the handshake failed: e.g. a
+    /// certificate that does not chain to `backend_ca` or does not name the host)
+    #[error("{0}")]
+    Tls(String),
     /// the server refused the login or spoke out of turn during startup
     #[error("login failed: {0}")]
     Login(String),

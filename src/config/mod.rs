@@ -8,6 +8,8 @@ pub mod validate;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pgwire::api::auth::sasl::scram::{ScramSecret, gen_salted_password};
@@ -33,6 +35,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[health]`
     pub health: HealthConfig,
+    /// `[tls]`
+    pub tls: TlsConfig,
 }
 
 /// `[log]`: what `pgshard serve` logs, and how.
@@ -95,6 +99,33 @@ impl Default for HealthConfig {
             success_threshold: 1,
             open: Duration::from_millis(5000),
         }
+    }
+}
+
+/// `[tls]`: TLS towards clients and towards the shards.
+#[derive(Clone, Default)]
+pub struct TlsConfig {
+    /// certificate chain and key files (resolved paths), when clients may use TLS
+    pub cert_files: Option<(PathBuf, PathBuf)>,
+    /// the loaded certificate and key: SSLRequest is answered `S` when present
+    pub acceptor: Option<Arc<rustls::ServerConfig>>,
+    /// refuse clients that log in without TLS (cancel requests stay allowed)
+    pub require_tls: bool,
+    /// how pgshard connects to the shards (also in every [`ShardConfig::tls`])
+    pub backend: crate::tls::BackendTls,
+    /// CA file (resolved path) for `backend = "verify-full"`
+    pub backend_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    // the file names and modes only: a reload compares configurations by their Debug
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert_files", &self.cert_files)
+            .field("require_tls", &self.require_tls)
+            .field("backend", &self.backend)
+            .field("backend_ca", &self.backend_ca)
+            .finish()
     }
 }
 
@@ -263,6 +294,8 @@ pub struct ShardConfig {
     pub dbname: String,
     /// ring weight
     pub weight: u32,
+    /// TLS to this shard (`[tls] backend`); the certificate must name `host`
+    pub tls: crate::tls::BackendTls,
 }
 
 impl std::fmt::Debug for ShardConfig {
@@ -273,6 +306,7 @@ impl std::fmt::Debug for ShardConfig {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("dbname", &self.dbname)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }

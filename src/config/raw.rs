@@ -36,6 +36,8 @@ pub struct RawFile {
     pub log: Option<Spanned<RawLog>>,
     /// `[health]`
     pub health: Option<Spanned<RawHealth>>,
+    /// `[tls]`
+    pub tls: Option<Spanned<RawTls>>,
 }
 
 /// `[log]`
@@ -64,6 +66,22 @@ pub struct RawHealth {
     pub success_threshold: Option<Spanned<i64>>,
     /// cool-down of an open breaker before a half-open probe (ms)
     pub open_ms: Option<Spanned<i64>>,
+}
+
+/// `[tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// certificate chain (PEM) presented to clients
+    pub cert: Option<Spanned<String>>,
+    /// private key (PEM) of `cert`
+    pub key: Option<Spanned<String>>,
+    /// refuse clients that do not use TLS
+    pub require_tls: Option<Spanned<bool>>,
+    /// TLS to the shards: `"disable"`, `"require"` or `"verify-full"`
+    pub backend: Option<Spanned<String>>,
+    /// CA certificates (PEM) shard certificates must chain to (`verify-full`)
+    pub backend_ca: Option<Spanned<String>>,
 }
 
 /// `[transactions]`

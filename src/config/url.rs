@@ -34,7 +34,8 @@ impl PgUrl {
         if rest.contains('?') || rest.contains('#') {
             return Err(
                 "connection parameters (?…) are not supported in shard urls: \
-                 write postgres://user[:password]@host[:port]/database"
+                 write postgres://user[:password]@host[:port]/database \
+                 (TLS to the shards is set by [tls] backend)"
                     .into(),
             );
         }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,10 +16,11 @@ use toml::Spanned;
 use super::raw::{self, RawFile, RawServer, RawShard, RawSharding, RawSlotMap, RawTable, RawUser};
 use super::{
     Config, HealthConfig, LogConfig, LogFormat, ServerConfig, ShardConfig, ShardMap, TableRule,
-    TransactionsConfig, UnparsedPolicy, UserConfig, UserSecret,
+    TlsConfig, TransactionsConfig, UnparsedPolicy, UserConfig, UserSecret,
 };
 use crate::sharding::ring::{RingMember, assign_slots};
 use crate::sharding::{KeyType, ShardId};
+use crate::tls::BackendTls;
 
 /// A shard map problem, with the file position it was found at.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,11 @@ impl Cx<'_> {
     fn config(&self, raw: RawFile, source: SlotMapSource) -> Result<Config, ConfigError> {
         let server = self.server(&raw.server)?;
         let users = self.users(&raw.users)?;
-        let shards = self.shards(&raw.shards)?;
+        let mut shards = self.shards(&raw.shards)?;
+        let tls = self.tls(raw.tls.as_ref())?;
+        for shard in &mut shards {
+            shard.tls = tls.backend.clone();
+        }
         let shard_names: Vec<String> = shards.iter().map(|s| s.name.clone()).collect();
         let (slots, vnodes, default_shard) = self.sharding(&raw.sharding, &shard_names)?;
         let epoch = match &raw.sharding.get_ref().epoch {
@@ -164,6 +169,7 @@ impl Cx<'_> {
             transactions,
             log,
             health,
+            tls,
             map: ShardMap {
                 epoch,
                 slots,
@@ -376,6 +382,84 @@ impl Cx<'_> {
         })
     }
 
+    fn tls(&self, t: Option<&Spanned<raw::RawTls>>) -> Result<TlsConfig, ConfigError> {
+        let Some(section) = t else {
+            return Ok(TlsConfig::default());
+        };
+        let t = section.get_ref();
+        let (cert_files, acceptor) = match (&t.cert, &t.key) {
+            (None, None) => (None, None),
+            (Some(cert), Some(key)) => {
+                let (cert_path, key_path) = (self.path(cert.get_ref()), self.path(key.get_ref()));
+                let acceptor = crate::tls::server_config(&cert_path, &key_path)
+                    .map_err(|m| self.at(&cert.span(), format!("[tls] cert/key: {m}")))?;
+                (Some((cert_path, key_path)), Some(acceptor))
+            }
+            (Some(v), None) | (None, Some(v)) => {
+                return Err(self.at(
+                    &v.span(),
+                    "[tls] needs both cert and key to accept TLS from clients",
+                ));
+            }
+        };
+        let require_tls = match &t.require_tls {
+            Some(v) if *v.get_ref() && acceptor.is_none() => {
+                return Err(self.at(
+                    &v.span(),
+                    "require_tls = true needs cert and key in [tls]: clients could not use TLS",
+                ));
+            }
+            Some(v) => *v.get_ref(),
+            None => false,
+        };
+        let backend_ca = t.backend_ca.as_ref().map(|v| (v, self.path(v.get_ref())));
+        let backend = match t.backend.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "disable")) => BackendTls::Disable,
+            Some((v, "require")) => BackendTls::Require(
+                crate::tls::require_config().map_err(|m| self.at(&v.span(), m))?,
+            ),
+            Some((v, "verify-full")) => {
+                let Some((ca, path)) = &backend_ca else {
+                    return Err(self.at(
+                        &v.span(),
+                        "backend = \"verify-full\" needs backend_ca (the CA file shard certificates chain to)",
+                    ));
+                };
+                BackendTls::VerifyFull(
+                    crate::tls::verify_full_config(path)
+                        .map_err(|m| self.at(&ca.span(), format!("[tls] backend_ca: {m}")))?,
+                )
+            }
+            Some((v, other)) => {
+                return Err(self.at(
+                    &v.span(),
+                    format!(
+                        "backend = \"{other}\" is not a mode (expected \"disable\", \"require\" or \"verify-full\")"
+                    ),
+                ));
+            }
+        };
+        Ok(TlsConfig {
+            cert_files,
+            acceptor,
+            require_tls,
+            backend,
+            backend_ca: backend_ca.map(|(_, p)| p),
+        })
+    }
+
+    /// A file named in the map: relative paths are relative to the map file's directory.
+    fn path(&self, value: &str) -> PathBuf {
+        let path = PathBuf::from(value);
+        if path.is_absolute() {
+            return path;
+        }
+        match Path::new(self.origin).parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+            _ => path,
+        }
+    }
+
     /// A value that must be ≥ 1.
     fn positive(&self, v: &Spanned<i64>, name: &str) -> Result<usize, ConfigError> {
         match usize::try_from(*v.get_ref()) {
@@ -481,6 +565,7 @@ impl Cx<'_> {
                 password: url.password,
                 dbname: url.dbname,
                 weight,
+                tls: BackendTls::Disable,
             });
         }
         Ok(out)
@@ -789,3 +874,7 @@ pub use super::url::{PgUrl, redact_url};
 #[cfg(test)]
 #[path = "validate_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tls_tests;

@@ -307,7 +307,7 @@ pub fn decode_execute(body: &[u8]) -> Result<(&str, i32), DecodeError> {
 /// A startup-phase packet (after the length word).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartupPacket {
-    /// SSLRequest: the proxy answers `N` (TLS comes with the operations work)
+    /// SSLRequest: answered before the session starts (see `session::negotiate`)
     SslRequest,
     /// GSSENCRequest: answered `N`
     GssEncRequest,

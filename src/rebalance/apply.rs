@@ -259,8 +259,13 @@ fn shard_config<'a>(config: &'a Config, name: &str) -> Result<&'a ShardConfig, A
         .ok_or_else(|| ApplyError::Config(format!("shard \"{name}\" is not in the map")))
 }
 
-/// Connection settings of a shard given as `--add-shard NAME=URL`.
-fn shard_from_url(name: &str, url: &str) -> Result<ShardConfig, ApplyError> {
+/// Connection settings of a shard given as `--add-shard NAME=URL` (TLS as for the map's
+/// other shards).
+fn shard_from_url(
+    name: &str,
+    url: &str,
+    tls: &crate::tls::BackendTls,
+) -> Result<ShardConfig, ApplyError> {
     let u = config::PgUrl::parse(url)
         .map_err(|e| ApplyError::Config(format!("--add-shard {name}: {e}")))?;
     Ok(ShardConfig {
@@ -272,6 +277,7 @@ fn shard_from_url(name: &str, url: &str) -> Result<ShardConfig, ApplyError> {
         password: u.password,
         dbname: u.dbname,
         weight: 1,
+        tls: tls.clone(),
     })
 }
 
@@ -656,7 +662,7 @@ pub async fn apply(opts: &Options, cancel: &CancellationToken) -> Result<Summary
         // to every shard in the map, even one that owns no slots yet.
         let mut new_clients = Vec::new();
         for (name, url) in &missing {
-            let cfg = shard_from_url(name, url)?;
+            let cfg = shard_from_url(name, url, &config.tls.backend)?;
             new_clients.push(ShardClient::connect(&cfg).await.map_err(|e| {
                 ApplyError::Preflight(format!("new shard \"{name}\" is not reachable: {e}"))
             })?);

@@ -1,6 +1,7 @@
 //! The proxies serving the map being rebalanced, driven through their admin database
 //! (`pgshard`): hold and release slots, reload the map, read the epoch they serve.
 
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::config::slot_runs;
@@ -242,18 +243,33 @@ fn parse_ranges(text: &str) -> std::collections::BTreeSet<u32> {
     out
 }
 
+/// Connect to a proxy's admin console. The URL's `sslmode` decides TLS: `disable` →
+/// plain; `prefer` (the default) or `require` → TLS when the proxy offers it, without
+/// checking its certificate (a `--proxy` URL cannot name a CA file).
 async fn open(p: &Proxy) -> Result<Client, ProxyError> {
-    let (client, connection) =
-        tokio_postgres::connect(&p.url, NoTls)
-            .await
-            .map_err(|e| ProxyError {
-                proxy: p.shown.clone(),
-                message: format!("cannot connect: {}", super::shard::describe(&e)),
-            })?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    let fail = |message: String| ProxyError {
+        proxy: p.shown.clone(),
+        message,
+    };
+    let config: tokio_postgres::Config = p
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| fail(format!("bad URL: {e}")))?;
+    let connected = match config.get_ssl_mode() {
+        SslMode::Disable => config.connect(NoTls).await.map(|(client, connection)| {
+            tokio::spawn(connection);
+            client
+        }),
+        _ => {
+            let tls = crate::tls::require_config().map_err(fail)?;
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+            config.connect(tls).await.map(|(client, connection)| {
+                tokio::spawn(connection);
+                client
+            })
+        }
+    };
+    connected.map_err(|e| fail(format!("cannot connect: {}", super::shard::describe(&e))))
 }
 
 #[cfg(test)]

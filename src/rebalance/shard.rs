@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::ShardConfig;
@@ -23,7 +24,11 @@ pub struct ShardError {
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // the cause carries the reason (e.g. why a TLS handshake failed)
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -49,7 +54,22 @@ impl ShardClient {
         if let Some(password) = &shard.password {
             config.password(password);
         }
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| ShardError {
+        // TLS as the proxy's own connections use it (`[tls] backend`)
+        let connected = match shard.tls.client_config() {
+            None => config.connect(NoTls).await.map(|(client, connection)| {
+                tokio::spawn(connection);
+                client
+            }),
+            Some(tls) => {
+                config.ssl_mode(SslMode::Require);
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                config.connect(tls).await.map(|(client, connection)| {
+                    tokio::spawn(connection);
+                    client
+                })
+            }
+        };
+        let client = connected.map_err(|e| ShardError {
             shard: shard.name.clone(),
             message: format!(
                 "cannot connect to {}:{}: {}",
@@ -58,9 +78,6 @@ impl ShardClient {
                 describe(&e)
             ),
         })?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
         let this = ShardClient {
             name: shard.name.clone(),
             client,

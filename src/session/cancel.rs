@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::config::ShardConfig;
 use crate::sharding::ShardId;
@@ -78,14 +77,16 @@ impl CancelRegistry {
 }
 
 /// Ask shard `cfg` to cancel the statement of backend process `pid` (CancelRequest on a
-/// new connection, as Postgres clients do). Best effort, within `timeout`.
+/// new connection, as Postgres clients do; over TLS when the shards use TLS). Best
+/// effort, within `timeout`.
 pub async fn send_cancel(cfg: &ShardConfig, pid: i32, secret: i32, timeout: Duration) {
     let mut msg = BytesMut::new();
     postgres_protocol::message::frontend::cancel_request(pid, secret, &mut msg);
     let send = async {
-        let mut stream = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+        let mut stream = crate::backend::conn::open(cfg).await?;
         stream.write_all(&msg).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        Ok::<_, crate::backend::BackendError>(())
     };
     match tokio::time::timeout(timeout, send).await {
         Ok(Ok(())) => {

@@ -36,6 +36,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         }
     }
 
+    /// Wrap a connected stream of which `buffered` was already read.
+    pub fn with_buffered(stream: S, buffered: BytesMut, max_message: usize) -> Self {
+        ClientIo {
+            stream,
+            rbuf: buffered,
+            max_message,
+        }
+    }
+
     async fn fill(&mut self) -> Result<bool, ClientError> {
         if self.rbuf.capacity() - self.rbuf.len() < 4 * 1024 {
             self.rbuf.reserve(8 * 1024);

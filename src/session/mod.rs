@@ -12,6 +12,7 @@ mod distributed;
 mod extended;
 pub mod holds;
 mod local_txn;
+pub mod negotiate;
 pub mod pause;
 pub mod relay;
 pub mod reload;
@@ -39,6 +40,7 @@ use crate::sharding::ShardId;
 use crate::sql::{Analysis, SharedAnalysis};
 use client::{ClientError, ClientIo};
 use holds::Touch;
+pub use negotiate::{Incoming, negotiate};
 use relay::{Expect, RelayError, RelayOutcome, relay};
 use settings::Settings;
 use shared::OrdinalSnapshot;
@@ -118,20 +120,26 @@ pub struct Session<S> {
     registration: ClientGuard,
     /// when the statement on several shards being run was sent (for its latency)
     scatter_started: Option<std::time::Instant>,
+    /// the client connection is encrypted
+    tls: bool,
 }
 
-/// Serve one client connection to the end; `peer` is its address, for SHOW CLIENTS.
+/// Serve one client connection to the end (after [`negotiate`]); `peer` is its
+/// address, for SHOW CLIENTS.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
+    incoming: Incoming<S>,
     shared: Arc<Shared>,
     peer: Option<std::net::SocketAddr>,
 ) -> SessionEnd {
     let max = shared.config.server.max_message_size;
     let registration = shared.metrics.clients.register(peer);
+    if incoming.tls {
+        registration.info.set_tls();
+    }
     let (cancel_key, running) = shared.cancels.register();
     let shared_in_flight = shared.holds.in_flight();
     let mut session = Session {
-        client: ClientIo::new(stream, max),
+        client: ClientIo::with_buffered(incoming.stream, incoming.buffered, max),
         shared,
         out: BytesMut::new(),
         txn: Txn::Idle,
@@ -156,6 +164,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         portal_epoch: 0,
         registration,
         scatter_started: None,
+        tls: incoming.tls,
     };
     session.shard_generation = session.shared.holds.state() >> 1;
     // Boxed: the login exchange runs once, and its state need not stay in the task of
@@ -805,9 +814,35 @@ mod size_tests {
                 .expect("test map parses");
         let shared = Arc::new(Shared::new(Arc::new(config), CancellationToken::new()));
         let (stream, _other) = tokio::io::duplex(64);
-        let future = run(stream, shared, None);
+        let future = run(super::Incoming::plain(stream), shared, None);
         let size = std::mem::size_of_val(&future);
         println!("session future: {size} bytes");
         assert!(size < 4 * 1024, "session future is {size} bytes");
+    }
+
+    /// The same with the stream type the server uses (plain or TLS).
+    #[test]
+    fn session_future_over_a_socket_stays_small() {
+        let config =
+            crate::config::parse(include_str!("../config/testdata/base.toml"), "base.toml")
+                .expect("test map parses");
+        let shared = Arc::new(Shared::new(Arc::new(config), CancellationToken::new()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let stream = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                .await
+                .expect("connect");
+            let incoming = super::Incoming::plain(crate::tls::Stream::Plain(stream));
+            let future = run(incoming, shared, None);
+            let size = std::mem::size_of_val(&future);
+            println!("session future over a socket: {size} bytes");
+            assert!(size < 4 * 1024, "session future is {size} bytes");
+        });
     }
 }

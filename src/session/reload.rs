@@ -101,6 +101,9 @@ pub fn ignored_sections(running: &Config, new: &Config) -> Vec<&'static str> {
     if running.health != new.health {
         out.push("[health]");
     }
+    if format!("{:?}", running.tls) != format!("{:?}", new.tls) {
+        out.push("[tls]");
+    }
     out
 }
 
@@ -204,5 +207,7 @@ mod tests {
         );
         assert_eq!(ignored_sections(&a, &b), ["[server]", "[[users]]"]);
         assert!(ignored_sections(&a, &a).is_empty());
+        let tls = config(&format!("{BASE}\n[tls]\nbackend = \"require\"\n"));
+        assert_eq!(ignored_sections(&a, &tls), ["[tls]"]);
     }
 }

@@ -142,7 +142,11 @@ impl Shared {
                     .iter()
                     .zip(&new.shards)
                     .all(|(a, b)| a.name == b.name && a.url == b.url);
-            let shards = new.shards;
+            let mut shards = new.shards;
+            // [tls] is not reloaded: every shard, new ones too, keeps the running mode
+            for shard in &mut shards {
+                shard.tls = self.config.tls.backend.clone();
+            }
             if appended {
                 self.pools.install(&shards);
                 self.map.store(Arc::new(new.map));

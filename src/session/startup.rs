@@ -1,5 +1,6 @@
-//! Startup phase: SSLRequest/GSSENCRequest (answered `N`), StartupMessage, SCRAM-SHA-256
-//! authentication, then ParameterStatus, BackendKeyData and the first ReadyForQuery.
+//! Startup phase: StartupMessage (TLS was negotiated before, in [`super::negotiate`]),
+//! SCRAM-SHA-256 authentication, then ParameterStatus, BackendKeyData and the first
+//! ReadyForQuery.
 
 use std::sync::Arc;
 
@@ -47,6 +48,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             };
             match decode_startup(&body) {
+                Ok(StartupPacket::SslRequest) | Ok(StartupPacket::GssEncRequest) if self.tls => {
+                    return Err(SessionEnd::Fatal(ProxyError::protocol_violation(
+                        "encryption requested on a connection that is already encrypted",
+                    )));
+                }
+                // a stream that skipped negotiation: no TLS here
                 Ok(StartupPacket::SslRequest) | Ok(StartupPacket::GssEncRequest) => {
                     self.client
                         .send_raw(b"N")
@@ -68,6 +75,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     minor,
                     params,
                 }) => {
+                    if self.shared.config.tls.require_tls && !self.tls {
+                        return Err(SessionEnd::Fatal(ProxyError::fatal(
+                            SqlState::INVALID_AUTHORIZATION,
+                            "pgshard requires TLS: this connection is not encrypted \
+                             (connect with sslmode=require or stronger)",
+                        )));
+                    }
                     if minor > 0 {
                         self.negotiate_protocol(&params);
                     }
