@@ -24,6 +24,10 @@ pub struct ShardStatus {
     pub paused: bool,
     /// circuit breaker state (`closed`, `open`, `half-open`)
     pub breaker: String,
+    /// the same as a gauge: 0 closed, 1 half-open, 2 open
+    pub breaker_gauge: i64,
+    /// times the breaker opened
+    pub breaker_opened: u64,
     /// failed health checks in a row
     pub failures: u32,
     /// the last health check error, if the last check failed

@@ -201,6 +201,8 @@ impl Shared {
                     database: s.dbname.clone(),
                     paused: self.pauses.is_paused(&s.name),
                     breaker: h.map_or("closed", |h| h.state.as_str()).to_owned(),
+                    breaker_gauge: h.map_or(0, |h| h.state.gauge()),
+                    breaker_opened: h.map_or(0, |h| h.opened_total),
                     failures: h.map_or(0, |h| h.consecutive_failures),
                     last_error: h.and_then(|h| h.last_error.clone()),
                     pool_max: p.map_or(self.config.server.pool_size, |p| p.max_size),
@@ -241,25 +243,21 @@ impl Shared {
 
     /// The gauges read at scrape time: pools, breakers, pauses, epoch.
     pub fn gauges(&self) -> Gauges {
-        let health = self.pools.health();
         Gauges {
             epoch: self.map.load().epoch,
             shards: self
                 .shard_statuses()
                 .into_iter()
-                .map(|s| {
-                    let h = health.iter().find(|h| h.shard == s.name);
-                    ShardGauges {
-                        breaker: h.map_or(0, |h| h.state.gauge()),
-                        breaker_opened: h.map_or(0, |h| h.opened_total),
-                        active: s.active,
-                        idle: s.idle,
-                        max: s.pool_max,
-                        waiting: s.waiting,
-                        max_wait: s.max_wait,
-                        paused: s.paused,
-                        shard: s.name,
-                    }
+                .map(|s| ShardGauges {
+                    breaker: s.breaker_gauge,
+                    breaker_opened: s.breaker_opened,
+                    active: s.active,
+                    idle: s.idle,
+                    max: s.pool_max,
+                    waiting: s.waiting,
+                    max_wait: s.max_wait,
+                    paused: s.paused,
+                    shard: s.name,
                 })
                 .collect(),
         }
