@@ -3,6 +3,7 @@
 //! transaction, scatter), the other shard carries on, and the shard is served again
 //! after it comes back.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use pgshard::sharding::KeyValue;
@@ -10,6 +11,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use crate::harness::{ACCOUNTS, Cluster, Proxy};
+use crate::ops::{http_get, parse_metrics, records};
 
 /// Checks every 100 ms, open after 2 failures, half-open probe after 200 ms. The pool
 /// and connect timeouts are long, so a checkout that waits instead of failing fast shows.
@@ -29,11 +31,21 @@ const FAST: Duration = Duration::from_millis(200);
 /// [`HEALTH`], a key on each shard, and the shard map text.
 async fn setup(pool_size: usize) -> (Cluster, Proxy, i64, i64, String) {
     let cluster = Cluster::start(2).await;
-    let toml = cluster.shardmap_toml(ACCOUNTS, pool_size).replacen(
-        &format!("pool_size = {pool_size}\n"),
-        &format!("pool_size = {pool_size}\npool_timeout_ms = 5000\nconnect_timeout_ms = 5000\n"),
-        1,
-    ) + HEALTH;
+    let toml = cluster
+        .shardmap_toml(ACCOUNTS, pool_size)
+        .replacen(
+            &format!("pool_size = {pool_size}\n"),
+            &format!(
+                "pool_size = {pool_size}\npool_timeout_ms = 5000\nconnect_timeout_ms = 5000\n"
+            ),
+            1,
+        )
+        .replacen(
+            "[server]\n",
+            "[server]\nmetrics_listen = \"127.0.0.1:0\"\n",
+            1,
+        )
+        + HEALTH;
     let map = pgshard::config::parse(&toml, "test").unwrap().map;
     let shard_of = |aid: i64| map.locate(&KeyValue::Int(aid)).1;
     let on0: i64 = (1..).find(|k| shard_of(*k) == 0).unwrap();
@@ -154,6 +166,85 @@ async fn open_breaker_fails_fast_and_closes_when_the_shard_is_back() {
         .unwrap()
         .get(0);
     assert_eq!(n, 2);
+}
+
+/// s1's row of SHOW SHARDS and its breaker gauge from /metrics.
+async fn s1_breaker(proxy: &Proxy, admin: &Client) -> (HashMap<String, String>, f64, f64) {
+    let shards = records(admin, "SHOW SHARDS").await;
+    let s1 = shards
+        .into_iter()
+        .find(|r| r["shard"] == "s1")
+        .expect("SHOW SHARDS lists s1");
+    let (status, body) = http_get(proxy.metrics_addr(), "/metrics").await;
+    assert_eq!(status, 200);
+    let m = parse_metrics(&body);
+    (
+        s1,
+        m["pgshard_breaker_state{shard=\"s1\"}"],
+        m["pgshard_breaker_opened_total{shard=\"s1\"}"],
+    )
+}
+
+/// The breaker's state is what an operator sees: SHOW SHARDS says s1 is unavailable
+/// with an open breaker, its failures and last error, /metrics has the gauge at 2 (open)
+/// and the opened counter up; once s1 is back both say closed and s0 was never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_state_shows_in_the_console_and_metrics() {
+    let (mut cluster, proxy, _, on1, _) = setup(2).await;
+    let client = proxy.client().await;
+    let admin = proxy.admin("app", "app").await.expect("admin console");
+    let (s1, gauge, opened) = s1_breaker(&proxy, &admin).await;
+    assert_eq!(
+        (s1["state"].as_str(), s1["breaker"].as_str()),
+        ("serving", "closed")
+    );
+    assert_eq!((gauge, opened), (0.0, 0.0));
+
+    cluster.shard_mut(1).stop().await;
+    wait_for_open_breaker(&client, on1).await;
+    // while the shard is down the breaker cycles open → half-open (one failing probe)
+    // → open; catch it open
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (s1, gauge, opened) = loop {
+        let seen = s1_breaker(&proxy, &admin).await;
+        if seen.0["breaker"] == "open" || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(s1["breaker"], "open", "{s1:?}");
+    assert_eq!(s1["state"], "unavailable", "{s1:?}");
+    assert!(s1["failures"].parse::<u32>().unwrap() >= 2, "{s1:?}");
+    assert!(!s1["last_error"].is_empty(), "{s1:?}");
+    assert!(gauge >= 1.0, "gauge {gauge} while s1 is down");
+    assert!(opened >= 1.0, "opened {opened}");
+    let shards = records(&admin, "SHOW SHARDS").await;
+    let s0 = shards.iter().find(|r| r["shard"] == "s0").unwrap();
+    assert_eq!(
+        (s0["state"].as_str(), s0["breaker"].as_str()),
+        ("serving", "closed")
+    );
+
+    cluster.shard_mut(1).restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (s1, gauge, _) = loop {
+        let seen = s1_breaker(&proxy, &admin).await;
+        if seen.0["breaker"] == "closed" || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (s1["state"].as_str(), s1["breaker"].as_str()),
+        ("serving", "closed")
+    );
+    assert_eq!(s1["failures"], "0", "{s1:?}");
+    assert_eq!(gauge, 0.0);
+    let rows = client
+        .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
+        .await
+        .expect("s1 is served again");
+    assert_eq!(rows.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

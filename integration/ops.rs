@@ -12,9 +12,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::harness::{ACCOUNTS, Cluster, Proxy};
+use crate::robustness::{has_code, raw_login, until_closed};
 
 /// The rows of a simple query, as text (NULL as ""), with the column names.
-async fn table(client: &Client, sql: &str) -> (Vec<String>, Vec<Vec<String>>) {
+pub(crate) async fn table(client: &Client, sql: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let messages = client
         .simple_query(sql)
         .await
@@ -37,7 +38,7 @@ async fn table(client: &Client, sql: &str) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 /// Rows of a table as column name → value maps.
-async fn records(client: &Client, sql: &str) -> Vec<HashMap<String, String>> {
+pub(crate) async fn records(client: &Client, sql: &str) -> Vec<HashMap<String, String>> {
     let (columns, rows) = table(client, sql).await;
     rows.into_iter()
         .map(|r| columns.iter().cloned().zip(r).collect())
@@ -62,7 +63,7 @@ fn ops_map(cluster: &Cluster, extra_server: &str) -> String {
 }
 
 /// `GET path` over plain HTTP/1.1: status code and body.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -91,7 +92,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Parse Prometheus text: `name{labels}` → value (labels kept verbatim).
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
+pub(crate) fn parse_metrics(text: &str) -> HashMap<String, f64> {
     let mut out = HashMap::new();
     for line in text
         .lines()
@@ -496,6 +497,9 @@ async fn shutdown_reports_draining_then_lets_an_open_transaction_commit() {
     let app = proxy.client().await;
     load_accounts(&app, 10).await;
     let idle = proxy.client().await;
+    // a raw idle connection too: tokio-postgres only reports "connection closed" for an
+    // error sent between queries, the raw stream shows what the proxy actually sent
+    let mut raw_idle = raw_login(&proxy).await;
     app.batch_execute("BEGIN; INSERT INTO accounts (aid, v) VALUES (1001, 'in flight')")
         .await
         .expect("open transaction");
@@ -514,6 +518,11 @@ async fn shutdown_reports_draining_then_lets_an_open_transaction_commit() {
             .map(|d| d.code() == &SqlState::ADMIN_SHUTDOWN)
             .unwrap_or(true),
         "{err}"
+    );
+    let said = until_closed(&mut raw_idle).await;
+    assert!(
+        has_code(&said, "57P01"),
+        "an idle client is told 57P01 before the close: {said:?}"
     );
     let refused = tokio_postgres::connect(&proxy.url("app", "app"), NoTls).await;
     assert!(refused.is_err(), "new clients are refused while draining");

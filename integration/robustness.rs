@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::harness::{Cluster, Proxy};
 
 /// Read one backend message: (tag, body).
-async fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+pub(crate) async fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let mut head = [0u8; 5];
     s.read_exact(&mut head).await.ok()?;
     let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
@@ -20,7 +20,7 @@ async fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 }
 
 /// A raw protocol connection logged in as app/app, positioned after ReadyForQuery.
-async fn raw_login(proxy: &Proxy) -> TcpStream {
+pub(crate) async fn raw_login(proxy: &Proxy) -> TcpStream {
     let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
     let mut buf = BytesMut::new();
     frontend::startup_message([("user", "app"), ("database", "app")], &mut buf).unwrap();
@@ -54,7 +54,7 @@ async fn raw_login(proxy: &Proxy) -> TcpStream {
 }
 
 /// Everything the proxy sends until it closes the connection.
-async fn until_closed(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+pub(crate) async fn until_closed(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
     let mut msgs = Vec::new();
     let read = async {
         while let Some(m) = read_msg(s).await {
@@ -67,7 +67,7 @@ async fn until_closed(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
     msgs
 }
 
-fn has_code(msgs: &[(u8, Vec<u8>)], code: &str) -> bool {
+pub(crate) fn has_code(msgs: &[(u8, Vec<u8>)], code: &str) -> bool {
     let field = format!("C{code}");
     msgs.iter()
         .any(|(t, b)| *t == b'E' && b.windows(field.len()).any(|w| w == field.as_bytes()))
