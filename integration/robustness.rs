@@ -400,3 +400,54 @@ async fn multi_shard_batches_keep_protocol_order_and_foreign_descriptions() {
         assert_eq!(tags(&replies), "1Z", "{sql}: re-Parse of {name}");
     }
 }
+
+/// Clients that stall before logging in are disconnected after `login_timeout_ms`: one
+/// that never sends its startup packet (closed without a word, as Postgres does) and one
+/// that stops in the middle of SCRAM (57014). Their `max_clients` places are freed: a
+/// third client, queued behind them, logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stalled_in_login_are_dropped_and_free_their_place() {
+    let cluster = Cluster::start(1).await;
+    let toml = cluster.shardmap_toml("", 2).replace(
+        "pool_size = 2",
+        "pool_size = 2\nmax_clients = 2\nlogin_timeout_ms = 500",
+    );
+    let proxy = Proxy::start(&toml).await;
+    let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut halfway = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut b = BytesMut::new();
+    frontend::startup_message([("user", "app"), ("database", "app")], &mut b).unwrap();
+    halfway.write_all(&b).await.unwrap();
+    let (tag, _) = read_msg(&mut halfway)
+        .await
+        .expect("authentication request");
+    assert_eq!(tag, b'R');
+
+    // both places are taken: this one waits to be accepted
+    let third = tokio::spawn({
+        let url = proxy.url("app", "app");
+        async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            let row = client.query_one("SELECT 41 + 1", &[]).await?;
+            Ok::<i32, tokio_postgres::Error>(row.get(0))
+        }
+    });
+
+    let said = until_closed(&mut silent).await;
+    assert!(said.is_empty(), "{said:?}");
+    let said = until_closed(&mut halfway).await;
+    assert!(has_code(&said, "57014"), "{said:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(450),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), third)
+        .await
+        .expect("the queued client is served once the stalled ones are gone")
+        .unwrap()
+        .expect("the queued client logs in");
+    assert_eq!(answer, 42);
+}

@@ -206,7 +206,17 @@ impl Server {
                     let acceptor = shared.config.tls.acceptor.as_ref();
                     // Boxed: a TLS handshake's state is large and needed once; the task of
                     // an idle client stays small.
-                    let incoming = match Box::pin(session::negotiate(stream, acceptor)).await {
+                    let login_timeout = shared.config.server.login_timeout;
+                    let negotiated =
+                        tokio::time::timeout(login_timeout, Box::pin(session::negotiate(stream, acceptor)))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "no startup packet or TLS handshake within login_timeout_ms",
+                                ))
+                            });
+                    let incoming = match negotiated {
                         Ok(incoming) => incoming,
                         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                             tracing::debug!("client gone before its startup packet");

@@ -279,6 +279,11 @@ pub fn config_table(config: &Config, map: &ShardMap, shard_urls: &[(String, Stri
             "restart".into(),
         ],
         [
+            "server.login_timeout_ms".into(),
+            ms(s.login_timeout),
+            "restart".into(),
+        ],
+        [
             "log.level".into(),
             config.log.level.clone(),
             "restart".into(),

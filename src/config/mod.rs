@@ -173,6 +173,10 @@ pub struct ServerConfig {
     /// how long shutdown answers 503 on `/health` while still accepting clients, so
     /// load balancers stop sending new ones before the listener closes
     pub drain_delay: Duration,
+    /// how long a client may take to send its startup packet (and finish TLS), and again
+    /// to authenticate. A client that stalls there holds one of
+    /// `max_clients`; without a bound a few silent sockets could lock everyone out.
+    pub login_timeout: Duration,
 }
 
 /// What to do with a statement sqlparser cannot parse.

@@ -127,6 +127,8 @@ pub struct RawServer {
     pub shutdown_timeout_ms: Option<Spanned<i64>>,
     /// how long /health answers 503 before shutdown stops accepting clients (ms)
     pub drain_delay_ms: Option<Spanned<i64>>,
+    /// longest TLS negotiation + startup + authentication of a client (ms)
+    pub login_timeout_ms: Option<Spanned<i64>>,
 }
 
 /// `[[users]]`

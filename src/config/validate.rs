@@ -206,6 +206,8 @@ impl Cx<'_> {
         let connect_timeout = ms(&r.connect_timeout_ms, "connect_timeout_ms", 5000)?;
         let hold_timeout = ms(&r.hold_timeout_ms, "hold_timeout_ms", 10_000)?;
         let shutdown_timeout = ms(&r.shutdown_timeout_ms, "shutdown_timeout_ms", 30_000)?;
+        // Postgres's own authentication_timeout default
+        let login_timeout = ms(&r.login_timeout_ms, "login_timeout_ms", 60_000)?;
         let drain_delay = match &r.drain_delay_ms {
             // zero is a sensible delay here (no load balancer in front)
             Some(v) if *v.get_ref() == 0 => Duration::ZERO,
@@ -274,6 +276,7 @@ impl Cx<'_> {
             metrics_listen,
             shutdown_timeout,
             drain_delay,
+            login_timeout,
         })
     }
 

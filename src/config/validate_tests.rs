@@ -596,6 +596,29 @@ fn epoch_defaults_to_one_and_is_read() {
 }
 
 #[test]
+fn login_timeout_defaults_to_a_minute_and_must_be_positive() {
+    assert_eq!(
+        parse(BASE, "t").unwrap().server.login_timeout,
+        Duration::from_secs(60)
+    );
+    let c = parse(
+        &edit(
+            "pool_size = 10\n",
+            "pool_size = 10\nlogin_timeout_ms = 250\n",
+        ),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.server.login_timeout, Duration::from_millis(250));
+    let err = parse(
+        &edit("pool_size = 10\n", "pool_size = 10\nlogin_timeout_ms = 0\n"),
+        "t",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("login_timeout_ms"), "{err}");
+}
+
+#[test]
 fn hold_timeout_defaults_and_is_read() {
     assert_eq!(
         parse(BASE, "t").unwrap().server.hold_timeout,

@@ -169,13 +169,22 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     session.shard_generation = session.shared.holds.state() >> 1;
     // Boxed: the login exchange runs once, and its state need not stay in the task of
     // a client that then sits idle for hours.
-    let end = match Box::pin(session.startup()).await {
-        Ok(()) if session.admin => Box::pin(session.serve_admin()).await,
-        Ok(()) => {
+    let login_timeout = session.shared.config.server.login_timeout;
+    let end = match tokio::time::timeout(login_timeout, Box::pin(session.startup())).await {
+        Ok(Ok(())) if session.admin => Box::pin(session.serve_admin()).await,
+        Ok(Ok(())) => {
             session.release_idle_buffers();
             session.serve().await
         }
-        Err(end) => end,
+        Ok(Err(end)) => end,
+        // Postgres's own words for its authentication_timeout
+        Err(_) => SessionEnd::Fatal(ProxyError::fatal(
+            SqlState::QUERY_CANCELED,
+            format!(
+                "canceling authentication due to timeout ([server] login_timeout_ms = {})",
+                login_timeout.as_millis()
+            ),
+        )),
     };
     if let SessionEnd::Fatal(e) = &end {
         e.encode(&mut session.out);
