@@ -596,6 +596,22 @@ async fn the_binary_drains_on_sigterm_and_reloads_on_sighup() {
         }
     };
     load_accounts(&app, 10).await;
+    // what must not reach the log: a wrong password, statement parameters
+    let wrong = format!("postgres://app:hunter2-wrong@127.0.0.1:{port}/app");
+    let refused = tokio_postgres::connect(&wrong, NoTls)
+        .await
+        .err()
+        .expect("a wrong password is refused");
+    assert_eq!(refused.code(), Some(&SqlState::INVALID_PASSWORD));
+    let insert = "INSERT INTO accounts (aid, v) VALUES ($1, $2)";
+    app.execute(insert, &[&3001i64, &"param-7731-secret"])
+        .await
+        .unwrap();
+    let dup = app
+        .execute(insert, &[&3001i64, &"param-7731-secret"])
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Some(&SqlState::UNIQUE_VIOLATION));
     let pid = child.id().expect("running") as i32;
     let signal = |sig: &str| {
         let status = std::process::Command::new("kill")
@@ -679,4 +695,20 @@ async fn the_binary_drains_on_sigterm_and_reloads_on_sighup() {
         "{log}"
     );
     assert!(!log.contains("password = "), "{log}");
+    for secret in ["hunter2-wrong", "param-7731-secret"] {
+        assert!(!log.contains(secret), "{secret} in the log: {log}");
+    }
+    // the refused login is logged in its client's span: who and from where
+    let refused = lines
+        .iter()
+        .find(|l| l["fields"]["code"] == "28P01")
+        .unwrap_or_else(|| panic!("the refused login is logged: {log}"));
+    assert_eq!(refused["span"]["name"], "client", "{refused}");
+    assert_eq!(refused["span"]["user"], "app", "{refused}");
+    assert!(
+        refused["span"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{refused}"
+    );
 }

@@ -207,7 +207,22 @@ pub fn line_of_span(text: &str, span: &Range<usize>) -> usize {
 pub fn from_str(text: &str) -> Result<RawFile, (usize, String)> {
     toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(1, |s| line_of_span(text, &s));
-        (line, e.message().trim_end().to_string())
+        let message = e.message().trim_end();
+        // toml quotes the offending value (`invalid type: integer `1234``); on a password
+        // line that value is a secret, and this message reaches logs on a failed reload
+        let secret = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .is_some_and(|(key, _)| key.trim().trim_matches('"') == "password");
+        if secret && message.contains('`') {
+            (
+                line,
+                "password must be a quoted string (its value is not shown)".into(),
+            )
+        } else {
+            (line, message.to_string())
+        }
     })
 }
 
@@ -223,6 +238,15 @@ mod tests {
         assert_eq!(line_of(text, 5), 3);
         assert_eq!(line_of(text, 6), 4);
         assert_eq!(line_of(text, 1000), 4);
+    }
+
+    #[test]
+    fn a_bad_password_value_is_not_repeated_in_the_error() {
+        let (line, message) =
+            from_str("[[users]]\nname = \"app\"\npassword = 8675309\n").unwrap_err();
+        assert_eq!(line, 3);
+        assert!(!message.contains("8675309"), "{message}");
+        assert!(message.contains("quoted string"), "{message}");
     }
 
     #[test]

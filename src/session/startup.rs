@@ -111,6 +111,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ))
         })?;
         let database = param("database").unwrap_or_else(|| user.clone());
+        // before authentication: a refused login is logged with the user it claimed
+        tracing::Span::current().record("user", user.as_str());
         self.authenticate(&user).await?;
         let expected_db = self
             .shared
@@ -143,7 +145,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ),
             )));
         }
-        tracing::Span::current().record("user", user.as_str());
         self.registration.info.set_login(&user, &database);
         self.user = user;
         self.settings = Settings::from_startup(&params).map_err(|e| {
