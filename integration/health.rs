@@ -367,3 +367,68 @@ async fn checkouts_waiting_on_a_hanging_shard_fail_when_the_breaker_opens() {
         }
     }
 }
+
+/// A shard that refuses new logins (pg_hba `reject`, as when it is out of connection
+/// slots) while its pooled connections serve: the failed checks are not counted, so the
+/// breaker stays closed and the client sees no error; SHOW SHARDS shows the failure as
+/// "not counted". Once the client stops, the same failures open the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_refusing_new_logins_but_serving_queries_stays_in_service() {
+    let (cluster, proxy, on0, _, _) = setup(2).await;
+    let client = proxy.client().await;
+    let admin = proxy.admin("app", "app").await.expect("admin console");
+    let by_key = "SELECT aid FROM accounts WHERE aid = $1";
+    // the pool's connection to s0 is open
+    assert_eq!(client.query(by_key, &[&on0]).await.unwrap().len(), 1);
+
+    let direct = cluster.shard(0).client("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let hba = dir.path().join("pg_hba.conf");
+    std::fs::write(&hba, "host all all 0.0.0.0/0 reject\nlocal all all trust\n").unwrap();
+    cluster.shard(0).install_data_file(&hba, "pg_hba.conf");
+    direct
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(cluster.shard(0).port())
+            .user("postgres")
+            .dbname("app")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "s0 refuses new logins"
+    );
+
+    // 2 s of traffic = 20 check intervals, failure_threshold 2
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut answered = 0;
+    while Instant::now() < until {
+        let rows = client
+            .query(by_key, &[&on0])
+            .await
+            .unwrap_or_else(|e| panic!("a client saw an error after {answered} answers: {e}"));
+        assert_eq!(rows.len(), 1);
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let shards = records(&admin, "SHOW SHARDS").await;
+    let s0 = shards.iter().find(|r| r["shard"] == "s0").unwrap();
+    assert_eq!(s0["breaker"], "closed", "{s0:?}");
+    assert!(s0["last_error"].contains("not counted"), "{s0:?}");
+
+    // no traffic: nothing vouches for s0 and its failed checks open the breaker
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shards = records(&admin, "SHOW SHARDS").await;
+        let s0 = shards.iter().find(|r| r["shard"] == "s0").unwrap().clone();
+        if s0["breaker"] != "closed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "s0 never opened: {s0:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -94,9 +94,20 @@ pub struct BackendConn {
     /// the shard's traffic counters, attached by the session at first checkout (the
     /// pool manager knows the shard only by index, which a reload may renumber)
     pub stats: Option<Arc<ShardStats>>,
+    /// the shard's [`super::health::Answered`], set by the pool manager: answers seen
+    /// here keep a slow health check from opening the shard's breaker
+    pub answered: Option<Arc<super::health::Answered>>,
 }
 
 impl BackendConn {
+    /// The shard answered a statement on this connection (see [`Self::answered`]).
+    #[inline]
+    pub fn note_answered(&self) {
+        if let Some(a) = &self.answered {
+            a.now();
+        }
+    }
+
     /// Connect and log in, within `timeout`.
     pub async fn connect(
         shard: ShardId,
@@ -141,6 +152,7 @@ impl BackendConn {
             settings_sig: 0,
             bytewise_text: false,
             stats: None,
+            answered: None,
         };
         let params = [
             ("user", cfg.user.as_str()),

@@ -12,8 +12,8 @@
 //! The state machine itself ([`Breaker`]) is pure: callers pass the clock, so it is
 //! tested without sleeping.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -168,6 +168,15 @@ impl Breaker {
         self.failed(now, error, cfg)
     }
 
+    /// A health check failed while the shard was answering clients: remembered as the
+    /// last error, not counted towards opening.
+    pub fn probe_inconclusive(&mut self, now: Instant, error: String) {
+        self.last_check = Some(now);
+        self.last_error = Some(format!(
+            "{error} (not counted: the shard was answering queries)"
+        ));
+    }
+
     /// A data-path connection was made: like a successful check, except that it cannot
     /// end the cool-down of an open breaker (it was started before the breaker opened).
     pub fn connect_succeeded(&mut self, cfg: &HealthConfig) -> Option<BreakerState> {
@@ -240,10 +249,46 @@ impl Breaker {
     }
 }
 
+/// When a shard last answered a client's statement (a ReadyForQuery came back, error
+/// or not): the evidence that a shard whose health check failed is serving anyway.
+/// Shared by the breaker and every connection of the shard's pool.
+#[derive(Debug)]
+pub struct Answered {
+    base: Instant,
+    /// µs after `base` of the last answer, +1 (0: never)
+    last_us: AtomicU64,
+}
+
+impl Answered {
+    fn new() -> Answered {
+        Answered {
+            base: Instant::now(),
+            last_us: AtomicU64::new(0),
+        }
+    }
+
+    /// The shard answered a statement now.
+    pub fn now(&self) {
+        let us = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1;
+        self.last_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Whether the shard answered a statement at or after `t`.
+    pub fn since(&self, t: Instant) -> bool {
+        let last = self.last_us.load(Ordering::Relaxed);
+        let t_us = t
+            .checked_duration_since(self.base)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        last != 0 && last > t_us
+    }
+}
+
 /// The breaker of one shard as shared by its pool manager, the checker and
 /// `Pools::get`. Kept with the pool across a reload that keeps the pool.
 pub struct ShardBreaker {
     cfg: HealthConfig,
+    /// answers seen by the shard's connections
+    answered: Arc<Answered>,
     /// mirror of the state for the data path: one atomic load per checkout
     state: AtomicU8,
     inner: Mutex<Breaker>,
@@ -256,10 +301,23 @@ impl ShardBreaker {
     pub fn new(cfg: HealthConfig) -> ShardBreaker {
         ShardBreaker {
             cfg,
+            answered: Arc::new(Answered::new()),
             state: AtomicU8::new(BreakerState::Closed.to_u8()),
             inner: Mutex::new(Breaker::new()),
             opened: Notify::new(),
         }
+    }
+
+    /// The handle a new connection of the shard records its answers in.
+    pub fn answered(&self) -> Arc<Answered> {
+        self.answered.clone()
+    }
+
+    /// Whether a failure seen now should be set aside: the breaker is closed and the
+    /// shard answered clients since about one check interval ago.
+    fn serving(&self, now: Instant) -> bool {
+        let window = now.checked_sub(self.cfg.interval).unwrap_or(now);
+        self.state() == BreakerState::Closed && self.answered.since(window)
     }
 
     /// Whether clients may use the shard now.
@@ -309,9 +367,17 @@ impl ShardBreaker {
         if !self.cfg.enabled {
             return;
         }
+        let now = Instant::now();
         let changed = match result {
             Ok(()) => self.update(|b, cfg| b.connect_succeeded(cfg)),
-            Err(e) => self.update(|b, cfg| b.connect_failed(Instant::now(), e.to_string(), cfg)),
+            // e.g. max_connections reached while the pool's other connections serve
+            Err(e) if self.serving(now) => {
+                tracing::info!(shard, error = %e,
+                    "connect failed but the shard is answering queries: not counted");
+                self.update(|b, _| b.probe_inconclusive(now, e.to_string()));
+                None
+            }
+            Err(e) => self.update(|b, cfg| b.connect_failed(now, e.to_string(), cfg)),
         };
         if let Some(state) = changed {
             log_transition(shard, state, &self.snapshot(shard));
@@ -320,14 +386,29 @@ impl ShardBreaker {
 
     /// Run one health check if one is due: probe the shard, record the result, and
     /// return the new state if it changed.
+    ///
+    /// A failed check of a closed breaker is not counted when the shard answered
+    /// clients' statements since about the previous check (this check's start −
+    /// `interval_ms`): a check is a fresh connection and login, which a busy but healthy
+    /// server can be slow to grant (seen: > 1 s on a saturated 2-core host) or refuse
+    /// (max_connections), and opening the breaker then would take a serving shard away
+    /// from every client. A shard that is down or hung answers nothing, so its failed
+    /// checks count.
     pub async fn check(&self, shard: ShardId, cfg: &ShardConfig) -> Option<BreakerState> {
         if !self.update(|b, c| b.begin_probe(Instant::now(), c)) {
             return None;
         }
+        let began = Instant::now();
         let result = probe(shard, cfg, self.cfg.timeout).await;
         let now = Instant::now();
         let changed = match result {
             Ok(()) => self.update(|b, c| b.probe_succeeded(now, c)),
+            Err(e) if self.serving(began) => {
+                tracing::info!(shard = %cfg.name, error = %e,
+                    "health check failed but the shard is answering queries: not counted");
+                self.update(|b, _| b.probe_inconclusive(now, e.to_string()));
+                None
+            }
             Err(e) => self.update(|b, c| b.probe_failed(now, e.to_string(), c)),
         };
         if let Some(state) = changed {
@@ -536,6 +617,66 @@ mod tests {
         ] {
             assert_eq!(BreakerState::from_u8(s.to_u8()), s);
         }
+    }
+
+    /// A shard config whose port refuses connections.
+    fn refusing_shard() -> ShardConfig {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = crate::config::parse(include_str!("../config/testdata/base.toml"), "t")
+            .expect("test map parses");
+        let mut shard = config.shards[0].clone();
+        shard.port = port;
+        shard
+    }
+
+    #[test]
+    fn answered_since_compares_with_the_last_answer() {
+        let a = Answered::new();
+        let before = Instant::now();
+        assert!(!a.since(before), "never answered");
+        std::thread::sleep(Duration::from_millis(2));
+        a.now();
+        assert!(a.since(before));
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(!a.since(Instant::now()));
+        assert!(
+            a.since(before - Duration::from_secs(1)),
+            "before the handle existed"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_checks_of_a_shard_answering_queries_are_not_counted() {
+        let shard = refusing_shard();
+        let b = ShardBreaker::new(cfg());
+        let answered = b.answered();
+        for _ in 0..5 {
+            answered.now();
+            assert_eq!(b.check(0, &shard).await, None);
+        }
+        // a refused data-path connect neither
+        answered.now();
+        b.record_connect("s0", Err(&BackendError::Closed));
+        assert_eq!(b.state(), BreakerState::Closed);
+        let h = b.snapshot("s0");
+        assert_eq!(h.consecutive_failures, 0);
+        let last = h.last_error.expect("the failure is shown");
+        assert!(last.contains("not counted"), "{last}");
+
+        // the evidence window is the interval before the check: older answers do not count
+        tokio::time::sleep(cfg().interval * 2).await;
+        for _ in 0..cfg().failure_threshold - 1 {
+            assert_eq!(b.check(0, &shard).await, None);
+        }
+        assert_eq!(b.check(0, &shard).await, Some(BreakerState::Open));
+        // and once open, answers (from connections checked out before) do not keep it
+        // from opening again after a failed half-open check
+        answered.now();
+        assert!(!b.serving(Instant::now()));
     }
 
     #[tokio::test]

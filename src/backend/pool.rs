@@ -41,7 +41,8 @@ impl managed::Manager for Manager {
         let result = BackendConn::connect(self.shard, &self.cfg, self.connect_timeout).await;
         self.breaker
             .record_connect(&self.cfg.name, result.as_ref().map(|_| ()));
-        let conn = result?;
+        let mut conn = result?;
+        conn.answered = Some(self.breaker.answered());
         tracing::debug!(shard = %self.cfg.name, pid = conn.key.0, "backend connection opened");
         Ok(conn)
     }

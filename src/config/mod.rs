@@ -94,7 +94,9 @@ impl Default for HealthConfig {
         HealthConfig {
             enabled: true,
             interval: Duration::from_millis(1000),
-            timeout: Duration::from_millis(1000),
+            // as long as a data-path connect may take: a check must not call a shard
+            // dead that a client's connect would still have reached
+            timeout: Duration::from_millis(5000),
             failure_threshold: 3,
             success_threshold: 1,
             open: Duration::from_millis(5000),

@@ -665,6 +665,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let failed = !matches!(&result, Ok(outcome) if !outcome.saw_error);
             stats.record(RouteKind::Single, started.elapsed(), failed);
         }
+        if result.is_ok() {
+            conn.note_answered();
+        }
         // Waits for a cancel being delivered right now, so it cannot reach the
         // connection's next user.
         self.running.lock().await.clear();
