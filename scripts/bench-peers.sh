@@ -14,7 +14,10 @@
 # Settings (environment): DURATION (seconds per run, default 20), ROUNDS (default 3),
 # CLIENTS (default 16), THREADS (default 2), SCALE (pgbench scale, default 1),
 # PGSHARD (binary, default target/release/pgshard, built when missing),
-# OUT (report file, default BENCHMARKS.md).
+# OUT (report file, default BENCHMARKS.md), MODES and TARGETS (space-separated subsets,
+# e.g. MODES="simple extended"), PGSHARD_BASE (a second pgshard binary, e.g. an older
+# build: adds target pgshard-base, one shard like pgshard-1, to measure a change's cost),
+# SCATTER (0: skip the scatter section).
 #
 # Needs root (or sudo) only to install missing packages (postgresql, pgbouncer, socat)
 # and, as root, to run Postgres and pgbouncer as the postgres user.
@@ -28,8 +31,12 @@ THREADS=${THREADS:-2}
 SCALE=${SCALE:-1}
 PGSHARD=${PGSHARD:-${CARGO_TARGET_DIR:-target}/release/pgshard}
 OUT=${OUT:-BENCHMARKS.md}
-MODES=(simple extended prepared)
-TARGETS=(direct socat pgbouncer pgshard-1 pgshard-2)
+read -r -a MODES <<<"${MODES:-simple extended prepared}"
+read -r -a TARGETS <<<"${TARGETS:-direct socat pgbouncer pgshard-1 pgshard-2}"
+PGSHARD_BASE=${PGSHARD_BASE:-}
+if [[ -n "$PGSHARD_BASE" && " ${TARGETS[*]} " != *" pgshard-base "* ]]; then
+    TARGETS+=(pgshard-base)
+fi
 
 source scripts/ensure-postgres.sh
 BIN=$(pg_bin_dir)
@@ -59,9 +66,10 @@ shard_port() {
     grep -E '^url = "postgres://' "$1" | sed -n "$(($2 + 1))p" | sed -E 's/.*:([0-9]+)\/.*/\1/'
 }
 
-# Copy a dev map with a new listen port and pgbench_accounts sharded; serve it.
+# Copy a dev map with a new listen port and pgbench_accounts sharded; serve it (with
+# binary BIN, default $PGSHARD).
 serve_map() {
-    local src=$1 dst=$2 port=$3
+    local src=$1 dst=$2 port=$3 bin=${4:-$PGSHARD}
     sed -E "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$src" >"$dst"
     cat >>"$dst" <<'EOF'
 
@@ -75,9 +83,14 @@ name = "bench_accounts"
 key = "aid"
 type = "bigint"
 EOF
-    "$PGSHARD" check -c "$dst" >/dev/null
-    "$PGSHARD" serve -c "$dst" >"$dst.log" 2>&1 &
+    if [[ "$bin" != "$PGSHARD" ]]; then
+        # an older binary may not know settings newer maps carry
+        sed -i '/^admin = /d' "$dst"
+    fi
+    "$bin" check -c "$dst" >/dev/null
+    "$bin" serve -c "$dst" >"$dst.log" 2>&1 &
     PIDS+=($!)
+    SERVED_PID=$!
     wait_port "$port" "pgshard serve -c $dst"
 }
 
@@ -136,10 +149,18 @@ else
     "$PGBOUNCER" "$WORK/pgbouncer/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
 fi
 PIDS+=($!)
+BOUNCER_PID=$!
 wait_port "$BOUNCER_PORT" pgbouncer
 
 ONE_PORT=$(free_port)
 serve_map "$WORK/one/shardmap.toml" "$WORK/one-bench.toml" "$ONE_PORT"
+ONE_PID=$SERVED_PID
+if [[ -n "$PGSHARD_BASE" ]]; then
+    BASE_PORT=$(free_port)
+    serve_map "$WORK/one/shardmap.toml" "$WORK/one-base.toml" "$BASE_PORT" "$PGSHARD_BASE"
+    BASE_PID=$SERVED_PID
+    echo "    pgshard-base: $("$PGSHARD_BASE" --version) on $BASE_PORT"
+fi
 
 echo "==> two-shard cluster (pgshard-2)"
 start_dev 2 "$WORK/two"
@@ -147,6 +168,7 @@ S0_PORT=$(shard_port "$WORK/two/shardmap.toml" 0)
 S1_PORT=$(shard_port "$WORK/two/shardmap.toml" 1)
 TWO_PORT=$(free_port)
 serve_map "$WORK/two/shardmap.toml" "$WORK/two-bench.toml" "$TWO_PORT"
+TWO_PID=$SERVED_PID
 
 # Tables on both shards (pgbench's own DDL); branches and tellers are unsharded, so
 # they live on the default shard (s0) only; accounts go through pgshard, which sends
@@ -195,12 +217,31 @@ target_args() { # print "PORT USER PASSWORD" of a target
     pgbouncer) echo "$BOUNCER_PORT app app" ;;
     pgshard-1) echo "$ONE_PORT app app" ;;
     pgshard-2) echo "$TWO_PORT app app" ;;
+    pgshard-base) echo "$BASE_PORT app app" ;;
     esac
 }
+
+# The proxy process of a target (none for direct; socat forks per connection).
+target_pid() {
+    case $1 in
+    pgbouncer) echo "$BOUNCER_PID" ;;
+    pgshard-1) echo "$ONE_PID" ;;
+    pgshard-2) echo "$TWO_PID" ;;
+    pgshard-base) echo "${BASE_PID:-}" ;;
+    esac
+}
+
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
 
 LOAD=$(cut -d ' ' -f 1-3 /proc/loadavg)
 RESULTS="$WORK/results.txt" # round mode target tps latency_ms status
 : >"$RESULTS"
+# the proxy's CPU time per transaction: TPS moves with whatever else the shared cores run,
+# the CPU a proxy spends on one transaction much less
+CPU_RESULTS="$WORK/cpu.txt" # mode target cpu_us_per_transaction (successful runs)
+: >"$CPU_RESULTS"
 for round in $(seq "$ROUNDS"); do
     for mode in "${MODES[@]}"; do
         for target in "${TARGETS[@]}"; do
@@ -208,15 +249,25 @@ for round in $(seq "$ROUNDS"); do
             log="$WORK/run-$round-$mode-$target.log"
             status=ok
             if [[ "$password" == - ]]; then unset PGPASSWORD; else export PGPASSWORD=$password; fi
+            pid=$(target_pid "$target")
+            before=""
+            if [[ -n "$pid" ]]; then before=$(cpu_ticks "$pid"); fi
             pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -M "$mode" \
                 -h 127.0.0.1 -p "$port" -U "$user" app >"$log" 2>&1 || status=failed
             unset PGPASSWORD
             tps=$(sed -nE 's/^tps = ([0-9.]+).*/\1/p' "$log" | head -n 1)
             lat=$(sed -nE 's/^latency average = ([0-9.]+) ms.*/\1/p' "$log" | head -n 1)
             if grep -qE "^number of failed transactions: [1-9]" "$log"; then status=failed; fi
+            cpu=-
+            txns=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$log" | head -n 1)
+            if [[ -n "$before" && $status == ok && -n "$txns" && "$txns" != 0 ]]; then
+                cpu=$(awk -v a="$before" -v b="$(cpu_ticks "$pid")" -v t="$TICK" -v n="$txns" \
+                    'BEGIN { printf "%.1f", (b - a) * 1000000 / t / n }')
+                echo "$mode $target $cpu" >>"$CPU_RESULTS"
+            fi
             echo "$round $mode $target ${tps:--} ${lat:--} $status" >>"$RESULTS"
-            printf '    round %s %-8s %-10s tps %10s  latency %8s ms  %s\n' \
-                "$round" "$mode" "$target" "${tps:--}" "${lat:--}" "$status"
+            printf '    round %s %-8s %-10s tps %10s  latency %8s ms  proxy CPU %6s µs/txn  %s\n' \
+                "$round" "$mode" "$target" "${tps:--}" "${lat:--}" "$cpu" "$status"
             if [[ $status != ok ]]; then
                 grep -m 3 -iE "error|abort" "$log" | sed 's/^/      /' || true
                 cp "$log" "$WORK/failed-$mode-$target.log"
@@ -231,8 +282,10 @@ done
 # statement sent straight to each shard (which answers for its half of the rows): the
 # proxy's cost of a scatter is its latency over the slower shard's. One client, so the
 # latencies are those of one statement at a time.
+SCATTER=${SCATTER:-1}
 SCATTER_ROWS=${SCATTER_ROWS:-100000}
 SCATTER_SECONDS=${SCATTER_SECONDS:-5}
+if [[ "$SCATTER" == 1 ]]; then
 echo "==> scatter: pgshard bench on pgshard-2 and each shard directly"
 "$PGSHARD" bench --quiet --setup --rows "$SCATTER_ROWS" --clients 1 \
     --duration "${SCATTER_SECONDS}s" --rounds "$ROUNDS" --protocol extended \
@@ -252,6 +305,7 @@ for r in reports:
     p, a, b = (t[n]["p50_us"] / 1000 for n in ("pgshard-2", "s0", "s1"))
     print(f"| {r['workload']} | {p:.3f} | {a:.3f} | {b:.3f} | {p / max(a, b):.2f} |")
 PY
+fi
 
 # ---------------------------------------------------------------- report
 
@@ -262,6 +316,14 @@ median() {
         sort -g | awk -v f="$4\n" '{ v[NR] = $1 } END {
             if (NR == 0) { print "-"; exit }
             if (NR % 2) printf f, v[(NR + 1) / 2]; else printf f, (v[NR / 2] + v[NR / 2 + 1]) / 2
+        }'
+}
+# Median CPU µs per transaction of MODE TARGET's successful runs ("-" when not measured).
+median_cpu() {
+    awk -v m="$1" -v t="$2" '$1 == m && $2 == t { print $3 }' "$CPU_RESULTS" |
+        sort -g | awk '{ v[NR] = $1 } END {
+            if (NR == 0) { print "-"; exit }
+            if (NR % 2) printf "%.1f\n", v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
         }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
@@ -297,6 +359,9 @@ fi
     echo "- **pgshard-2**: pgshard with two shards (two more Postgres servers on the same machine, so"
     echo "  $POOL backend connections per shard, twice as many as pgshard-1 and pgbouncer),"
     echo "  \`pgbench_accounts\` sharded on \`aid integer\` ($N0 rows on s0, $N1 on s1); branches and tellers on s0 only."
+    if [[ -n "$PGSHARD_BASE" ]]; then
+        echo "- **pgshard-base**: like pgshard-1, served by another build: $("$PGSHARD_BASE" --version) (\`$PGSHARD_BASE\`)."
+    fi
     echo
     echo "## Machine"
     echo
@@ -321,14 +386,17 @@ fi
     echo '```'
     echo
     echo "\`-n\` skips pgbench's VACUUM before each run (tables are vacuumed once, right after the load)."
+    echo "*Proxy CPU µs/txn* is the proxy process's user + system CPU time during a run (from"
+    echo "\`/proc/<pid>/stat\`) over the transactions pgbench completed: the proxy's cost per transaction,"
+    echo "which moves much less than TPS with whatever else the shared cores run."
     echo "$ROUNDS round(s) of $DURATION s per mode and target; tables show the median TPS and the median"
     echo "average latency of the successful runs."
     for mode in "${MODES[@]}"; do
         echo
         echo "## -M $mode"
         echo
-        echo "| target | TPS (median) | latency avg (ms) | vs direct | vs pgbouncer |"
-        echo "|---|---:|---:|---:|---:|"
+        echo "| target | TPS (median) | latency avg (ms) | vs direct | vs pgbouncer | proxy CPU µs/txn |"
+        echo "|---|---:|---:|---:|---:|---:|"
         d=$(median "$mode" direct 4 %.0f)
         b=$(median "$mode" pgbouncer 4 %.0f)
         for target in "${TARGETS[@]}"; do
@@ -337,7 +405,7 @@ fi
             rd=$(ratio "$t" "$d")
             rb=$(ratio "$t" "$b")
             if [[ "$t" == - ]]; then t="failed"; fi
-            echo "| $target | $t | $l | $rd | $rb |"
+            echo "| $target | $t | $l | $rd | $rb | $(median_cpu "$mode" "$target") |"
         done
     done
     if grep -q " failed$" "$RESULTS"; then
@@ -360,6 +428,7 @@ fi
             echo "its errors show the workload is not served as written.)"
         fi
     fi
+    if [[ "$SCATTER" == 1 ]]; then
     echo
     echo "## Scatter over two shards"
     echo
@@ -377,6 +446,7 @@ fi
     echo
     cat "$WORK/scatter.txt"
     echo '```'
+    fi
     echo
     echo "## All runs"
     echo
