@@ -17,7 +17,8 @@
 # OUT (report file, default BENCHMARKS.md), MODES and TARGETS (space-separated subsets,
 # e.g. MODES="simple extended"), PGSHARD_BASE (a second pgshard binary, e.g. an older
 # build: adds target pgshard-base, one shard like pgshard-1, to measure a change's cost),
-# SCATTER (0: skip the scatter section).
+# PGSHARD_BASE_NOTE (what that build is, for the report), SCATTER (0: skip the scatter
+# section).
 #
 # Needs root (or sudo) only to install missing packages (postgresql, pgbouncer, socat)
 # and, as root, to run Postgres and pgbouncer as the postgres user.
@@ -360,7 +361,7 @@ fi
     echo "  $POOL backend connections per shard, twice as many as pgshard-1 and pgbouncer),"
     echo "  \`pgbench_accounts\` sharded on \`aid integer\` ($N0 rows on s0, $N1 on s1); branches and tellers on s0 only."
     if [[ -n "$PGSHARD_BASE" ]]; then
-        echo "- **pgshard-base**: like pgshard-1, served by another build: $("$PGSHARD_BASE" --version) (\`$PGSHARD_BASE\`)."
+        echo "- **pgshard-base**: like pgshard-1, served by another build: ${PGSHARD_BASE_NOTE:-$("$PGSHARD_BASE" --version) (\`$PGSHARD_BASE\`)}."
     fi
     echo
     echo "## Machine"
