@@ -38,6 +38,13 @@ PGSHARD_BASE=${PGSHARD_BASE:-}
 if [[ -n "$PGSHARD_BASE" && " ${TARGETS[*]} " != *" pgshard-base "* ]]; then
     TARGETS+=(pgshard-base)
 fi
+for target in "${TARGETS[@]}"; do
+    case $target in
+    direct | socat | pgbouncer | pgshard-1 | pgshard-2) ;;
+    pgshard-base) [[ -n "$PGSHARD_BASE" ]] || { echo "error: target pgshard-base needs PGSHARD_BASE" >&2; exit 2; } ;;
+    *) echo "error: unknown target $target (direct socat pgbouncer pgshard-1 pgshard-2 pgshard-base)" >&2; exit 2 ;;
+    esac
+done
 
 source scripts/ensure-postgres.sh
 BIN=$(pg_bin_dir)
@@ -232,8 +239,8 @@ target_pid() {
     esac
 }
 
-# CPU time (user + system, clock ticks) a process has used so far.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU time (user + system, clock ticks) a process has used so far; empty once it is gone.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || true; }
 TICK=$(getconf CLK_TCK)
 
 LOAD=$(cut -d ' ' -f 1-3 /proc/loadavg)
@@ -261,8 +268,10 @@ for round in $(seq "$ROUNDS"); do
             if grep -qE "^number of failed transactions: [1-9]" "$log"; then status=failed; fi
             cpu=-
             txns=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$log" | head -n 1)
-            if [[ -n "$before" && $status == ok && -n "$txns" && "$txns" != 0 ]]; then
-                cpu=$(awk -v a="$before" -v b="$(cpu_ticks "$pid")" -v t="$TICK" -v n="$txns" \
+            after=""
+            if [[ -n "$before" ]]; then after=$(cpu_ticks "$pid"); fi
+            if [[ -n "$after" && $status == ok && -n "$txns" && "$txns" != 0 ]]; then
+                cpu=$(awk -v a="$before" -v b="$after" -v t="$TICK" -v n="$txns" \
                     'BEGIN { printf "%.1f", (b - a) * 1000000 / t / n }')
                 echo "$mode $target $cpu" >>"$CPU_RESULTS"
             fi

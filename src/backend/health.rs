@@ -169,9 +169,11 @@ impl Breaker {
     }
 
     /// A health check failed while the shard was answering clients: remembered as the
-    /// last error, not counted towards opening.
+    /// last error, not counted towards opening, and it ends a run of failures (the
+    /// answers prove the shard was alive in between).
     pub fn probe_inconclusive(&mut self, now: Instant, error: String) {
         self.last_check = Some(now);
+        self.consecutive_failures = 0;
         self.last_error = Some(format!(
             "{error} (not counted: the shard was answering queries)"
         ));
@@ -673,10 +675,29 @@ mod tests {
             assert_eq!(b.check(0, &shard).await, None);
         }
         assert_eq!(b.check(0, &shard).await, Some(BreakerState::Open));
-        // and once open, answers (from connections checked out before) do not keep it
-        // from opening again after a failed half-open check
+        // once open, answers (from connections checked out before it opened) are no
+        // evidence: a failed half-open check reopens it
         answered.now();
         assert!(!b.serving(Instant::now()));
+        tokio::time::sleep(cfg().open).await;
+        assert_eq!(b.check(0, &shard).await, Some(BreakerState::Open));
+        assert_eq!(b.snapshot("s0").opened_total, 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_between_failures_ends_the_run() {
+        let shard = refusing_shard();
+        let b = ShardBreaker::new(cfg());
+        // failure, then a failure set aside (answers seen), then failures again: the
+        // breaker needs failure_threshold failures in a row after the answers
+        assert_eq!(b.check(0, &shard).await, None);
+        b.answered().now();
+        assert_eq!(b.check(0, &shard).await, None);
+        assert_eq!(b.snapshot("s0").consecutive_failures, 0);
+        tokio::time::sleep(cfg().interval * 2).await;
+        assert_eq!(b.check(0, &shard).await, None);
+        assert_eq!(b.check(0, &shard).await, None);
+        assert_eq!(b.check(0, &shard).await, Some(BreakerState::Open));
     }
 
     #[tokio::test]

@@ -210,11 +210,11 @@ pub fn from_str(text: &str) -> Result<RawFile, (usize, String)> {
         let message = e.message().trim_end();
         // toml quotes the offending value (`invalid type: integer `1234``); on a password
         // line that value is a secret, and this message reaches logs on a failed reload
+        // any mention on the line: `password = …`, `'password' = …`, inline tables
         let secret = text
             .lines()
             .nth(line - 1)
-            .and_then(|l| l.split_once('='))
-            .is_some_and(|(key, _)| key.trim().trim_matches('"') == "password");
+            .is_some_and(|l| l.contains("password"));
         if secret && message.contains('`') {
             (
                 line,
@@ -247,6 +247,9 @@ mod tests {
         assert_eq!(line, 3);
         assert!(!message.contains("8675309"), "{message}");
         assert!(message.contains("quoted string"), "{message}");
+        let (_, message) =
+            from_str("users = [{ name = \"app\", password = 8675309 }]\n").unwrap_err();
+        assert!(!message.contains("8675309"), "{message}");
     }
 
     #[test]

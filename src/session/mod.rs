@@ -124,6 +124,9 @@ pub struct Session<S> {
     tls: bool,
 }
 
+/// Longest the last error of a closing session may take to reach its client.
+const FATAL_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serve one client connection to the end (after [`negotiate`]); `peer` is its
 /// address, for SHOW CLIENTS.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -177,18 +180,24 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             session.serve().await
         }
         Ok(Err(end)) => end,
-        // Postgres's own words for its authentication_timeout
-        Err(_) => SessionEnd::Fatal(ProxyError::fatal(
-            SqlState::QUERY_CANCELED,
-            format!(
-                "canceling authentication due to timeout ([server] login_timeout_ms = {})",
-                login_timeout.as_millis()
-            ),
-        )),
+        // Postgres's own words for its authentication_timeout. A reply cut off mid-send
+        // is dropped, not sent again in front of the error.
+        Err(_) => {
+            session.out.clear();
+            SessionEnd::Fatal(ProxyError::fatal(
+                SqlState::QUERY_CANCELED,
+                format!(
+                    "canceling authentication due to timeout ([server] login_timeout_ms = {})",
+                    login_timeout.as_millis()
+                ),
+            ))
+        }
     };
     if let SessionEnd::Fatal(e) = &end {
         e.encode(&mut session.out);
-        let _ = session.client.send(&mut session.out).await;
+        // a client that stopped reading must not keep its task (and max_clients place)
+        let _ =
+            tokio::time::timeout(FATAL_SEND_TIMEOUT, session.client.send(&mut session.out)).await;
     }
     session.finish();
     session.shared.cancels.unregister(session.cancel_key);
@@ -664,9 +673,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(stats) = &conn.stats {
             let failed = !matches!(&result, Ok(outcome) if !outcome.saw_error);
             stats.record(RouteKind::Single, started.elapsed(), failed);
-        }
-        if result.is_ok() {
-            conn.note_answered();
         }
         // Waits for a cancel being delivered right now, so it cannot reach the
         // connection's next user.

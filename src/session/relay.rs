@@ -218,6 +218,8 @@ pub async fn relay_until<S: AsyncRead + AsyncWrite + Unpin>(
                     .and_then(|&b| TxnStatus::from_byte(b))
                     .ok_or_else(|| desync(conn, "bad ReadyForQuery"))?;
                 conn.status = status;
+                // the shard is alive and answering (see backend::health::Answered)
+                conn.note_answered();
                 match queue.pop_front() {
                     Some(Expect::Query { fwd }) | Some(Expect::Sync { fwd }) => {
                         if fwd {

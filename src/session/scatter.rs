@@ -254,9 +254,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         for (conn, done) in conns.iter_mut().zip(finished) {
-            if *done {
-                conn.note_answered();
-            }
             if !done {
                 conn.broken = true;
                 if let Some(cfg) = self.shared.config.shards.get(conn.shard) {
