@@ -627,10 +627,15 @@ async fn the_binary_drains_on_sigterm_and_reloads_on_sighup() {
         assert!(status.success());
     };
 
-    // SIGHUP: a new epoch is installed
+    // SIGHUP: a new epoch is installed, and the log level goes to debug
     std::fs::write(
         &path,
-        text.replacen("[sharding]\n", "[sharding]\nepoch = 3\n", 1),
+        text.replacen("[sharding]\n", "[sharding]\nepoch = 3\n", 1)
+            .replacen(
+                "format = \"json\"\n",
+                "format = \"json\"\nlevel = \"debug\"\n",
+                1,
+            ),
     )
     .unwrap();
     signal("-HUP");
@@ -643,6 +648,29 @@ async fn the_binary_drains_on_sigterm_and_reloads_on_sighup() {
         assert!(Instant::now() < deadline, "SIGHUP did not reload the map");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // a client that comes and goes: logged at debug only
+    let (brief, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    brief.simple_query("SELECT 1").await.unwrap();
+    drop(brief);
+    let _ = conn.await;
+    let admin = tokio_postgres::connect(
+        &format!("postgres://app:app@127.0.0.1:{port}/pgshard"),
+        NoTls,
+    )
+    .await
+    .map(|(c, conn)| {
+        tokio::spawn(conn);
+        c
+    })
+    .expect("admin console");
+    let config = records(&admin, "SHOW CONFIG").await;
+    let level = config
+        .iter()
+        .find(|r| r["key"] == "log.level")
+        .expect("log.level");
+    assert_eq!(level["value"], "debug", "{level:?}");
+    drop(admin);
 
     // SIGTERM with a transaction open
     app.batch_execute("BEGIN; INSERT INTO accounts (aid, v) VALUES (2001, 'x')")
@@ -701,6 +729,19 @@ async fn the_binary_drains_on_sigterm_and_reloads_on_sighup() {
         "{log}"
     );
     assert!(!log.contains("password = "), "{log}");
+    // info until the reload, debug after it
+    let changed = lines
+        .iter()
+        .position(|l| l["fields"]["message"] == "log level changed")
+        .unwrap_or_else(|| panic!("the level change is logged: {log}"));
+    assert!(
+        lines[..changed].iter().all(|l| l["level"] != "DEBUG"),
+        "{log}"
+    );
+    assert!(
+        lines[changed..].iter().any(|l| l["level"] == "DEBUG"),
+        "{log}"
+    );
     for secret in ["map-secret-6622", "param-7731-secret"] {
         assert!(!log.contains(secret), "{secret} in the log: {log}");
     }

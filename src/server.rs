@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::session::{self, SessionEnd, Shared};
+use crate::session::{self, LogLevelSetter, SessionEnd, Shared};
 
 /// A bound, not yet running proxy. Binding first lets tests listen on port 0 and learn
 /// the address before clients connect.
@@ -22,6 +22,7 @@ pub struct Server {
     config: Arc<Config>,
     config_path: Option<PathBuf>,
     reload_on_sighup: bool,
+    log_level_setter: Option<LogLevelSetter>,
 }
 
 impl Server {
@@ -41,7 +42,15 @@ impl Server {
             config,
             config_path: None,
             reload_on_sighup: false,
+            log_level_setter: None,
         })
+    }
+
+    /// Let RELOAD change the log level through `setter` (`pgshard serve`, which owns
+    /// the process's log subscriber).
+    pub fn with_log_level_setter(mut self, setter: Option<LogLevelSetter>) -> Server {
+        self.log_level_setter = setter;
+        self
     }
 
     /// The shard map file `config` was read from: RELOAD (admin console) reads it
@@ -83,6 +92,7 @@ impl Server {
         let shared = Arc::new(
             Shared::new(self.config.clone(), shutdown.clone())
                 .with_config_path(self.config_path.clone())
+                .with_log_level_setter(self.log_level_setter.clone())
                 .with_stop(stop.clone()),
         );
         let metrics_stop = CancellationToken::new();

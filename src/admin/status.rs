@@ -210,7 +210,13 @@ pub fn stats_table(shards: &[(String, std::sync::Arc<ShardStats>)]) -> Table {
 
 /// `SHOW CONFIG`: every setting in effect, and whether a RELOAD applies a change to it
 /// (`reload`) or only a restart does (`restart`). Passwords are never shown.
-pub fn config_table(config: &Config, map: &ShardMap, shard_urls: &[(String, String)]) -> Table {
+/// `log_level` is the level in force (a reload may have changed it).
+pub fn config_table(
+    config: &Config,
+    log_level: &str,
+    map: &ShardMap,
+    shard_urls: &[(String, String)],
+) -> Table {
     let s = &config.server;
     let ms = |d: Duration| d.as_millis().to_string();
     let mut rows: Vec<[String; 3]> = vec![
@@ -283,11 +289,7 @@ pub fn config_table(config: &Config, map: &ShardMap, shard_urls: &[(String, Stri
             ms(s.login_timeout),
             "restart".into(),
         ],
-        [
-            "log.level".into(),
-            config.log.level.clone(),
-            "restart".into(),
-        ],
+        ["log.level".into(), log_level.to_owned(), "reload".into()],
         [
             "log.format".into(),
             match config.log.format {
@@ -464,6 +466,7 @@ mod tests {
         let c = config();
         let t = config_table(
             &c,
+            "debug",
             &c.map,
             &[("s0".into(), "postgres://u:***@h:1/app".into())],
         );
@@ -473,6 +476,7 @@ mod tests {
             ["server.pool_size", "10", "restart"]
         );
         assert_eq!(get("sharding.epoch")[2], "reload");
+        assert_eq!(get("log.level"), ["log.level", "debug", "reload"]);
         assert_eq!(get("shards.s0")[1], "postgres://u:***@h:1/app");
         assert_eq!(get("users")[1], "app");
         assert_eq!(

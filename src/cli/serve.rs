@@ -16,7 +16,7 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging(&config.log);
+    let log_level_setter = init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,7 +30,10 @@ pub fn run(config_path: &Path) -> ExitCode {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let server = match crate::server::Server::bind(config.clone()).await {
-            Ok(server) => server.with_config_path(config_path).reload_on_sighup(),
+            Ok(server) => server
+                .with_config_path(config_path)
+                .with_log_level_setter(log_level_setter)
+                .reload_on_sighup(),
             Err(e) => {
                 eprintln!("pgshard: cannot listen on {}: {e}", config.server.listen);
                 return ExitCode::from(1);
@@ -80,27 +83,53 @@ pub(crate) async fn wait_for_signal() {
 /// `pgshard=trace,info`) so an operator can raise it without editing the map.
 ///
 /// Statement texts and parameters are never logged at info; passwords never.
-pub(crate) fn init_logging(log: &LogConfig) {
-    let filter = match std::env::var("PGSHARD_LOG") {
-        Ok(v) if !v.trim().is_empty() => {
-            tracing_subscriber::EnvFilter::try_new(&v).unwrap_or_else(|e| {
+///
+/// Returns how a reload changes the level: `None` while `PGSHARD_LOG` is in force (the
+/// environment outranks the file) or when a subscriber was installed before.
+pub(crate) fn init_logging(log: &LogConfig) -> Option<crate::session::LogLevelSetter> {
+    let (filter, from_env) = match std::env::var("PGSHARD_LOG") {
+        Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(filter) => (filter, true),
+            Err(e) => {
                 eprintln!(
                     "pgshard: PGSHARD_LOG={v:?} is not a log filter ({e}); using [log] level"
                 );
-                tracing_subscriber::EnvFilter::new(&log.level)
-            })
-        }
-        _ => tracing_subscriber::EnvFilter::new(&log.level),
+                (tracing_subscriber::EnvFilter::new(&log.level), false)
+            }
+        },
+        _ => (tracing_subscriber::EnvFilter::new(&log.level), false),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+    let setter = match log.format {
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let setter = level_setter(builder.reload_handle());
+            builder.try_init().ok().map(|()| setter)
+        }
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter_reloading();
+            let setter = level_setter(builder.reload_handle());
+            builder.try_init().ok().map(|()| setter)
+        }
     };
+    setter.filter(|_| !from_env)
+}
+
+/// A [`crate::session::LogLevelSetter`] over a subscriber's reloadable filter.
+fn level_setter<S>(
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>,
+) -> crate::session::LogLevelSetter
+where
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    Arc::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }

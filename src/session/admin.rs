@@ -182,7 +182,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         )
                     })
                     .collect();
-                write_table(&admin::config_table(&shared.config, &map, &urls), out);
+                write_table(
+                    &admin::config_table(&shared.config, &shared.log_level(), &map, &urls),
+                    out,
+                );
             }
             Command::ShowVersion => write_table(&admin::version_table(), out),
             Command::Pause(shard) => match self.named_shards(shard) {

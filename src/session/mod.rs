@@ -44,7 +44,7 @@ pub use negotiate::{Incoming, negotiate};
 use relay::{Expect, RelayError, RelayOutcome, relay};
 use settings::Settings;
 use shared::OrdinalSnapshot;
-pub use shared::Shared;
+pub use shared::{LogLevelSetter, Shared};
 use txn::Txn;
 
 /// Largest buffer capacity an idle session keeps (bytes).

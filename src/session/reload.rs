@@ -3,8 +3,10 @@
 //! A reload installs the `[[shards]]` list, `[sharding]`, `[[tables]]` and `[slot_map]`
 //! of the file, which must validate and carry an epoch no lower than the running one: a
 //! changed map must carry a higher epoch, so an old file put back by mistake cannot undo
-//! a rebalance. `[server]`, `[[users]]` and `[transactions]` are read at startup only; a
-//! change there is logged and otherwise ignored.
+//! a rebalance. `[log] level` is applied by [`super::Shared`] when the process's log
+//! subscriber allows it. `[server]`, `[[users]]`, `[transactions]`, `[health]`, `[tls]`
+//! and `[log] format` are read at startup only; a change there is logged and otherwise
+//! ignored.
 
 use crate::config::{Config, ConfigError, ShardConfig, ShardMap, UserConfig, UserSecret};
 
@@ -103,6 +105,10 @@ pub fn ignored_sections(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if format!("{:?}", running.tls) != format!("{:?}", new.tls) {
         out.push("[tls]");
+    }
+    // `[log] level` is applied by the caller when it can
+    if running.log.format != new.log.format {
+        out.push("[log] format");
     }
     out
 }

@@ -26,6 +26,11 @@ const PLAN_CACHE_SIZE: usize = 10_000;
 /// ParameterStatus name/value pairs reported to clients at login.
 pub type ServerParams = Arc<Vec<(String, String)>>;
 
+/// Installs a new log filter (`[log] level`) in the running process's subscriber.
+/// Given by `pgshard serve`, which owns the subscriber; absent in embedded servers
+/// (tests) and when `PGSHARD_LOG` overrides the file.
+pub type LogLevelSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Everything sessions share.
 pub struct Shared {
     /// validated configuration (server settings, users, shards)
@@ -62,6 +67,10 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// one reload at a time
     reload_lock: Mutex<()>,
+    /// how a reload changes the log level (see [`LogLevelSetter`])
+    log_level_setter: Option<LogLevelSetter>,
+    /// the log level in force (`[log] level` at startup, then as reloaded)
+    log_level: Mutex<String>,
 }
 
 impl Shared {
@@ -87,8 +96,46 @@ impl Shared {
             pauses: Default::default(),
             stop: shutdown.clone(),
             reload_lock: Mutex::new(()),
+            log_level_setter: None,
+            log_level: Mutex::new(config.log.level.clone()),
             shutdown,
             config,
+        }
+    }
+
+    /// Let RELOAD apply `[log] level` through `setter`.
+    pub fn with_log_level_setter(mut self, setter: Option<LogLevelSetter>) -> Shared {
+        self.log_level_setter = setter;
+        self
+    }
+
+    /// The log level in force.
+    pub fn log_level(&self) -> String {
+        self.log_level
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Apply a reloaded `[log] level`; a level that cannot be applied here is named in
+    /// `ignored`.
+    fn reload_log_level(&self, level: &str, ignored: &mut Vec<&'static str>) {
+        let mut now = self.log_level.lock().unwrap_or_else(|e| e.into_inner());
+        if *now == level {
+            return;
+        }
+        match &self.log_level_setter {
+            Some(set) => match set(level) {
+                Ok(()) => {
+                    tracing::info!(old = %now, new = level, "log level changed");
+                    *now = level.to_owned();
+                }
+                Err(e) => {
+                    tracing::warn!(level, error = %e, "cannot apply [log] level; keeping the running one");
+                    ignored.push("[log] level");
+                }
+            },
+            None => ignored.push("[log] level"),
         }
     }
 
@@ -124,7 +171,8 @@ impl Shared {
         let old_set = self.pools.current();
         let changed = reload::check(&old_map, &old_set.shards, &new.map, &new.shards)
             .map_err(ReloadError::Refused)?;
-        let ignored = reload::ignored_sections(&self.config, &new);
+        let mut ignored = reload::ignored_sections(&self.config, &new);
+        self.reload_log_level(&new.log.level, &mut ignored);
         for section in &ignored {
             tracing::warn!(
                 section,
