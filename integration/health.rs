@@ -190,6 +190,23 @@ async fn s1_breaker(proxy: &Proxy, admin: &Client) -> (HashMap<String, String>, 
     )
 }
 
+/// [`s1_breaker`] polled until the breaker is `state` (at most 10 s; the caller's
+/// assertions report a miss).
+async fn s1_breaker_once(
+    proxy: &Proxy,
+    admin: &Client,
+    state: &str,
+) -> (HashMap<String, String>, f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = s1_breaker(proxy, admin).await;
+        if seen.0["breaker"] == state || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The breaker's state is what an operator sees: SHOW SHARDS says s1 is unavailable
 /// with an open breaker, its failures and last error, /metrics has the gauge at 2 (open)
 /// and the opened counter up; once s1 is back both say closed and s0 was never touched.
@@ -209,14 +226,7 @@ async fn breaker_state_shows_in_the_console_and_metrics() {
     wait_for_open_breaker(&client, on1).await;
     // while the shard is down the breaker cycles open → half-open (one failing probe)
     // → open; catch it open
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (s1, gauge, opened) = loop {
-        let seen = s1_breaker(&proxy, &admin).await;
-        if seen.0["breaker"] == "open" || Instant::now() > deadline {
-            break seen;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (s1, gauge, opened) = s1_breaker_once(&proxy, &admin, "open").await;
     assert_eq!(s1["breaker"], "open", "{s1:?}");
     assert_eq!(s1["state"], "unavailable", "{s1:?}");
     assert!(s1["failures"].parse::<u32>().unwrap() >= 2, "{s1:?}");
@@ -231,14 +241,7 @@ async fn breaker_state_shows_in_the_console_and_metrics() {
     );
 
     cluster.shard_mut(1).restart().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (s1, gauge, _) = loop {
-        let seen = s1_breaker(&proxy, &admin).await;
-        if seen.0["breaker"] == "closed" || Instant::now() > deadline {
-            break seen;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (s1, gauge, _) = s1_breaker_once(&proxy, &admin, "closed").await;
     assert_eq!(
         (s1["state"].as_str(), s1["breaker"].as_str()),
         ("serving", "closed")

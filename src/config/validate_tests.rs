@@ -595,44 +595,36 @@ fn epoch_defaults_to_one_and_is_read() {
     assert!(message.contains("epoch"), "{message}");
 }
 
+/// `[server] <key>` defaults to `default`, is read from the file, and 0 is refused
+/// naming the key.
+fn check_ms_setting(key: &str, default: Duration, read: fn(&Config) -> Duration) {
+    assert_eq!(read(&parse(BASE, "t").unwrap()), default, "{key}");
+    let set = |v: u64| {
+        edit(
+            "pool_size = 10\n",
+            &format!("pool_size = 10\n{key} = {v}\n"),
+        )
+    };
+    assert_eq!(
+        read(&parse(&set(250), "t").unwrap()),
+        Duration::from_millis(250)
+    );
+    let err = parse(&set(0), "t").unwrap_err();
+    assert!(err.to_string().contains(key), "{err}");
+}
+
 #[test]
 fn login_timeout_defaults_to_a_minute_and_must_be_positive() {
-    assert_eq!(
-        parse(BASE, "t").unwrap().server.login_timeout,
-        Duration::from_secs(60)
-    );
-    let c = parse(
-        &edit(
-            "pool_size = 10\n",
-            "pool_size = 10\nlogin_timeout_ms = 250\n",
-        ),
-        "t",
-    )
-    .unwrap();
-    assert_eq!(c.server.login_timeout, Duration::from_millis(250));
-    let err = parse(
-        &edit("pool_size = 10\n", "pool_size = 10\nlogin_timeout_ms = 0\n"),
-        "t",
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("login_timeout_ms"), "{err}");
+    check_ms_setting("login_timeout_ms", Duration::from_secs(60), |c| {
+        c.server.login_timeout
+    });
 }
 
 #[test]
 fn hold_timeout_defaults_and_is_read() {
-    assert_eq!(
-        parse(BASE, "t").unwrap().server.hold_timeout,
-        Duration::from_millis(10_000)
-    );
-    let c = parse(
-        &edit(
-            "pool_size = 10\n",
-            "pool_size = 10\nhold_timeout_ms = 500\n",
-        ),
-        "t",
-    )
-    .unwrap();
-    assert_eq!(c.server.hold_timeout, Duration::from_millis(500));
+    check_ms_setting("hold_timeout_ms", Duration::from_millis(10_000), |c| {
+        c.server.hold_timeout
+    });
 }
 
 #[test]
