@@ -159,10 +159,7 @@ impl Server {
             tracker.spawn(async move {
                 let interval = shared.config.health.interval;
                 loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = shared.pools.check_health() => {}
-                    }
+                    shared.pools.start_health_checks();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(interval) => {}

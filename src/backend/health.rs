@@ -12,7 +12,7 @@
 //! The state machine itself ([`Breaker`]) is pure: callers pass the clock, so it is
 //! tested without sleeping.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -291,6 +291,8 @@ pub struct ShardBreaker {
     cfg: HealthConfig,
     /// answers seen by the shard's connections
     answered: Arc<Answered>,
+    /// a check is running (at most one per shard)
+    checking: AtomicBool,
     /// mirror of the state for the data path: one atomic load per checkout
     state: AtomicU8,
     inner: Mutex<Breaker>,
@@ -304,10 +306,16 @@ impl ShardBreaker {
         ShardBreaker {
             cfg,
             answered: Arc::new(Answered::new()),
+            checking: AtomicBool::new(false),
             state: AtomicU8::new(BreakerState::Closed.to_u8()),
             inner: Mutex::new(Breaker::new()),
             opened: Notify::new(),
         }
+    }
+
+    /// Whether a check of the shard is running.
+    pub fn checking(&self) -> bool {
+        self.checking.load(Ordering::Acquire)
     }
 
     /// The handle a new connection of the shard records its answers in.
@@ -397,6 +405,10 @@ impl ShardBreaker {
     /// from every client. A shard that is down or hung answers nothing, so its failed
     /// checks count.
     pub async fn check(&self, shard: ShardId, cfg: &ShardConfig) -> Option<BreakerState> {
+        if self.checking.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let _running = Checking(&self.checking);
         if !self.update(|b, c| b.begin_probe(Instant::now(), c)) {
             return None;
         }
@@ -426,6 +438,15 @@ impl ShardBreaker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Clears [`ShardBreaker::checking`] when a check ends, however it ends.
+struct Checking<'a>(&'a AtomicBool);
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

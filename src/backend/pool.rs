@@ -220,25 +220,27 @@ impl Pools {
         }
     }
 
-    /// Run one round of health checks, every shard of the installed set in parallel
-    /// (an open breaker inside its cool-down is skipped). While a breaker refuses
-    /// clients its pool's idle connections are dropped: they most likely point at a
-    /// dead server process, and a recovered shard should be served by fresh ones.
-    pub async fn check_health(&self) {
+    /// Start one health check of every shard of the installed set, each in its own
+    /// task, and return: a shard whose check hangs until `timeout_ms` does not hold up
+    /// the others' (a shard whose previous check still runs, or whose open breaker is
+    /// inside its cool-down, is skipped). While a breaker refuses clients its pool's
+    /// idle connections are dropped: they most likely point at a dead server process,
+    /// and a recovered shard should be served by fresh ones.
+    pub fn start_health_checks(&self) {
         let set = self.set.load_full();
-        let checks =
-            set.pools
-                .iter()
-                .zip(&set.shards)
-                .enumerate()
-                .map(|(shard, (pool, cfg))| async move {
-                    let breaker = &pool.manager().breaker;
-                    breaker.check(shard, cfg).await;
-                    if !breaker.admits() {
-                        pool.retain(|_, _| false);
-                    }
-                });
-        futures_util::future::join_all(checks).await;
+        for (shard, (pool, cfg)) in set.pools.iter().zip(&set.shards).enumerate() {
+            if pool.manager().breaker.checking() {
+                continue;
+            }
+            let (pool, cfg) = (pool.clone(), cfg.clone());
+            tokio::spawn(async move {
+                let breaker = &pool.manager().breaker;
+                breaker.check(shard, &cfg).await;
+                if !breaker.admits() {
+                    pool.retain(|_, _| false);
+                }
+            });
+        }
     }
 
     /// Health of each shard, in the order of the installed shard set.
@@ -311,6 +313,31 @@ mod tests {
         assert_eq!(pools.shard_name(1), "s2");
         assert_eq!(pools.shard_name(2), "?");
         assert!(matches!(pools.get(2).await, Err(BackendError::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_shard_does_not_hold_up_the_other_shards_checks() {
+        use crate::backend::BreakerState;
+        let mut config = config();
+        // s0 refuses connections; s1 takes them into its backlog and never answers
+        let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        config.shards[0].port = refusing.local_addr().unwrap().port();
+        drop(refusing);
+        let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        config.shards[1].port = hanging.local_addr().unwrap().port();
+        config.health.timeout = Duration::from_secs(5);
+        config.health.failure_threshold = 3;
+        let pools = Pools::new(&config);
+        for _ in 0..10 {
+            pools.start_health_checks();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let health = pools.health();
+        assert_eq!(health[0].state, BreakerState::Open, "{health:?}");
+        // its first check still waits; no second one was started beside it
+        assert_eq!(health[1].state, BreakerState::Closed, "{health:?}");
+        assert_eq!(health[1].consecutive_failures, 0, "{health:?}");
+        assert!(pools.current().pools[1].manager().breaker.checking());
     }
 
     #[tokio::test]
