@@ -113,6 +113,31 @@ impl PgServer {
     }
 }
 
+/// Query `accounts` for `aid` until the row comes back (a shard restarted, a breaker
+/// closing), for at most 10 s; panics naming `what` past that.
+pub async fn wait_until_served(client: &Client, aid: i64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match client
+            .query("SELECT aid FROM accounts WHERE aid = $1", &[&aid])
+            .await
+        {
+            Ok(rows) => {
+                assert_eq!(rows.len(), 1, "{what}");
+                assert_eq!(rows[0].get::<_, i64>(0), aid, "{what}");
+                return;
+            }
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what} never came back: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// N Postgres servers acting as shards `s0..s{n-1}`, each with database `app`.
 pub struct Cluster {
     shards: Vec<PgServer>,

@@ -10,7 +10,7 @@ use pgshard::sharding::KeyValue;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use crate::harness::{ACCOUNTS, Cluster, Proxy};
+use crate::harness::{ACCOUNTS, Cluster, Proxy, wait_until_served};
 use crate::ops::{http_get, parse_metrics, records};
 
 /// Checks every 100 ms, open after 2 failures, half-open probe after 200 ms. The pool
@@ -151,20 +151,7 @@ async fn open_breaker_fails_fast_and_closes_when_the_shard_is_back() {
 
     // shard back: a half-open probe closes the breaker and s1 is served again
     cluster.shard_mut(1).restart().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match client.query(by_key, &[&on1]).await {
-            Ok(rows) => {
-                assert_eq!(rows.len(), 1);
-                assert_eq!(rows[0].get::<_, i64>(0), on1);
-                break;
-            }
-            Err(e) => {
-                assert!(Instant::now() < deadline, "s1 never came back: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    wait_until_served(&client, on1, "s1").await;
     let n: i64 = client
         .query_one("SELECT count(*) FROM accounts", &[])
         .await
@@ -358,22 +345,7 @@ async fn checkouts_waiting_on_a_hanging_shard_fail_when_the_breaker_opens() {
     assert_eq!(rows.len(), 1);
 
     drop(resume);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match clients[1]
-            .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
-            .await
-        {
-            Ok(rows) => {
-                assert_eq!(rows.len(), 1);
-                break;
-            }
-            Err(e) => {
-                assert!(Instant::now() < deadline, "s1 never came back: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    wait_until_served(&clients[1], on1, "s1").await;
 }
 
 /// A shard that refuses new logins (pg_hba `reject`, as when it is out of connection

@@ -7,7 +7,7 @@ use pgshard::config::ShardMap;
 use pgshard::sharding::KeyValue;
 use tokio_postgres::error::SqlState;
 
-use crate::harness::{ACCOUNTS, Cluster, Proxy};
+use crate::harness::{ACCOUNTS, Cluster, Proxy, wait_until_served};
 
 const CREATE_ACCOUNTS: &str =
     "CREATE TABLE accounts (aid bigint PRIMARY KEY, name text, balance numeric NOT NULL DEFAULT 0)";
@@ -592,22 +592,7 @@ async fn a_shard_down_fails_fast_and_the_others_carry_on() {
     assert_eq!(rows.len(), 1);
     // the pool reconnects once the shard is back
     cluster.shard_mut(1).restart().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match client
-            .query("SELECT aid FROM accounts WHERE aid = $1", &[&on1])
-            .await
-        {
-            Ok(rows) => {
-                assert_eq!(rows.len(), 1);
-                break;
-            }
-            Err(e) => {
-                assert!(Instant::now() < deadline, "shard 1 never came back: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    wait_until_served(&client, on1, "shard 1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

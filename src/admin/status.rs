@@ -218,146 +218,79 @@ pub fn config_table(
     shard_urls: &[(String, String)],
 ) -> Table {
     let s = &config.server;
+    let h = &config.health;
+    let t = &config.transactions;
     let ms = |d: Duration| d.as_millis().to_string();
+    // (key, value, when a change applies)
+    let row = |key: &str, value: String, applies: &str| [key.to_owned(), value, applies.to_owned()];
+    let restart = |key: &str, value: String| row(key, value, "restart");
+    let reload = |key: &str, value: String| row(key, value, "reload");
+    let unparsed = match s.unparsed {
+        UnparsedPolicy::DefaultShard => "default_shard",
+        UnparsedPolicy::Refuse => "refuse",
+    };
+    let format = match config.log.format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    let users = config
+        .users
+        .iter()
+        .map(|u| {
+            if u.admin {
+                format!("{} (admin)", u.name)
+            } else {
+                u.name.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut rows: Vec<[String; 3]> = vec![
-        [
-            "server.listen".into(),
-            s.listen.to_string(),
-            "restart".into(),
-        ],
-        [
-            "server.metrics_listen".into(),
+        restart("server.listen", s.listen.to_string()),
+        restart(
+            "server.metrics_listen",
             s.metrics_listen.map(|a| a.to_string()).unwrap_or_default(),
-            "restart".into(),
-        ],
-        [
-            "server.pool_size".into(),
-            s.pool_size.to_string(),
-            "restart".into(),
-        ],
-        [
-            "server.pool_timeout_ms".into(),
-            ms(s.pool_timeout),
-            "restart".into(),
-        ],
-        [
-            "server.connect_timeout_ms".into(),
-            ms(s.connect_timeout),
-            "restart".into(),
-        ],
-        [
-            "server.max_clients".into(),
-            s.max_clients.to_string(),
-            "restart".into(),
-        ],
-        [
-            "server.max_message_size".into(),
-            s.max_message_size.to_string(),
-            "restart".into(),
-        ],
-        [
-            "server.unparsed".into(),
-            match s.unparsed {
-                UnparsedPolicy::DefaultShard => "default_shard",
-                UnparsedPolicy::Refuse => "refuse",
-            }
-            .into(),
-            "restart".into(),
-        ],
-        [
-            "server.merge_memory_mb".into(),
-            (s.merge_memory >> 20).to_string(),
-            "restart".into(),
-        ],
-        [
-            "server.hold_timeout_ms".into(),
-            ms(s.hold_timeout),
-            "restart".into(),
-        ],
-        [
-            "server.shutdown_timeout_ms".into(),
-            ms(s.shutdown_timeout),
-            "restart".into(),
-        ],
-        [
-            "server.drain_delay_ms".into(),
-            ms(s.drain_delay),
-            "restart".into(),
-        ],
-        [
-            "server.login_timeout_ms".into(),
-            ms(s.login_timeout),
-            "restart".into(),
-        ],
-        ["log.level".into(), log_level.to_owned(), "reload".into()],
-        [
-            "log.format".into(),
-            match config.log.format {
-                LogFormat::Text => "text",
-                LogFormat::Json => "json",
-            }
-            .into(),
-            "restart".into(),
-        ],
-        [
-            "transactions.two_phase".into(),
-            config.transactions.two_phase.to_string(),
-            "restart".into(),
-        ],
-        [
-            "transactions.node".into(),
-            config.transactions.node.clone(),
-            "restart".into(),
-        ],
-        [
-            "transactions.recover_interval_s".into(),
-            config.transactions.recover_interval.as_secs().to_string(),
-            "restart".into(),
-        ],
-        [
-            "users".into(),
-            config
-                .users
-                .iter()
-                .map(|u| {
-                    if u.admin {
-                        format!("{} (admin)", u.name)
-                    } else {
-                        u.name.clone()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-            "restart".into(),
-        ],
-        [
-            "sharding.slots".into(),
-            map.slots.to_string(),
-            "fixed".into(),
-        ],
-        [
-            "sharding.vnodes".into(),
-            map.vnodes.to_string(),
-            "reload".into(),
-        ],
-        [
-            "sharding.epoch".into(),
-            map.epoch.to_string(),
-            "reload".into(),
-        ],
-        [
-            "sharding.default_shard".into(),
+        ),
+        restart("server.pool_size", s.pool_size.to_string()),
+        restart("server.pool_timeout_ms", ms(s.pool_timeout)),
+        restart("server.connect_timeout_ms", ms(s.connect_timeout)),
+        restart("server.max_clients", s.max_clients.to_string()),
+        restart("server.max_message_size", s.max_message_size.to_string()),
+        restart("server.unparsed", unparsed.into()),
+        restart("server.merge_memory_mb", (s.merge_memory >> 20).to_string()),
+        restart("server.hold_timeout_ms", ms(s.hold_timeout)),
+        restart("server.shutdown_timeout_ms", ms(s.shutdown_timeout)),
+        restart("server.drain_delay_ms", ms(s.drain_delay)),
+        restart("server.login_timeout_ms", ms(s.login_timeout)),
+        reload("log.level", log_level.to_owned()),
+        restart("log.format", format.into()),
+        restart("health.enabled", h.enabled.to_string()),
+        restart("health.interval_ms", ms(h.interval)),
+        restart("health.timeout_ms", ms(h.timeout)),
+        restart("health.failure_threshold", h.failure_threshold.to_string()),
+        restart("health.success_threshold", h.success_threshold.to_string()),
+        restart("health.open_ms", ms(h.open)),
+        restart("transactions.two_phase", t.two_phase.to_string()),
+        restart("transactions.node", t.node.clone()),
+        restart(
+            "transactions.recover_interval_s",
+            t.recover_interval.as_secs().to_string(),
+        ),
+        restart("users", users),
+        row("sharding.slots", map.slots.to_string(), "fixed"),
+        reload("sharding.vnodes", map.vnodes.to_string()),
+        reload("sharding.epoch", map.epoch.to_string()),
+        reload(
+            "sharding.default_shard",
             map.shard_name(map.default_shard).to_owned(),
-            "reload".into(),
-        ],
-        [
-            "sharding.broadcast_writes".into(),
+        ),
+        reload(
+            "sharding.broadcast_writes",
             map.broadcast_writes.to_string(),
-            "reload".into(),
-        ],
+        ),
     ];
     for (name, url) in shard_urls {
-        rows.push([format!("shards.{name}"), url.clone(), "reload".into()]);
+        rows.push(reload(&format!("shards.{name}"), url.clone()));
     }
     Table {
         columns: vec![
@@ -477,6 +410,10 @@ mod tests {
         );
         assert_eq!(get("sharding.epoch")[2], "reload");
         assert_eq!(get("log.level"), ["log.level", "debug", "reload"]);
+        assert_eq!(
+            get("health.timeout_ms"),
+            ["health.timeout_ms", "5000", "restart"]
+        );
         assert_eq!(get("shards.s0")[1], "postgres://u:***@h:1/app");
         assert_eq!(get("users")[1], "app");
         assert_eq!(
