@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{LATENCY_BUCKETS, Metrics, RouteKind};
+use super::{KindStats, LATENCY_BUCKETS, Metrics, RouteKind};
 
 /// The content type of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -140,34 +140,28 @@ pub fn render(m: &Metrics, g: &Gauges) -> String {
     );
 
     let shards = m.shards();
-    let mut f = Family::new(
-        &mut out,
-        "pgshard_queries_total",
-        "counter",
-        "statements sent to a shard, by route kind",
-    );
-    for (name, s) in &shards {
-        for kind in RouteKind::ALL {
-            f.sample(
-                "pgshard_queries_total",
-                &[("shard", name), ("route", kind.label())],
-                s.kind(kind).queries.load(Ordering::Relaxed),
-            );
-        }
-    }
-    let mut f = Family::new(
-        &mut out,
-        "pgshard_query_errors_total",
-        "counter",
-        "statements that failed on a shard or could not reach it, by route kind",
-    );
-    for (name, s) in &shards {
-        for kind in RouteKind::ALL {
-            f.sample(
-                "pgshard_query_errors_total",
-                &[("shard", name), ("route", kind.label())],
-                s.kind(kind).errors.load(Ordering::Relaxed),
-            );
+    let counters: [(&str, &str, KindCounter); 2] = [
+        (
+            "pgshard_queries_total",
+            "statements sent to a shard, by route kind",
+            |k| k.queries.load(Ordering::Relaxed),
+        ),
+        (
+            "pgshard_query_errors_total",
+            "statements that failed on a shard or could not reach it, by route kind",
+            |k| k.errors.load(Ordering::Relaxed),
+        ),
+    ];
+    for (metric, help, value) in counters {
+        let mut f = Family::new(&mut out, metric, "counter", help);
+        for (name, s) in &shards {
+            for kind in RouteKind::ALL {
+                f.sample(
+                    metric,
+                    &[("shard", name), ("route", kind.label())],
+                    value(s.kind(kind)),
+                );
+            }
         }
     }
     let mut f = Family::new(
@@ -265,19 +259,14 @@ pub fn render(m: &Metrics, g: &Gauges) -> String {
         "circuit breaker: 0 closed, 1 half-open, 2 open",
         |s| s.breaker.to_string(),
     );
-    let mut f = Family::new(
+    per_shard(
         &mut out,
+        g,
         "pgshard_breaker_opened_total",
         "counter",
         "times the circuit breaker opened",
+        |s| s.breaker_opened.to_string(),
     );
-    for s in &g.shards {
-        f.sample(
-            "pgshard_breaker_opened_total",
-            &[("shard", &s.shard)],
-            s.breaker_opened,
-        );
-    }
     gauge_per_shard(
         &mut out,
         g,
@@ -288,6 +277,9 @@ pub fn render(m: &Metrics, g: &Gauges) -> String {
     out
 }
 
+/// Reads one counter of a route kind's stats.
+type KindCounter = fn(&KindStats) -> u64;
+
 fn gauge_per_shard(
     out: &mut String,
     g: &Gauges,
@@ -295,7 +287,19 @@ fn gauge_per_shard(
     help: &str,
     value: impl Fn(&ShardGauges) -> String,
 ) {
-    let mut f = Family::new(out, name, "gauge", help);
+    per_shard(out, g, name, "gauge", help, value);
+}
+
+/// One family of type `kind` with a sample per shard, labelled by shard.
+fn per_shard(
+    out: &mut String,
+    g: &Gauges,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&ShardGauges) -> String,
+) {
+    let mut f = Family::new(out, name, kind, help);
     for s in &g.shards {
         f.sample(name, &[("shard", &s.shard)], value(s));
     }
