@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{ColumnType, Table};
+use crate::backend::BreakerState;
 use crate::config::{Config, LogFormat, ShardMap, UnparsedPolicy};
 use crate::metrics::{ClientInfo, HistogramSnapshot, RouteKind, ShardStats};
 
@@ -22,10 +23,8 @@ pub struct ShardStatus {
     pub database: String,
     /// PAUSEd from the admin console
     pub paused: bool,
-    /// circuit breaker state (`closed`, `open`, `half-open`)
-    pub breaker: String,
-    /// the same as a gauge: 0 closed, 1 half-open, 2 open
-    pub breaker_gauge: i64,
+    /// circuit breaker state
+    pub breaker: BreakerState,
     /// times the breaker opened
     pub breaker_opened: u64,
     /// failed health checks in a row
@@ -55,7 +54,7 @@ pub fn shards_table(map: &ShardMap, shards: &[ShardStatus]) -> Table {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let state = if s.breaker == "open" {
+            let state = if s.breaker == BreakerState::Open {
                 "unavailable"
             } else if s.paused {
                 "paused"
@@ -68,7 +67,7 @@ pub fn shards_table(map: &ShardMap, shards: &[ShardStatus]) -> Table {
                 s.port.to_string(),
                 s.database.clone(),
                 state.to_owned(),
-                s.breaker.clone(),
+                s.breaker.as_str().to_owned(),
                 s.failures.to_string(),
                 counts.get(i).copied().unwrap_or(0).to_string(),
                 map.epoch.to_string(),
@@ -331,7 +330,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 5601,
                 database: "app".into(),
-                breaker: "closed".into(),
+                breaker: BreakerState::Closed,
                 pool_max: 10,
                 active: 2,
                 idle: 3,
@@ -339,7 +338,7 @@ mod tests {
             },
             ShardStatus {
                 name: "s1".into(),
-                breaker: "open".into(),
+                breaker: BreakerState::Open,
                 failures: 4,
                 last_error: Some("connection refused".into()),
                 paused: true,

@@ -23,9 +23,10 @@ use crate::config::{HealthConfig, ShardConfig};
 use crate::sharding::ShardId;
 
 /// Where a shard's circuit breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BreakerState {
     /// the shard serves clients
+    #[default]
     Closed,
     /// the shard failed `failure_threshold` checks in a row: checkouts fail at once
     Open,
@@ -269,10 +270,15 @@ impl Answered {
         }
     }
 
-    /// The shard answered a statement now.
+    /// The shard answered a statement now. Called for every ReadyForQuery from every
+    /// session, so the shared word is written at most once a millisecond (far finer
+    /// than any check interval): reading a line other cores only read stays cheap.
     pub fn now(&self) {
         let us = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1;
-        self.last_us.fetch_max(us, Ordering::Relaxed);
+        let last = self.last_us.load(Ordering::Relaxed);
+        if last == 0 || us > last.saturating_add(1_000) {
+            self.last_us.fetch_max(us, Ordering::Relaxed);
+        }
     }
 
     /// Whether the shard answered a statement at or after `t`.

@@ -510,10 +510,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let deadline = tokio::time::Instant::now() + self.shared.config.server.hold_timeout;
             // boxed: rare, and the wait's state need not live in every session
             if let Err(e) = Box::pin(self.shared.pauses.wait(&name, deadline)).await {
-                self.shared
-                    .metrics
-                    .shard(&name)
-                    .record_unreached(self.route_kind());
+                self.count_unreached(&name);
                 return Err(ProxyError::error(
                     SqlState::LOCK_NOT_AVAILABLE,
                     format!("pgshard: {e}"),
@@ -548,27 +545,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The client's error for a failed checkout (counted as an error of the shard).
     fn checkout_error(&self, shard: ShardId, e: BackendError) -> ProxyError {
         let name = self.shared.pools.shard_name(shard);
+        self.count_unreached(&name);
+        match e {
+            BackendError::PoolTimeout(d) => ProxyError::error(
+                SqlState::TOO_MANY_CONNECTIONS,
+                format!(
+                    "pgshard: no connection to shard \"{name}\" became free within {} ms",
+                    d.as_millis()
+                ),
+            )
+            .with_hint("raise [server] pool_size or pool_timeout_ms, or shorten transactions"),
+            e @ BackendError::BreakerOpen { .. } => ProxyError::shard_unavailable(&name, e)
+                .with_hint(
+                    "pgshard keeps checking the shard and serves it again once checks pass ([health])",
+                ),
+            other => ProxyError::shard_unavailable(&name, other),
+        }
+    }
+
+    /// Count a statement that could not reach shard `name` as one of its errors.
+    fn count_unreached(&self, name: &str) {
         self.shared
             .metrics
-            .shard(&name)
+            .shard(name)
             .record_unreached(self.route_kind());
-        {
-            match e {
-                BackendError::PoolTimeout(d) => ProxyError::error(
-                    SqlState::TOO_MANY_CONNECTIONS,
-                    format!(
-                        "pgshard: no connection to shard \"{name}\" became free within {} ms",
-                        d.as_millis()
-                    ),
-                )
-                .with_hint("raise [server] pool_size or pool_timeout_ms, or shorten transactions"),
-                e @ BackendError::BreakerOpen { .. } => ProxyError::shard_unavailable(&name, e)
-                    .with_hint(
-                        "pgshard keeps checking the shard and serves it again once checks pass ([health])",
-                    ),
-                other => ProxyError::shard_unavailable(&name, other),
-            }
-        }
     }
 
     /// Queue what a connection needs before serving this client: its settings.

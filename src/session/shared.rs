@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::Verifier;
 use super::reload::{self, ReloadError, ReloadOutcome};
 use crate::admin::ShardStatus;
-use crate::backend::Pools;
+use crate::backend::{BreakerState, Pools};
 use crate::config::{Config, ShardMap, UserConfig};
 use crate::metrics::Metrics;
 use crate::metrics::http::Scrape;
@@ -248,8 +248,7 @@ impl Shared {
                     port: s.port,
                     database: s.dbname.clone(),
                     paused: self.pauses.is_paused(&s.name),
-                    breaker: h.map_or("closed", |h| h.state.as_str()).to_owned(),
-                    breaker_gauge: h.map_or(0, |h| h.state.gauge()),
+                    breaker: h.map_or(BreakerState::Closed, |h| h.state),
                     breaker_opened: h.map_or(0, |h| h.opened_total),
                     failures: h.map_or(0, |h| h.consecutive_failures),
                     last_error: h.and_then(|h| h.last_error.clone()),
@@ -297,7 +296,7 @@ impl Shared {
                 .shard_statuses()
                 .into_iter()
                 .map(|s| ShardGauges {
-                    breaker: s.breaker_gauge,
+                    breaker: s.breaker.gauge(),
                     breaker_opened: s.breaker_opened,
                     active: s.active,
                     idle: s.idle,
